@@ -1,0 +1,102 @@
+//! Readiness probes that speak each component's protocol.
+//!
+//! A TCP connect alone says little (a broker accepts before it can answer), so each probe sends
+//! the smallest real request and checks the answer. Every probe is bounded by its `timeout`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// How to tell that a component is ready to serve.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// Redis answers `PING` with `+PONG` (not `-LOADING` while it replays its AOF).
+    RedisPing(SocketAddr),
+    /// A Kafka broker answers an `ApiVersions` request with error code 0.
+    KafkaApiVersions(SocketAddr),
+    /// An HTTP server answers `GET path` with a 2xx status.
+    HttpOk(SocketAddr, &'static str),
+}
+
+impl Probe {
+    /// One attempt, bounded by `limit`. `Ok(())` when the component answered as expected.
+    pub async fn check(&self, limit: Duration) -> Result<(), String> {
+        match timeout(limit, self.check_unbounded()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    async fn check_unbounded(&self) -> Result<(), String> {
+        match self {
+            Probe::RedisPing(addr) => redis_ping(*addr).await,
+            Probe::KafkaApiVersions(addr) => kafka_api_versions(*addr).await,
+            Probe::HttpOk(addr, path) => http_ok(*addr, path).await,
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))
+}
+
+async fn redis_ping(addr: SocketAddr) -> Result<(), String> {
+    let mut stream = connect(addr).await?;
+    stream.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    if answer.starts_with("+PONG") {
+        Ok(())
+    } else {
+        Err(format!("redis answered {:?}", answer.trim_end()))
+    }
+}
+
+/// `ApiVersions` v0: the request every Kafka client sends first.
+async fn kafka_api_versions(addr: SocketAddr) -> Result<(), String> {
+    const API_VERSIONS: i16 = 18;
+    const CORRELATION_ID: i32 = 0x0f1a_5b1b;
+    let client_id = b"flashlab-probe";
+    let mut body = Vec::with_capacity(32);
+    body.extend_from_slice(&API_VERSIONS.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes()); // version
+    body.extend_from_slice(&CORRELATION_ID.to_be_bytes());
+    body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    body.extend_from_slice(client_id);
+    let mut request = (body.len() as i32).to_be_bytes().to_vec();
+    request.extend_from_slice(&body);
+
+    let mut stream = connect(addr).await?;
+    stream.write_all(&request).await.map_err(|e| e.to_string())?;
+    let size = stream.read_i32().await.map_err(|e| format!("reading size: {e}"))?;
+    if !(6..=1 << 20).contains(&size) {
+        return Err(format!("implausible ApiVersions response size {size}"));
+    }
+    let correlation_id = stream.read_i32().await.map_err(|e| e.to_string())?;
+    let error_code = stream.read_i16().await.map_err(|e| e.to_string())?;
+    if correlation_id != CORRELATION_ID {
+        return Err(format!("correlation id {correlation_id} != {CORRELATION_ID}"));
+    }
+    if error_code != 0 {
+        return Err(format!("ApiVersions error code {error_code}"));
+    }
+    Ok(())
+}
+
+async fn http_ok(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let mut stream = connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 32];
+    let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+    let status_line = String::from_utf8_lossy(&buf[..n]);
+    match status_line.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        Some(code) => Err(format!("GET {path} answered {code}")),
+        None => Err(format!("GET {path}: no status line")),
+    }
+}

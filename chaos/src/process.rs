@@ -1,0 +1,267 @@
+//! Supervised child processes.
+//!
+//! A [`Supervised`] process is started from a [`ProcessSpec`], with stdout and stderr appended to
+//! its log file, and is not handed back until its [`Probe`] passes (bounded by
+//! `ready_timeout`). It can be stopped (SIGTERM, then SIGKILL after a grace period), killed,
+//! paused and resumed (SIGSTOP/SIGCONT) and restarted with the same arguments — the same ports
+//! and data directory.
+//!
+//! A child never outlives the lab:
+//! - dropping the handle kills it;
+//! - every child runs under `setpriv --pdeathsig KILL`, so the kernel kills it when the thread
+//!   that spawned it dies — also when the lab is killed with SIGKILL and no destructor runs.
+//!   Spawn from a long-lived thread (a tokio worker or the main thread, never `spawn_blocking`);
+//! - every child gets its own process group, so a Ctrl-C in the lab's terminal reaches the lab
+//!   alone, and the lab stops its children in order (gateways before the broker they flush to).
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::probe::Probe;
+
+/// How often a readiness probe is repeated while waiting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Each probe attempt's own limit.
+const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of the log an error message quotes.
+const LOG_TAIL_BYTES: u64 = 2_000;
+
+/// Everything needed to start (and restart) one child process.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Name in logs and errors, such as `redis` or `gateway[0]`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// Added to the lab's own environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory; the component's data lives here.
+    pub cwd: PathBuf,
+    /// stdout and stderr are appended here, across restarts.
+    pub log_path: PathBuf,
+    /// Passes once the process can serve.
+    pub probe: Probe,
+    pub ready_timeout: Duration,
+    /// How long [`Supervised::stop`] waits after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{name}: cannot start {program}: {source} (is it installed? try ci/setup)")]
+    Spawn { name: String, program: String, source: std::io::Error },
+    #[error("{name}: cannot open log {path}: {source}")]
+    Log { name: String, path: String, source: std::io::Error },
+    #[error("{name}: exited with {status} before it was ready; log tail:\n{log_tail}")]
+    ExitedEarly { name: String, status: ExitStatus, log_tail: String },
+    #[error("{name}: not ready after {waited:?} (last probe: {last}); log tail:\n{log_tail}")]
+    NotReady { name: String, waited: Duration, last: String, log_tail: String },
+    #[error("{name}: not running")]
+    NotRunning { name: String },
+    #[error("{name}: signal {signal}: {source}")]
+    Signal { name: String, signal: Signal, source: nix::Error },
+    #[error("{name}: waiting for exit: {source}")]
+    Wait { name: String, source: std::io::Error },
+}
+
+/// A child process under the lab's control. See the module docs.
+#[derive(Debug)]
+pub struct Supervised {
+    spec: ProcessSpec,
+    child: Option<Child>,
+}
+
+impl Supervised {
+    /// Starts the process and waits until its probe passes.
+    pub async fn start(spec: ProcessSpec) -> Result<Self, ProcessError> {
+        let mut process = Supervised { spec, child: None };
+        process.spawn()?;
+        process.wait_ready().await?;
+        Ok(process)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn spec(&self) -> &ProcessSpec {
+        &self.spec
+    }
+
+    /// The operating-system pid, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Whether the process is alive (a paused process is alive).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), ProcessError> {
+        let spec = &self.spec;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(|source| ProcessError::Log {
+                name: spec.name.clone(),
+                path: spec.log_path.display().to_string(),
+                source,
+            })?;
+        let log_err = log.try_clone().map_err(|source| ProcessError::Log {
+            name: spec.name.clone(),
+            path: spec.log_path.display().to_string(),
+            source,
+        })?;
+        let mut command = Command::new("setpriv");
+        command
+            .arg("--pdeathsig")
+            .arg("KILL")
+            .arg("--")
+            .arg(&spec.program)
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&spec.cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|source| ProcessError::Spawn {
+            name: spec.name.clone(),
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+        tracing::debug!(name = %spec.name, pid = ?child.id(), "started");
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls the probe until it passes, the process exits, or `ready_timeout` runs out.
+    pub async fn wait_ready(&mut self) -> Result<(), ProcessError> {
+        let started = Instant::now();
+        let deadline = started + self.spec.ready_timeout;
+        let mut last;
+        loop {
+            let child = self.child.as_mut().ok_or_else(|| ProcessError::NotRunning {
+                name: self.spec.name.clone(),
+            })?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Err(ProcessError::ExitedEarly {
+                    name: self.spec.name.clone(),
+                    status,
+                    log_tail: self.log_tail(),
+                });
+            }
+            match self.spec.probe.check(PROBE_ATTEMPT_TIMEOUT).await {
+                Ok(()) => return Ok(()),
+                Err(why) => last = why,
+            }
+            if Instant::now() >= deadline {
+                return Err(ProcessError::NotReady {
+                    name: self.spec.name.clone(),
+                    waited: started.elapsed(),
+                    last,
+                    log_tail: self.log_tail(),
+                });
+            }
+            sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// Sends `signal` to the running process.
+    pub fn signal(&self, signal: Signal) -> Result<(), ProcessError> {
+        let pid = self.pid().ok_or_else(|| ProcessError::NotRunning { name: self.spec.name.clone() })?;
+        kill(Pid::from_raw(pid as i32), signal).map_err(|source| ProcessError::Signal {
+            name: self.spec.name.clone(),
+            signal,
+            source,
+        })
+    }
+
+    /// SIGSTOP: the process is frozen (a stalled VM, a long GC pause) but keeps its sockets.
+    pub fn pause(&self) -> Result<(), ProcessError> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Supervised::pause`].
+    pub fn resume(&self) -> Result<(), ProcessError> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    /// SIGKILL, then reaps the process. A no-op when it is not running.
+    pub async fn kill(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        let Some(mut child) = self.child.take() else { return Ok(None) };
+        // SIGKILL also ends a stopped process; no SIGCONT needed.
+        let _ = child.start_kill();
+        let status = child.wait().await.map_err(|source| ProcessError::Wait {
+            name: self.spec.name.clone(),
+            source,
+        })?;
+        Ok(Some(status))
+    }
+
+    /// SIGTERM (resuming a paused process first), then SIGKILL if it has not exited within the
+    /// spec's `stop_grace`. Returns the exit status; `None` when it was not running.
+    pub async fn stop(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        if !self.is_running() {
+            self.child = None;
+            return Ok(None);
+        }
+        let _ = self.signal(Signal::SIGCONT);
+        self.signal(Signal::SIGTERM)?;
+        let grace = self.spec.stop_grace;
+        let child = self.child.as_mut().expect("checked running above");
+        match timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => {
+                self.child = None;
+                Ok(Some(status))
+            }
+            Ok(Err(source)) => Err(ProcessError::Wait { name: self.spec.name.clone(), source }),
+            Err(_) => {
+                tracing::warn!(name = %self.spec.name, ?grace, "did not stop after SIGTERM; killing");
+                self.kill().await
+            }
+        }
+    }
+
+    /// Stops the process (if running) and starts it again with the same spec.
+    pub async fn restart(&mut self) -> Result<(), ProcessError> {
+        self.stop().await?;
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    /// Starts a process that was stopped or killed, with the same spec.
+    pub async fn start_again(&mut self) -> Result<(), ProcessError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    /// The last bytes of the log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let Ok(mut file) = std::fs::File::open(&self.spec.log_path) else { return String::new() };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        use std::io::Seek;
+        let _ = file.seek(std::io::SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+        let mut tail = String::new();
+        let _ = file.take(LOG_TAIL_BYTES).read_to_string(&mut tail);
+        tail
+    }
+}

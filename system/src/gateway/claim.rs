@@ -1,0 +1,128 @@
+//! Where an order is admitted in Redis: the per-user sliding-window rate limit and the
+//! idempotency claim on its `request_id`, in one atomic script (one round trip per order).
+//!
+//! The script, on Redis's own clock:
+//! 1. drops the user's requests older than the window from `ratelimit:<user_id>` (a sorted set
+//!    scored by arrival time); if `max_requests` remain, answers *limited* with the time until
+//!    the oldest leaves the window (every request counts, duplicates too);
+//! 2. records this request in the window;
+//! 3. if `order_status:<request_id>` exists, answers *duplicate* with the status;
+//! 4. else sets it to `PENDING` (with the status TTL) and answers *claimed*.
+//!
+//! A claimed order that then cannot be queued (breaker open, broker down or slow) is
+//! [released](Claims::release): its status key is deleted if it still says `PENDING`, so the
+//! client's retry of the same `request_id` can succeed — a 503 never burns an id.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::gateway::validate::OrderRequest;
+use crate::keys;
+use crate::redis_conn::{Redis, RedisError};
+
+const CLAIM_LUA: &str = r#"
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window_ms = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window_ms)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local retry_ms = window_ms
+  if oldest[2] then retry_ms = tonumber(oldest[2]) + window_ms - now_ms end
+  return {'limited', tostring(retry_ms)}
+end
+redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window_ms)
+local existing = redis.call('GET', KEYS[2])
+if existing then return {'duplicate', existing} end
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
+return {'claimed', ''}
+"#;
+
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// What Redis said about an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The `request_id` is this order's now; its status is `PENDING`.
+    Claimed,
+    /// The user is over the limit; retry after this long.
+    RateLimited { retry_after: Duration },
+    /// The `request_id` was taken before; its order has this status.
+    Duplicate { status: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Claims {
+    redis: Redis,
+    claim: Script,
+    release: Script,
+    window: Duration,
+    max_requests: u32,
+    status_ttl: Duration,
+}
+
+impl Claims {
+    pub fn new(redis: Redis, window: Duration, max_requests: u32, status_ttl: Duration) -> Claims {
+        Claims {
+            redis,
+            claim: Script::new(CLAIM_LUA),
+            release: Script::new(RELEASE_LUA),
+            window,
+            max_requests,
+            status_ttl,
+        }
+    }
+
+    /// Rate-limits the user and claims the order's `request_id`, atomically.
+    /// `unique` tells this request apart in the user's window (the correlation id).
+    pub async fn claim(&self, order: &OrderRequest, unique: &str) -> Result<Claim, RedisError> {
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(keys::rate_limit(&order.user_id))
+            .key(keys::order_status(&order.request_id))
+            .arg(self.window.as_millis() as u64)
+            .arg(self.max_requests)
+            .arg(unique)
+            .arg(self.status_ttl.as_millis() as u64)
+            .arg(keys::STATUS_PENDING);
+        let (kind, detail): (String, String) = self
+            .redis
+            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        match kind.as_str() {
+            "claimed" => Ok(Claim::Claimed),
+            "limited" => {
+                let retry_ms: u64 = detail.parse().unwrap_or(self.window.as_millis() as u64);
+                Ok(Claim::RateLimited { retry_after: Duration::from_millis(retry_ms) })
+            }
+            _ => Ok(Claim::Duplicate { status: detail }),
+        }
+    }
+
+    /// Gives the `request_id` back if its order is still `PENDING` (it was never queued).
+    pub async fn release(&self, request_id: &str) -> Result<(), RedisError> {
+        let mut invocation = self.release.prepare_invoke();
+        invocation.key(keys::order_status(request_id)).arg(keys::STATUS_PENDING);
+        self.redis
+            .call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// The order's status, if the `request_id` is known.
+    pub async fn status(&self, request_id: &str) -> Result<Option<String>, RedisError> {
+        let key = keys::order_status(request_id);
+        self.redis
+            .call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+}

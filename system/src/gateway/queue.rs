@@ -1,0 +1,157 @@
+//! Where an accepted order is queued: the Kafka producer that puts it on `orders`.
+//!
+//! - **Idempotent producer, `acks=all`**: a broker acknowledgement means the order is durable, and
+//!   librdkafka's internal retries cannot write it twice. The gateway answers 202 only after that
+//!   acknowledgement.
+//! - **Key = `request_id`**: every copy of one order (a client's retry after a timeout, a replay)
+//!   lands on the same partition, behind the first, so one processor sees them in order and its
+//!   idempotency check is never raced by another processor. Orders for one hot item spread over
+//!   all partitions and processors; the inventory script keeps the stock exact whatever the
+//!   interleaving, so nothing is lost by not keying on the item (first-come-first-served holds per
+//!   partition, not across them).
+//! - **Bounded**: `message.timeout.ms` equals `KAFKA_PRODUCE_TIMEOUT`, so an order the broker does
+//!   not acknowledge in time fails (and is not delivered later by a retry inside librdkafka), and
+//!   the local queue is bounded by librdkafka's `queue.buffering.max.messages`.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+
+use crate::order::{OrderMessage, CORRELATION_HEADER, ORDERS_TOPIC};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the broker did not acknowledge within {0:?}")]
+    Timeout(Duration),
+    #[error("could not create topic {topic} within {waited:?}: {last}")]
+    TopicNotCreated { topic: &'static str, waited: Duration, last: String },
+    #[error("encoding the order: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+pub struct OrderQueue {
+    producer: FutureProducer,
+    produce_timeout: Duration,
+}
+
+impl std::fmt::Debug for OrderQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderQueue").field("produce_timeout", &self.produce_timeout).finish()
+    }
+}
+
+/// Where a queued order was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl OrderQueue {
+    /// A producer for `bootstrap`. Nothing is sent until the first order.
+    pub fn new(bootstrap: &str, produce_timeout: Duration) -> Result<OrderQueue, QueueError> {
+        let timeout_ms = produce_timeout.as_millis().max(1).to_string();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("client.id", "flashsale-gateway")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("request.timeout.ms", &timeout_ms)
+            .set("linger.ms", "1")
+            .set("socket.connection.setup.timeout.ms", "2000")
+            .set("reconnect.backoff.max.ms", "1000")
+            .create()?;
+        Ok(OrderQueue { producer, produce_timeout })
+    }
+
+    /// Creates the `orders` topic with `partitions` (an existing topic is fine), retrying until
+    /// `limit` passes — the broker may still be starting.
+    pub async fn ensure_topic(bootstrap: &str, partitions: i32, limit: Duration) -> Result<(), QueueError> {
+        ensure_topics(bootstrap, &[(ORDERS_TOPIC, partitions)], limit).await
+    }
+
+    /// Queues `order`; returns once the broker acknowledged it (or fails within the produce
+    /// timeout).
+    pub async fn send(&self, order: &OrderMessage) -> Result<Queued, QueueError> {
+        let payload = serde_json::to_vec(order)?;
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: CORRELATION_HEADER, value: Some(order.correlation_id.as_bytes()) });
+        let record = FutureRecord::to(ORDERS_TOPIC)
+            .key(order.request_id.as_bytes())
+            .payload(&payload)
+            .headers(headers);
+        // The enqueue wait and the delivery are both bounded by the produce timeout; the outer
+        // limit is a guard in case librdkafka's own timer is late.
+        let delivery = self.producer.send(record, self.produce_timeout);
+        let guard = self.produce_timeout + Duration::from_millis(500);
+        match tokio::time::timeout(guard, delivery).await {
+            Ok(Ok(delivered)) => Ok(Queued { partition: delivered.partition, offset: delivered.offset }),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(QueueError::Timeout(guard)),
+        }
+    }
+
+    /// Whether the broker answers a metadata request for `orders` within `limit`.
+    pub async fn broker_reachable(&self, limit: Duration) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(ORDERS_TOPIC), limit).is_ok_and(|m| {
+                m.topics().first().is_some_and(|t| t.error().is_none() && !t.partitions().is_empty())
+            })
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Waits (at most `limit`) until every order handed to the producer was delivered or failed.
+    pub async fn flush(&self, limit: Duration) -> Result<(), QueueError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(limit))
+            .await
+            .map_err(|_| QueueError::Timeout(limit))??;
+        Ok(())
+    }
+}
+
+/// Creates each `(topic, partitions)` that does not exist yet, retrying until `limit` passes.
+pub async fn ensure_topics(
+    bootstrap: &str,
+    topics: &[(&'static str, i32)],
+    limit: Duration,
+) -> Result<(), QueueError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .create()?;
+    let started = tokio::time::Instant::now();
+    let attempt_timeout = Duration::from_secs(5).min(limit);
+    let options = AdminOptions::new().request_timeout(Some(attempt_timeout));
+    for &(topic, partitions) in topics {
+        let mut last;
+        loop {
+            let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+            match admin.create_topics([&new_topic], &options).await {
+                Ok(results) => match results.into_iter().next() {
+                    Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => break,
+                    Some(Err((_, code))) => last = code.to_string(),
+                    None => last = "no result".into(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() >= limit {
+                return Err(QueueError::TopicNotCreated { topic, waited: started.elapsed(), last });
+            }
+            tracing::info!(topic, %last, "topic not created yet; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
