@@ -1,1 +1,71 @@
-fn main(){}
+//! `flashlab`: the lab's command line. Thin: each command is a library function.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use scenarios::up::{parse_stock, up, UpOptions};
+
+#[derive(Parser)]
+#[command(name = "flashlab", version, about = "Chaos and load lab for the flash-sale system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start Redis, the Kafka broker and the gateway on loopback; stop them on Ctrl-C.
+    Up {
+        /// Gateway port (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Keep data and logs here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Initial stock, ITEM=QTY; repeat for several items.
+        #[arg(long, value_parser = parse_stock)]
+        stock: Vec<(String, u64)>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_env("FLASHLAB_LOG").unwrap_or_else(|_| "warn".into()),
+    ).init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flashlab: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up { port, dir, stock } => {
+                up(UpOptions { gateway_port: port, dir, stock }, stop_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flashlab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The first SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

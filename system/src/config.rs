@@ -95,6 +95,14 @@ impl<'a> Env<'a> {
         })
     }
 
+    pub fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        self.parse(var, default, |v| match v.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".into()),
+        })
+    }
+
     pub fn number<T>(&self, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
@@ -130,6 +138,9 @@ pub struct GatewayConfig {
     pub redis_timeout: Duration,
     /// `KAFKA_PRODUCE_TIMEOUT`: how long an order may wait for the broker's acknowledgement.
     pub kafka_produce_timeout: Duration,
+    /// `KAFKA_IDEMPOTENCE`: librdkafka's idempotent producer (see `gateway::queue` for why it is
+    /// off by default).
+    pub kafka_idempotence: bool,
     /// `STARTUP_TIMEOUT`: how long startup waits for Redis and the broker.
     pub startup_timeout: Duration,
     /// `ORDERS_PARTITIONS`: partitions of the `orders` topic when the gateway creates it.
@@ -209,6 +220,7 @@ impl GatewayConfig {
             global_rate_limit: env.number("GLOBAL_RATE_LIMIT", 0, 0, 10_000_000)?,
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
             kafka_produce_timeout: env.duration("KAFKA_PRODUCE_TIMEOUT", Duration::from_secs(3))?,
+            kafka_idempotence: env.boolean("KAFKA_IDEMPOTENCE", false)?,
             startup_timeout: env.duration("STARTUP_TIMEOUT", Duration::from_secs(30))?,
             orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
             order_status_ttl: env.duration("ORDER_STATUS_TTL", Duration::from_secs(30 * 60))?,
@@ -261,6 +273,7 @@ mod tests {
             ("GATEWAY_ADDR", "localhost"),
             ("REDIS_ADDR", "redis"),
             ("LOG_LEVEL", "loud"),
+            ("KAFKA_IDEMPOTENCE", "maybe"),
             ("CIRCUIT_BREAKER_MAX_TIMEOUT", "1s"),
         ] {
             let err = try_env(&[(var, value)]).expect_err(var).to_string();

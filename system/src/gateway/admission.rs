@@ -31,8 +31,9 @@ impl AdmissionLimit {
         let (tokens, last) = *bucket;
         let refilled =
             (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate_per_s).min(self.rate_per_s);
-        if refilled >= 1.0 {
-            *bucket = (refilled - 1.0, now);
+        // The epsilon absorbs float rounding of many small refills (0.1 + 0.1 + ... < 1.0).
+        if refilled >= 1.0 - 1e-9 {
+            *bucket = ((refilled - 1.0).max(0.0), now);
             Ok(())
         } else {
             *bucket = (refilled, now);

@@ -56,7 +56,7 @@ pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()> + Sen
     queue::OrderQueue::ensure_topic(&config.kafka_addr, config.orders_partitions, config.startup_timeout)
         .await
         .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;
-    let queue = queue::OrderQueue::new(&config.kafka_addr, config.kafka_produce_timeout)
+    let queue = queue::OrderQueue::new(&config.kafka_addr, config.kafka_produce_timeout, config.kafka_idempotence)
         .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;
     let state = Arc::new(GatewayState {
         claims: claim::Claims::new(

@@ -1,8 +1,15 @@
 //! Where an accepted order is queued: the Kafka producer that puts it on `orders`.
 //!
-//! - **Idempotent producer, `acks=all`**: a broker acknowledgement means the order is durable, and
-//!   librdkafka's internal retries cannot write it twice. The gateway answers 202 only after that
-//!   acknowledgement.
+//! - **`acks=all`**: a broker acknowledgement means the order is durable; the gateway answers 202
+//!   only after it.
+//! - **Idempotent producer: off by default (`KAFKA_IDEMPOTENCE`)**. With it on, librdkafka
+//!   bumps the producer epoch locally after messages time out (KIP-360) — which every broker
+//!   outage causes — and tansu 0.6.0 panics on the first produce under the bumped epoch
+//!   (`lite.rs`: "more or less than one row"), after which its storage refuses every produce
+//!   until the broker restarts. A broker outage must not end in a dead broker, so the gateway
+//!   runs without it: a retry inside librdkafka after a lost acknowledgement can then write an
+//!   order twice, always under the same key, and the processor's per-`request_id` idempotency
+//!   gives it one effect. Turn it on against a broker that handles epoch bumps.
 //! - **Key = `request_id`**: every copy of one order (a client's retry after a timeout, a replay)
 //!   lands on the same partition, behind the first, so one processor sees them in order and its
 //!   idempotency check is never raced by another processor. Orders for one hot item spread over
@@ -56,12 +63,12 @@ pub struct Queued {
 
 impl OrderQueue {
     /// A producer for `bootstrap`. Nothing is sent until the first order.
-    pub fn new(bootstrap: &str, produce_timeout: Duration) -> Result<OrderQueue, QueueError> {
+    pub fn new(bootstrap: &str, produce_timeout: Duration, idempotent: bool) -> Result<OrderQueue, QueueError> {
         let timeout_ms = produce_timeout.as_millis().max(1).to_string();
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("client.id", "flashsale-gateway")
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", if idempotent { "true" } else { "false" })
             .set("acks", "all")
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)

@@ -1,0 +1,147 @@
+//! Helpers for the system's integration tests: a real Redis, broker and gateway (through the
+//! lab's `Testbed`), an HTTP client, and a reader of the `orders` topic.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chaos::{Testbed, TestbedConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+pub const FLASHSALE: &str = env!("CARGO_BIN_EXE_flashsale");
+
+/// A testbed with one gateway configured by `env` (on top of fast test settings).
+pub async fn testbed(env: &[(&str, &str)]) -> Testbed {
+    let mut gateway_env: Vec<(String, String)> = [
+        ("LOG_LEVEL", "warn"),
+        ("KAFKA_PRODUCE_TIMEOUT", "1s"),
+        ("CIRCUIT_BREAKER_BASE_TIMEOUT", "1s"),
+        ("CIRCUIT_BREAKER_MAX_TIMEOUT", "4s"),
+        ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
+        ("ORDERS_PARTITIONS", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in env {
+        gateway_env.retain(|(key, _)| key != k);
+        gateway_env.push((k.to_string(), v.to_string()));
+    }
+    Testbed::start(TestbedConfig {
+        gateways: 1,
+        gateway_env,
+        flashsale_bin: Some(FLASHSALE.into()),
+        ..TestbedConfig::default()
+    })
+    .await
+    .expect("testbed starts")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client")
+}
+
+pub fn order(user: &str, item: &str, amount: u32, request_id: &str) -> Value {
+    json!({ "user_id": user, "item_id": item, "amount": amount, "request_id": request_id })
+}
+
+/// `POST /buy` with a JSON body; returns status, headers and the JSON answer.
+pub async fn buy(client: &reqwest::Client, base: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = client.post(format!("{base}/buy")).json(body).send().await.expect("gateway answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json::<Value>().await.expect("JSON body");
+    (status, headers, body)
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = client.get(url).send().await.expect("gateway answers");
+    let status = response.status().as_u16();
+    (status, response.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.expect("gateway answers").text().await.expect("text")
+}
+
+/// The value of an unlabelled metric in a Prometheus text page.
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// One message of the `orders` topic.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub key: String,
+    pub payload: Value,
+    pub correlation_id: Option<String>,
+}
+
+/// Every message on `topic` now, read from the beginning of each partition up to its high
+/// watermark (no consumer group involved), by key.
+pub fn read_topic(kafka: &str, topic: &str) -> HashMap<String, Vec<Queued>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", "flashsale-tests-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let limit = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), limit).expect("metadata");
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!partitions.is_empty(), "topic {topic} has partitions");
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    let mut high = HashMap::new();
+    for &p in &partitions {
+        let (_, hw) = consumer.fetch_watermarks(topic, p, limit).expect("watermarks");
+        high.insert(p, hw);
+        remaining += hw;
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out: HashMap<String, Vec<Queued>> = HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while remaining > 0 {
+        assert!(std::time::Instant::now() < deadline, "reading {topic}: {remaining} messages still unread");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.expect("kafka message");
+        if message.offset() >= high[&message.partition()] {
+            continue;
+        }
+        remaining -= 1;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+        let payload = serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON payload");
+        let correlation_id = message.headers().and_then(|h| {
+            h.iter().find(|h| h.key == "correlation_id").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).to_string())
+        });
+        out.entry(key.clone()).or_default().push(Queued { key, payload, correlation_id });
+    }
+    out
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes; panics with `what` then.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

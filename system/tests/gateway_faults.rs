@@ -1,0 +1,166 @@
+//! The gateway when its dependencies fail, on a real Redis and broker: the circuit breaker,
+//! Redis loss, and SIGTERM under load.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `kill -TERM pid`.
+fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn breaker_opens_when_the_broker_dies_answers_fast_and_closes_after_restart() {
+    // A 5 s open period: long enough to watch the open state, short enough to wait out.
+    let mut bed = testbed(&[
+        ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "5"),
+        ("CIRCUIT_BREAKER_BASE_TIMEOUT", "5s"),
+        ("CIRCUIT_BREAKER_MAX_TIMEOUT", "10s"),
+    ])
+    .await;
+    let base = bed.gateway_url(0);
+    let http = client();
+    assert_eq!(buy(&http, &base, &order("u0", "101", 1, "before")).await.0, 202);
+
+    bed.broker().kill().await.expect("broker killed");
+
+    // Failures while the broker is gone: each is a 503, and its request_id is released.
+    let mut failed_ids = Vec::new();
+    for i in 0..5 {
+        let id = format!("lost-{i}");
+        let (status, headers, answer) = buy(&http, &base, &order("u1", "101", 1, &id)).await;
+        assert_eq!(status, 503, "{answer}");
+        assert!(headers.contains_key("retry-after"));
+        failed_ids.push(id);
+    }
+    let (status, health) = get_json(&http, &format!("{base}/health")).await;
+    assert_eq!(status, 503);
+    assert_eq!(health["circuit_breaker_state"], "open", "{health}");
+    let page = get_text(&http, &format!("{base}/metrics")).await;
+    assert_eq!(metric(&page, "gateway_circuit_breaker_state"), Some(1.0));
+
+    // While open, 503s come at once, without waiting on Kafka: p99 under 50 ms.
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        let started = Instant::now();
+        let (status, _, _) = buy(&http, &base, &order(&format!("f{i}"), "101", 1, &format!("fast-{i}"))).await;
+        latencies.push(started.elapsed());
+        assert_eq!(status, 503);
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    assert!(p99 < Duration::from_millis(50), "p99 of 503s while open: {p99:?}");
+
+    bed.broker().start_again().await.expect("broker restarts with its data");
+
+    // Half-open after the 5 s base timeout (doubled if a trial failed while the broker came
+    // back), then closed after two successful trials; the 503'd request_ids are usable again.
+    let mut retried = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while retried.len() < failed_ids.len() {
+        assert!(Instant::now() < deadline, "503'd request_ids not accepted after the broker returned: {retried:?}");
+        for id in &failed_ids {
+            if !retried.contains(id) && buy(&http, &base, &order("u1", "101", 1, id)).await.0 == 202 {
+                retried.insert(id.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, health) = get_json(&http, &format!("{base}/health")).await;
+    assert_eq!((status, health["circuit_breaker_state"].as_str()), (200, Some("closed")), "{health}");
+
+    // The order from before the outage survived the broker's kill -9; each retried id is there once.
+    let topic = read_topic(&bed.kafka_addr().to_string(), "orders");
+    assert_eq!(topic["before"].len(), 1);
+    for id in &failed_ids {
+        assert_eq!(topic[id].len(), 1, "{id}");
+    }
+    assert!(!topic.contains_key("fast-0"), "nothing is queued while the breaker is open");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_down_means_fast_503_and_unhealthy() {
+    let mut bed = testbed(&[("REDIS_TIMEOUT", "300ms")]).await;
+    let base = bed.gateway_url(0);
+    let http = client();
+    bed.redis().kill().await.expect("redis killed");
+    for i in 0..5 {
+        let started = Instant::now();
+        let (status, _, answer) = buy(&http, &base, &order("u1", "101", 1, &format!("r-{i}"))).await;
+        assert_eq!(status, 503, "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    }
+    let (status, health) = get_json(&http, &format!("{base}/health")).await;
+    assert_eq!(status, 503);
+    assert_eq!(health["redis"], false);
+    assert_eq!(get_json(&http, &format!("{base}/readyz")).await.0, 503);
+    // Redis failures are not the broker's: the breaker stays closed.
+    assert_eq!(health["circuit_breaker_state"], "closed");
+
+    bed.redis().start_again().await.expect("redis back");
+    eventually(Duration::from_secs(15), "orders accepted again after Redis returns", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move { buy(&http, &base, &order("u1", "101", 1, "after-redis")).await.0 == 202 }
+    })
+    .await;
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_under_load_loses_no_accepted_order() {
+    let mut bed = testbed(&[]).await;
+    let base = bed.gateway_url(0);
+    let pid = bed.gateway(0).pid().expect("gateway runs");
+    let http = client();
+
+    // 16 clients send orders as fast as they can until the gateway stops answering.
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let http = http.clone();
+            let base = base.clone();
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for i in 0..100_000 {
+                    let id = format!("c{c}-{i}");
+                    let response = http.post(format!("{base}/buy")).json(&order(&format!("u{c}"), "101", 1, &id)).send().await;
+                    match response.map(|r| r.status().as_u16()) {
+                        Ok(202) => accepted.push(id),
+                        Ok(_) => {}
+                        Err(_) => break, // the gateway closed
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    // Let load build up: wait until the gateway has accepted a good number of orders.
+    eventually(Duration::from_secs(20), "orders flowing", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let page = get_text(&http, &format!("{base}/metrics")).await;
+            metric(&page, "gateway_orders_successful_total").unwrap_or(0.0) >= 300.0
+        }
+    })
+    .await;
+    sigterm(pid);
+    let mut accepted = Vec::new();
+    for c in clients {
+        accepted.extend(c.await.unwrap());
+    }
+    let status = bed.gateway(0).stop().await.expect("gateway exits");
+    assert!(status.is_none_or(|s| s.success()), "gateway exit status {status:?}");
+    assert!(accepted.len() >= 300, "only {} accepted", accepted.len());
+
+    let topic = read_topic(&bed.kafka_addr().to_string(), "orders");
+    let missing: Vec<&String> = accepted.iter().filter(|id| !topic.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} accepted orders missing, e.g. {:?}", missing.len(), accepted.len(), &missing[..missing.len().min(5)]);
+    bed.stop().await.unwrap();
+}
