@@ -57,19 +57,43 @@ pub struct ProcessSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("{name}: cannot start {program}: {source} (is it installed? try ci/setup)")]
-    Spawn { name: String, program: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        program: String,
+        source: std::io::Error,
+    },
     #[error("{name}: cannot open log {path}: {source}")]
-    Log { name: String, path: String, source: std::io::Error },
+    Log {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{name}: exited with {status} before it was ready; log tail:\n{log_tail}")]
-    ExitedEarly { name: String, status: ExitStatus, log_tail: String },
+    ExitedEarly {
+        name: String,
+        status: ExitStatus,
+        log_tail: String,
+    },
     #[error("{name}: not ready after {waited:?} (last probe: {last}); log tail:\n{log_tail}")]
-    NotReady { name: String, waited: Duration, last: String, log_tail: String },
+    NotReady {
+        name: String,
+        waited: Duration,
+        last: String,
+        log_tail: String,
+    },
     #[error("{name}: not running")]
     NotRunning { name: String },
     #[error("{name}: signal {signal}: {source}")]
-    Signal { name: String, signal: Signal, source: nix::Error },
+    Signal {
+        name: String,
+        signal: Signal,
+        source: nix::Error,
+    },
     #[error("{name}: waiting for exit: {source}")]
-    Wait { name: String, source: std::io::Error },
+    Wait {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// A child process under the lab's control. See the module docs.
@@ -155,9 +179,12 @@ impl Supervised {
         let deadline = started + self.spec.ready_timeout;
         let mut last;
         loop {
-            let child = self.child.as_mut().ok_or_else(|| ProcessError::NotRunning {
-                name: self.spec.name.clone(),
-            })?;
+            let child = self
+                .child
+                .as_mut()
+                .ok_or_else(|| ProcessError::NotRunning {
+                    name: self.spec.name.clone(),
+                })?;
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 return Err(ProcessError::ExitedEarly {
@@ -184,7 +211,9 @@ impl Supervised {
 
     /// Sends `signal` to the running process.
     pub fn signal(&self, signal: Signal) -> Result<(), ProcessError> {
-        let pid = self.pid().ok_or_else(|| ProcessError::NotRunning { name: self.spec.name.clone() })?;
+        let pid = self.pid().ok_or_else(|| ProcessError::NotRunning {
+            name: self.spec.name.clone(),
+        })?;
         kill(Pid::from_raw(pid as i32), signal).map_err(|source| ProcessError::Signal {
             name: self.spec.name.clone(),
             signal,
@@ -204,7 +233,9 @@ impl Supervised {
 
     /// SIGKILL, then reaps the process. A no-op when it is not running.
     pub async fn kill(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
-        let Some(mut child) = self.child.take() else { return Ok(None) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
         // SIGKILL also ends a stopped process; no SIGCONT needed.
         let _ = child.start_kill();
         let status = child.wait().await.map_err(|source| ProcessError::Wait {
@@ -230,7 +261,10 @@ impl Supervised {
                 self.child = None;
                 Ok(Some(status))
             }
-            Ok(Err(source)) => Err(ProcessError::Wait { name: self.spec.name.clone(), source }),
+            Ok(Err(source)) => Err(ProcessError::Wait {
+                name: self.spec.name.clone(),
+                source,
+            }),
             Err(_) => {
                 tracing::warn!(name = %self.spec.name, ?grace, "did not stop after SIGTERM; killing");
                 self.kill().await
@@ -256,7 +290,9 @@ impl Supervised {
 
     /// The last bytes of the log, for error messages.
     pub fn log_tail(&self) -> String {
-        let Ok(mut file) = std::fs::File::open(&self.spec.log_path) else { return String::new() };
+        let Ok(mut file) = std::fs::File::open(&self.spec.log_path) else {
+            return String::new();
+        };
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         use std::io::Seek;
         let _ = file.seek(std::io::SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));

@@ -46,7 +46,10 @@ impl Default for TestbedConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
     #[error("testbed directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no free port: {0}")]
     Port(std::io::Error),
     #[error(transparent)]
@@ -73,7 +76,10 @@ impl Testbed {
                 let temp = tempfile::Builder::new()
                     .prefix("flashlab-")
                     .tempdir()
-                    .map_err(|source| TestbedError::Dir { path: "$TMPDIR".into(), source })?;
+                    .map_err(|source| TestbedError::Dir {
+                        path: "$TMPDIR".into(),
+                        source,
+                    })?;
                 let root = temp.path().to_path_buf();
                 (Some(temp), root)
             }
@@ -83,15 +89,27 @@ impl Testbed {
         let gateway_dir = make_dir(&root.join("gateways"))?;
 
         let redis = start_on_free_port(|addr| components::redis(addr, &redis_dir)).await?;
-        let broker =
-            start_on_free_port(|addr| components::broker(addr, addr, &broker_dir)).await?;
-        let deps = SystemAddrs { redis: probe_addr(&redis), kafka: probe_addr(&broker) };
+        let broker = start_on_free_port(|addr| components::broker(addr, addr, &broker_dir)).await?;
+        let deps = SystemAddrs {
+            redis: probe_addr(&redis),
+            kafka: probe_addr(&broker),
+        };
 
-        let flashsale = config.flashsale_bin.clone().unwrap_or_else(components::flashsale_program);
+        let flashsale = config
+            .flashsale_bin
+            .clone()
+            .unwrap_or_else(components::flashsale_program);
         let mut gateways = Vec::with_capacity(config.gateways);
         for index in 0..config.gateways {
             let spec = |addr| {
-                components::gateway(index, &flashsale, addr, &deps, &config.gateway_env, &gateway_dir)
+                components::gateway(
+                    index,
+                    &flashsale,
+                    addr,
+                    &deps,
+                    &config.gateway_env,
+                    &gateway_dir,
+                )
             };
             let gateway = match (index, config.gateway_port) {
                 (0, Some(port)) => Supervised::start(spec(loopback(port))).await?,
@@ -99,7 +117,13 @@ impl Testbed {
             };
             gateways.push(gateway);
         }
-        Ok(Testbed { gateways, broker, redis, root, _temp: temp })
+        Ok(Testbed {
+            gateways,
+            broker,
+            redis,
+            root,
+            _temp: temp,
+        })
     }
 
     /// The directory holding every component's data and log.
@@ -162,8 +186,10 @@ impl Testbed {
 }
 
 fn make_dir(path: &Path) -> Result<PathBuf, TestbedError> {
-    std::fs::create_dir_all(path)
-        .map_err(|source| TestbedError::Dir { path: path.display().to_string(), source })?;
+    std::fs::create_dir_all(path).map_err(|source| TestbedError::Dir {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(path.to_path_buf())
 }
 

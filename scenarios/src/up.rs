@@ -21,13 +21,20 @@ pub struct UpOptions {
 
 /// Parses `ITEM=QTY`.
 pub fn parse_stock(s: &str) -> Result<(String, u64), String> {
-    let (item, qty) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ITEM=QTY, e.g. 101=100"))?;
-    let qty = qty.parse().map_err(|_| format!("{s:?}: quantity must be a whole number ≥ 0"))?;
+    let (item, qty) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ITEM=QTY, e.g. 101=100"))?;
+    let qty = qty
+        .parse()
+        .map_err(|_| format!("{s:?}: quantity must be a whole number ≥ 0"))?;
     Ok((item.to_string(), qty))
 }
 
 /// Runs until `stop` resolves, then stops everything in order.
-pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn up(
+    options: UpOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     if let Some(dir) = &options.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
     }
@@ -38,12 +45,17 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
         ..TestbedConfig::default()
     };
     eprintln!("starting redis, broker and gateway ...");
-    let testbed = Testbed::start(config).await.context("bringing up the system")?;
+    let testbed = Testbed::start(config)
+        .await
+        .context("bringing up the system")?;
     for (item, qty) in &options.stock {
         set_stock(&testbed, item, *qty).await?;
     }
     let gateway = testbed.gateway_url(0);
-    println!("flash-sale system up (data and logs in {}):", testbed.dir().display());
+    println!(
+        "flash-sale system up (data and logs in {}):",
+        testbed.dir().display()
+    );
     println!("  gateway  {gateway}   (/buy /orders/ID /health /metrics)");
     println!("  redis    {}", testbed.redis_addr());
     println!("  kafka    {}", testbed.kafka_addr());
@@ -77,7 +89,10 @@ async fn set_stock(testbed: &Testbed, item: &str, qty: u64) -> anyhow::Result<()
     .context("flashsale stock set: no answer within 10 s")?
     .context("running flashsale stock set")?;
     if !output.status.success() {
-        bail!("--stock {item}={qty}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "--stock {item}={qty}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }

@@ -29,11 +29,15 @@ impl std::fmt::Debug for Env<'_> {
 
 impl<'a> Env<'a> {
     pub fn from_process() -> Env<'static> {
-        Env { lookup: Box::new(|name| std::env::var(name).ok()) }
+        Env {
+            lookup: Box::new(|name| std::env::var(name).ok()),
+        }
     }
 
     pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Env<'a> {
-        Env { lookup: Box::new(lookup) }
+        Env {
+            lookup: Box::new(lookup),
+        }
     }
 
     fn raw(&self, var: &'static str) -> Option<String> {
@@ -48,9 +52,11 @@ impl<'a> Env<'a> {
     ) -> Result<T, ConfigError> {
         match self.raw(var) {
             None => Ok(default),
-            Some(value) => {
-                parse(value.trim()).map_err(|why| ConfigError { var, value: value.clone(), why })
-            }
+            Some(value) => parse(value.trim()).map_err(|why| ConfigError {
+                var,
+                value: value.clone(),
+                why,
+            }),
         }
     }
 
@@ -61,7 +67,8 @@ impl<'a> Env<'a> {
     pub fn socket_addr(&self, var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
         let default = default.parse().expect("default addresses are valid");
         self.parse(var, default, |v| {
-            v.parse().map_err(|_| "expected HOST:PORT with a numeric host, e.g. 127.0.0.1:6379".into())
+            v.parse()
+                .map_err(|_| "expected HOST:PORT with a numeric host, e.g. 127.0.0.1:6379".into())
         })
     }
 
@@ -84,14 +91,29 @@ impl<'a> Env<'a> {
         Ok(value)
     }
 
+    /// A positive duration such as `500ms`, `30s`, `1m`.
     pub fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         self.parse(var, default, |v| {
-            let d = humantime::parse_duration(v)
-                .map_err(|e| format!("{e}; expected a duration such as 500ms, 30s, 1m"))?;
+            let d = parse_duration(v)?;
             if d.is_zero() {
                 return Err("must be greater than zero".into());
             }
             Ok(d)
+        })
+    }
+
+    /// A duration that may be zero (`0`, `0ms`).
+    pub fn duration_or_zero(
+        &self,
+        var: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        self.parse(var, default, |v| {
+            if v == "0" {
+                Ok(Duration::ZERO)
+            } else {
+                parse_duration(v)
+            }
         })
     }
 
@@ -117,6 +139,11 @@ impl<'a> Env<'a> {
     }
 }
 
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v)
+        .map_err(|e| format!("{e}; expected a duration such as 500ms, 30s, 1m"))
+}
+
 /// Everything `flashsale gateway` reads from the environment.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -138,6 +165,8 @@ pub struct GatewayConfig {
     pub redis_timeout: Duration,
     /// `KAFKA_PRODUCE_TIMEOUT`: how long an order may wait for the broker's acknowledgement.
     pub kafka_produce_timeout: Duration,
+    /// `KAFKA_LINGER`: how long the producer waits to batch orders into one request (0 allowed).
+    pub kafka_linger: Duration,
     /// `KAFKA_IDEMPOTENCE`: librdkafka's idempotent producer (see `gateway::queue` for why it is
     /// off by default).
     pub kafka_idempotence: bool,
@@ -220,6 +249,7 @@ impl GatewayConfig {
             global_rate_limit: env.number("GLOBAL_RATE_LIMIT", 0, 0, 10_000_000)?,
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
             kafka_produce_timeout: env.duration("KAFKA_PRODUCE_TIMEOUT", Duration::from_secs(3))?,
+            kafka_linger: env.duration_or_zero("KAFKA_LINGER", Duration::from_millis(5))?,
             kafka_idempotence: env.boolean("KAFKA_IDEMPOTENCE", false)?,
             startup_timeout: env.duration("STARTUP_TIMEOUT", Duration::from_secs(30))?,
             orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
@@ -238,10 +268,15 @@ mod tests {
     }
 
     fn try_env(pairs: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
-        let pairs: Vec<(String, String)> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         GatewayConfig::from_env(&Env::from_fn(move |name| {
-            pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
         }))
     }
 
@@ -258,7 +293,10 @@ mod tests {
 
     #[test]
     fn runbook_duration_spellings_parse() {
-        let c = env(&[("RATE_LIMIT_WINDOW", "1m"), ("CIRCUIT_BREAKER_BASE_TIMEOUT", "500ms")]);
+        let c = env(&[
+            ("RATE_LIMIT_WINDOW", "1m"),
+            ("CIRCUIT_BREAKER_BASE_TIMEOUT", "500ms"),
+        ]);
         assert_eq!(c.rate_limit_window, Duration::from_secs(60));
         assert_eq!(c.breaker.base_timeout, Duration::from_millis(500));
     }

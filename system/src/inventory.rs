@@ -20,7 +20,13 @@ pub async fn set(redis: &Redis, item: &str, quantity: u64) -> Result<(), StockEr
     check_item(item)?;
     let key = keys::inventory(item);
     redis
-        .call(|mut c| async move { redis::cmd("SET").arg(key).arg(quantity).query_async::<()>(&mut c).await })
+        .call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(quantity)
+                .query_async::<()>(&mut c)
+                .await
+        })
         .await?;
     Ok(())
 }
@@ -29,10 +35,16 @@ pub async fn set(redis: &Redis, item: &str, quantity: u64) -> Result<(), StockEr
 pub async fn get(redis: &Redis, item: &str) -> Result<Option<i64>, StockError> {
     check_item(item)?;
     let key = keys::inventory(item);
-    let value: Option<String> =
-        redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
+    let value: Option<String> = redis
+        .call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+        .await?;
     value
-        .map(|v| v.parse::<i64>().map_err(|_| StockError::Corrupt { item: item.to_string(), value: v }))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| StockError::Corrupt {
+                item: item.to_string(),
+                value: v,
+            })
+        })
         .transpose()
 }
 

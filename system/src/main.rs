@@ -63,7 +63,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stock(command) => {
             let addr = env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?;
             let timeout = env.duration("REDIS_TIMEOUT", std::time::Duration::from_secs(2))?;
-            let redis = Redis::connect(&addr, timeout).await.with_context(|| format!("REDIS_ADDR={addr}"))?;
+            let redis = Redis::connect(&addr, timeout)
+                .await
+                .with_context(|| format!("REDIS_ADDR={addr}"))?;
             match command {
                 StockCommand::Set { item, quantity } => {
                     inventory::set(&redis, &item, quantity).await?;

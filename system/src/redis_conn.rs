@@ -22,7 +22,9 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -35,9 +37,12 @@ impl Redis {
             .set_response_timeout(timeout)
             .set_number_of_retries(2)
             .set_max_delay(200);
-        let conn = tokio::time::timeout(timeout * 4, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| RedisError::Timeout(timeout * 4))??;
+        let conn = tokio::time::timeout(
+            timeout * 4,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| RedisError::Timeout(timeout * 4))??;
         Ok(Redis { conn, timeout })
     }
 

@@ -21,24 +21,8 @@ use crate::gateway::validate::OrderRequest;
 use crate::keys;
 use crate::redis_conn::{Redis, RedisError};
 
-const CLAIM_LUA: &str = r#"
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window_ms = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window_ms)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local retry_ms = window_ms
-  if oldest[2] then retry_ms = tonumber(oldest[2]) + window_ms - now_ms end
-  return {'limited', tostring(retry_ms)}
-end
-redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window_ms)
-local existing = redis.call('GET', KEYS[2])
-if existing then return {'duplicate', existing} end
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
-return {'claimed', ''}
-"#;
+/// The script (also run by `ci/bench-gateway` under redis-benchmark).
+pub const CLAIM_LUA: &str = include_str!("claim.lua");
 
 const RELEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -98,7 +82,9 @@ impl Claims {
             "claimed" => Ok(Claim::Claimed),
             "limited" => {
                 let retry_ms: u64 = detail.parse().unwrap_or(self.window.as_millis() as u64);
-                Ok(Claim::RateLimited { retry_after: Duration::from_millis(retry_ms) })
+                Ok(Claim::RateLimited {
+                    retry_after: Duration::from_millis(retry_ms),
+                })
             }
             _ => Ok(Claim::Duplicate { status: detail }),
         }
@@ -107,7 +93,9 @@ impl Claims {
     /// Gives the `request_id` back if its order is still `PENDING` (it was never queued).
     pub async fn release(&self, request_id: &str) -> Result<(), RedisError> {
         let mut invocation = self.release.prepare_invoke();
-        invocation.key(keys::order_status(request_id)).arg(keys::STATUS_PENDING);
+        invocation
+            .key(keys::order_status(request_id))
+            .arg(keys::STATUS_PENDING);
         self.redis
             .call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
             .await
