@@ -90,6 +90,65 @@ fn tansu_program() -> PathBuf {
 pub struct SystemAddrs {
     pub redis: SocketAddr,
     pub kafka: SocketAddr,
+    /// The payment provider, once it runs.
+    pub payment: Option<SocketAddr>,
+}
+
+impl SystemAddrs {
+    /// `REDIS_ADDR`, `KAFKA_ADDR` and `PAYMENT_URL` for a flash-sale service or admin command.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("REDIS_ADDR".to_string(), self.redis.to_string()),
+            ("KAFKA_ADDR".into(), self.kafka.to_string()),
+        ];
+        if let Some(payment) = self.payment {
+            env.push(("PAYMENT_URL".into(), format!("http://{payment}")));
+        }
+        env
+    }
+}
+
+/// `flashsale payment` on `addr`, its ledger in `dir/payment-ledger.jsonl`.
+pub fn payment(flashsale: &Path, addr: SocketAddr, env: &[(String, String)], dir: &Path) -> ProcessSpec {
+    let mut full_env = vec![("PAYMENT_ADDR".to_string(), addr.to_string())];
+    full_env.extend(env.iter().cloned());
+    ProcessSpec {
+        name: "payment".into(),
+        program: flashsale.to_path_buf(),
+        args: vec!["payment".into()],
+        env: full_env,
+        cwd: dir.to_path_buf(),
+        log_path: dir.join("payment.log"),
+        probe: Probe::HttpOk(addr, "/health"),
+        ready_timeout: Duration::from_secs(20),
+        stop_grace: Duration::from_secs(10),
+    }
+}
+
+/// `flashsale processor` number `index`, its metrics and health on `addr`.
+pub fn processor(
+    index: usize,
+    flashsale: &Path,
+    addr: SocketAddr,
+    deps: &SystemAddrs,
+    env: &[(String, String)],
+    dir: &Path,
+) -> ProcessSpec {
+    let mut full_env = vec![("PROCESSOR_METRICS_ADDR".to_string(), addr.to_string())];
+    full_env.extend(deps.env());
+    full_env.extend(env.iter().cloned());
+    ProcessSpec {
+        name: format!("processor[{index}]"),
+        program: flashsale.to_path_buf(),
+        args: vec!["processor".into()],
+        env: full_env,
+        cwd: dir.to_path_buf(),
+        log_path: dir.join(format!("processor-{index}.log")),
+        probe: Probe::HttpOk(addr, "/health"),
+        ready_timeout: Duration::from_secs(40),
+        // The processor finishes the orders in hand for up to 30 s on SIGTERM.
+        stop_grace: Duration::from_secs(35),
+    }
 }
 
 /// `flashsale gateway` on `addr`; `env` overrides its configuration (see the system's README).
@@ -101,11 +160,8 @@ pub fn gateway(
     env: &[(String, String)],
     dir: &Path,
 ) -> ProcessSpec {
-    let mut full_env = vec![
-        ("GATEWAY_ADDR".to_string(), addr.to_string()),
-        ("REDIS_ADDR".into(), deps.redis.to_string()),
-        ("KAFKA_ADDR".into(), deps.kafka.to_string()),
-    ];
+    let mut full_env = vec![("GATEWAY_ADDR".to_string(), addr.to_string())];
+    full_env.extend(deps.env());
     full_env.extend(env.iter().cloned());
     let name = format!("gateway[{index}]");
     ProcessSpec {

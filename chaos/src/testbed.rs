@@ -1,8 +1,10 @@
 //! The [`Testbed`]: the flash-sale system and its real dependencies, on loopback.
 //!
-//! Starts `redis-server`, the `tansu` broker and N gateways, each on a free port with its data in
-//! its own directory, and stops them in dependency order: gateways first (they drain and flush
-//! to the broker), then the broker, then Redis. Dropping a `Testbed` kills whatever still runs.
+//! Starts `redis-server` (AOF, `appendfsync everysec`), the `tansu` broker, the payment provider,
+//! N processors and N gateways, each on a free port with its data in its own directory, and stops
+//! them in dependency order: gateways first (they drain and flush to the broker), then the
+//! processors (they finish the orders in hand), then payment, the broker and Redis. Dropping a
+//! `Testbed` kills whatever still runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,10 +23,15 @@ pub struct TestbedConfig {
     /// Where each component keeps its data and log. `None`: a temporary directory, removed when
     /// the testbed drops.
     pub dir: Option<PathBuf>,
-    /// How many gateways (0 for only Redis and the broker).
+    /// How many gateways.
     pub gateways: usize,
-    /// Extra environment for every gateway, e.g. `CIRCUIT_BREAKER_BASE_TIMEOUT=1s`.
-    pub gateway_env: Vec<(String, String)>,
+    /// How many processors (they need the payment provider, which then starts too).
+    pub processors: usize,
+    /// Start the payment provider even without processors.
+    pub payment: bool,
+    /// Extra environment for every flash-sale service (gateway, processor, payment), e.g.
+    /// `CIRCUIT_BREAKER_BASE_TIMEOUT=1s`.
+    pub service_env: Vec<(String, String)>,
     /// Port of the first gateway; `None` picks a free one.
     pub gateway_port: Option<u16>,
     /// The `flashsale` binary; `None` uses [`components::flashsale_program`].
@@ -36,7 +43,9 @@ impl Default for TestbedConfig {
         TestbedConfig {
             dir: None,
             gateways: 1,
-            gateway_env: Vec::new(),
+            processors: 0,
+            payment: false,
+            service_env: Vec::new(),
             gateway_port: None,
             flashsale_bin: None,
         }
@@ -61,9 +70,13 @@ pub enum TestbedError {
 pub struct Testbed {
     // Field order is drop order: processes die before their directory is removed.
     gateways: Vec<Supervised>,
+    processors: Vec<Supervised>,
+    payment: Option<Supervised>,
     broker: Supervised,
     redis: Supervised,
     root: PathBuf,
+    flashsale: PathBuf,
+    service_env: Vec<(String, String)>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -87,43 +100,58 @@ impl Testbed {
         let redis_dir = make_dir(&root.join("redis"))?;
         let broker_dir = make_dir(&root.join("broker"))?;
         let gateway_dir = make_dir(&root.join("gateways"))?;
+        make_dir(&root.join("processors"))?;
+        let payment_dir = make_dir(&root.join("payment"))?;
 
         let redis = start_on_free_port(|addr| components::redis(addr, &redis_dir)).await?;
         let broker = start_on_free_port(|addr| components::broker(addr, addr, &broker_dir)).await?;
-        let deps = SystemAddrs {
-            redis: probe_addr(&redis),
-            kafka: probe_addr(&broker),
+        let flashsale = config.flashsale_bin.clone().unwrap_or_else(components::flashsale_program);
+        let env = &config.service_env;
+        let payment = if config.payment || config.processors > 0 {
+            Some(start_on_free_port(|addr| components::payment(&flashsale, addr, env, &payment_dir)).await?)
+        } else {
+            None
         };
-
-        let flashsale = config
-            .flashsale_bin
-            .clone()
-            .unwrap_or_else(components::flashsale_program);
-        let mut gateways = Vec::with_capacity(config.gateways);
+        let mut testbed = Testbed {
+            gateways: Vec::new(),
+            processors: Vec::new(),
+            payment,
+            broker,
+            redis,
+            root,
+            flashsale,
+            service_env: config.service_env.clone(),
+            _temp: temp,
+        };
+        for _ in 0..config.processors {
+            testbed.start_processor().await?;
+        }
+        let deps = testbed.deps();
+        let flashsale = testbed.flashsale.clone();
         for index in 0..config.gateways {
-            let spec = |addr| {
-                components::gateway(
-                    index,
-                    &flashsale,
-                    addr,
-                    &deps,
-                    &config.gateway_env,
-                    &gateway_dir,
-                )
-            };
+            let spec = |addr| components::gateway(index, &flashsale, addr, &deps, env, &gateway_dir);
             let gateway = match (index, config.gateway_port) {
                 (0, Some(port)) => Supervised::start(spec(loopback(port))).await?,
                 _ => start_on_free_port(spec).await?,
             };
-            gateways.push(gateway);
+            testbed.gateways.push(gateway);
         }
-        Ok(Testbed {
-            gateways,
-            broker,
-            redis,
-            root,
-            _temp: temp,
-        })
+        Ok(testbed)
+    }
+
+    fn deps(&self) -> SystemAddrs {
+        SystemAddrs { redis: self.redis_addr(), kafka: self.kafka_addr(), payment: self.payment.as_ref().map(probe_addr) }
+    }
+
+    /// Starts one more processor (it joins the consumer group); returns its index.
+    pub async fn start_processor(&mut self) -> Result<usize, TestbedError> {
+        let index = self.processors.len();
+        let deps = self.deps();
+        let dir = self.root.join("processors");
+        let spec = |addr| components::processor(index, &self.flashsale, addr, &deps, &self.service_env, &dir);
+        let processor = start_on_free_port(spec).await?;
+        self.processors.push(processor);
+        Ok(index)
     }
 
     /// The directory holding every component's data and log.
@@ -164,12 +192,55 @@ impl Testbed {
         self.gateways.len()
     }
 
+    /// `http://127.0.0.1:PORT` of the payment provider, if it runs.
+    pub fn payment_url(&self) -> Option<String> {
+        self.payment.as_ref().map(|p| format!("http://{}", probe_addr(p)))
+    }
+
+    pub fn payment(&mut self) -> Option<&mut Supervised> {
+        self.payment.as_mut()
+    }
+
+    /// Where processor `index` serves `/metrics` and `/health`.
+    pub fn processor_addr(&self, index: usize) -> SocketAddr {
+        probe_addr(&self.processors[index])
+    }
+
+    pub fn processor(&mut self, index: usize) -> &mut Supervised {
+        &mut self.processors[index]
+    }
+
+    pub fn processor_count(&self) -> usize {
+        self.processors.len()
+    }
+
+    /// The environment an admin command (`flashsale stock|dlq|reconcile|backup|restore`) needs
+    /// to reach this system.
+    pub fn admin_env(&self) -> Vec<(String, String)> {
+        self.deps().env()
+    }
+
+    /// The `flashsale` binary the testbed runs.
+    pub fn flashsale_bin(&self) -> &Path {
+        &self.flashsale
+    }
+
     /// Stops everything gracefully, in dependency order; the first error is returned after every
     /// component was asked to stop.
     pub async fn stop(mut self) -> Result<(), TestbedError> {
         let mut first_error = None;
         for gateway in &mut self.gateways {
             if let Err(e) = gateway.stop().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        for processor in &mut self.processors {
+            if let Err(e) = processor.stop().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(payment) = &mut self.payment {
+            if let Err(e) = payment.stop().await {
                 first_error.get_or_insert(e);
             }
         }

@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start Redis, the Kafka broker and the gateway on loopback; stop them on Ctrl-C.
+    /// Start the whole flash-sale system (Redis, broker, payment, processors, gateway) on loopback; stop it on Ctrl-C.
     Up {
         /// Gateway port (0: any free port).
         #[arg(long, default_value_t = 8080)]
@@ -30,6 +30,9 @@ enum Command {
         /// Initial stock, ITEM=QTY; repeat for several items.
         #[arg(long, value_parser = parse_stock)]
         stock: Vec<(String, u64)>,
+        /// How many processors.
+        #[arg(long, default_value_t = 1)]
+        processors: usize,
     },
 }
 
@@ -51,16 +54,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up { port, dir, stock } => {
-                up(
-                    UpOptions {
-                        gateway_port: port,
-                        dir,
-                        stock,
-                    },
-                    stop_signal(),
-                )
-                .await
+            Command::Up { port, dir, stock, processors } => {
+                up(UpOptions { gateway_port: port, dir, stock, processors }, stop_signal()).await
             }
         }
     });

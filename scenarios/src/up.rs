@@ -1,11 +1,11 @@
-//! `flashlab up`: Redis, the broker and the gateway on loopback, until Ctrl-C or SIGTERM.
+//! `flashlab up`: the whole flash-sale system on loopback — Redis, the broker, the payment
+//! provider, the processors and the gateway — until Ctrl-C or SIGTERM.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chaos::components::flashsale_program;
 use chaos::{Testbed, TestbedConfig};
 
 /// What `flashlab up` starts.
@@ -17,6 +17,8 @@ pub struct UpOptions {
     pub dir: Option<PathBuf>,
     /// Initial stock, `(item, quantity)`.
     pub stock: Vec<(String, u64)>,
+    /// How many processors.
+    pub processors: usize,
 }
 
 /// Parses `ITEM=QTY`.
@@ -41,10 +43,12 @@ pub async fn up(
     let config = TestbedConfig {
         dir: options.dir.clone(),
         gateways: 1,
+        processors: options.processors,
+        payment: true,
         gateway_port: (options.gateway_port != 0).then_some(options.gateway_port),
         ..TestbedConfig::default()
     };
-    eprintln!("starting redis, broker and gateway ...");
+    eprintln!("starting redis, broker, payment, {} processor(s) and the gateway ...", options.processors);
     let testbed = Testbed::start(config)
         .await
         .context("bringing up the system")?;
@@ -57,6 +61,12 @@ pub async fn up(
         testbed.dir().display()
     );
     println!("  gateway  {gateway}   (/buy /orders/ID /health /metrics)");
+    for i in 0..testbed.processor_count() {
+        println!("  processor[{i}] http://{}   (/metrics /health)", testbed.processor_addr(i));
+    }
+    if let Some(url) = testbed.payment_url() {
+        println!("  payment  {url}   (/ledger /control /metrics)");
+    }
     println!("  redis    {}", testbed.redis_addr());
     println!("  kafka    {}", testbed.kafka_addr());
     for (item, qty) in &options.stock {
@@ -66,9 +76,12 @@ pub async fn up(
     println!(
         "  curl -i -X POST {gateway}/buy -H 'Content-Type: application/json' \\\n    -d '{{\"user_id\":\"u1\",\"item_id\":\"101\",\"amount\":1,\"request_id\":\"order-1\"}}'"
     );
+    let env: Vec<String> = testbed.admin_env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("admin commands (flashsale stock|dlq|reconcile|backup|restore) need:");
+    println!("  export {}", env.join(" "));
     println!("Ctrl-C stops everything.");
     stop.await;
-    eprintln!("stopping: gateway drains, then broker, then redis ...");
+    eprintln!("stopping: gateway drains, processors finish, then payment, broker, redis ...");
     testbed.stop().await.context("stopping the system")?;
     eprintln!("stopped.");
     Ok(())
@@ -78,9 +91,9 @@ pub async fn up(
 async fn set_stock(testbed: &Testbed, item: &str, qty: u64) -> anyhow::Result<()> {
     let output = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio::process::Command::new(flashsale_program())
+        tokio::process::Command::new(testbed.flashsale_bin())
             .args(["stock", "set", item, &qty.to_string()])
-            .env("REDIS_ADDR", testbed.redis_addr().to_string())
+            .envs(testbed.admin_env())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),

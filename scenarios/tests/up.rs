@@ -116,7 +116,7 @@ fn up_serves_orders_and_ctrl_c_stops_every_child() {
 fn children_die_with_a_killed_lab() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, _url) = start_up(dir.path());
-    assert_eq!(processes_in(dir.path()).len(), 3);
+    assert_eq!(processes_in(dir.path()).len(), 5);
     child.kill().unwrap(); // SIGKILL: no destructor, no signal handler runs
     child.wait().unwrap();
     let left = wait_until_gone(dir.path(), Duration::from_secs(10));

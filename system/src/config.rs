@@ -91,6 +91,16 @@ impl<'a> Env<'a> {
         Ok(value)
     }
 
+    /// `LOG_LEVEL`: error, warn, info (default), debug, trace.
+    pub fn log_level(&self) -> Result<String, ConfigError> {
+        let level = self.string("LOG_LEVEL", "info").to_ascii_lowercase();
+        if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            Ok(level)
+        } else {
+            Err(ConfigError { var: "LOG_LEVEL", value: level, why: "expected one of error, warn, info, debug, trace".into() })
+        }
+    }
+
     /// A positive duration such as `500ms`, `30s`, `1m`.
     pub fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         self.parse(var, default, |v| {
@@ -230,14 +240,7 @@ impl GatewayConfig {
                 why: "must not be shorter than CIRCUIT_BREAKER_BASE_TIMEOUT".into(),
             });
         }
-        let log_level = env.string("LOG_LEVEL", "info").to_ascii_lowercase();
-        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(ConfigError {
-                var: "LOG_LEVEL",
-                value: log_level,
-                why: "expected one of error, warn, info, debug, trace".into(),
-            });
-        }
+        let log_level = env.log_level()?;
         Ok(GatewayConfig {
             listen: env.socket_addr("GATEWAY_ADDR", "0.0.0.0:8080")?,
             redis_addr: env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?,

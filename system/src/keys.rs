@@ -18,3 +18,19 @@ pub fn rate_limit(user_id: &str) -> String {
 
 /// The status an order has from the moment the gateway takes it until the processor decides.
 pub const STATUS_PENDING: &str = "PENDING";
+
+/// The processor's durable state of an order: a hash with `status` and `attempt`. Unlike
+/// `order_status:*` (the gateway's 30-minute idempotency window) it lives `ORDER_STATE_TTL`
+/// (7 days), so a redelivered message days later still finds its order decided.
+pub fn order_state(request_id: &str) -> String {
+    format!("order:{request_id}")
+}
+
+/// Dead-lettered order attempts not replayed yet: a sorted set of `request_id/attempt` scored by
+/// the time they failed (ms). `processor_dlq_size` and the oldest age come from here.
+pub const DLQ_PENDING: &str = "dlq:pending";
+
+/// A DLQ entry's member in [`DLQ_PENDING`].
+pub fn dlq_member(request_id: &str, attempt: u32) -> String {
+    format!("{request_id}/{attempt}")
+}

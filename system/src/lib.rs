@@ -6,18 +6,31 @@
 //!   ([global limit](gateway::admission), [circuit breaker](gateway::breaker)), rate-limited and
 //!   claimed by `request_id` in Redis ([`gateway::claim`]), [queued](gateway::queue) on the
 //!   Kafka topic `orders`; 202 once the broker has it.
-//! - [`order`]: the message on `orders`.
-//! - [`inventory`]: stock per item (`flashsale stock set|get`).
+//! - [`processor`]: consumes `orders`; [reserves](processor::reservation) stock atomically,
+//!   [pays and decides](processor::handle) — `COMPLETED`, `FAILED_SOLD_OUT`, or refund +
+//!   dead letter + `FAILED_PAYMENT` — and [publishes](processor::publish) the outcome.
+//! - [`payment`]: the payment provider stand-in (`flashsale payment`) and its client.
+//! - [`order`]: the messages and topics (`orders`, `orders-dlq`, `order-outcomes`,
+//!   `inventory-events`).
+//!
+//! The runbook's manual procedures, made safe: [`inventory`] (`flashsale stock`), [`dlq`]
+//! (`dlq list|replay`), [`reconcile`] (`reconcile [--fix]`), [`backup`] (`backup`/`restore`).
 //!
 //! Shared pieces: [`config`] (the runbook's env vars), [`keys`] (Redis key names),
-//! [`redis_conn`] (a Redis connection with a limit on every call), [`logging`] (JSON logs),
-//! [`shutdown`] (SIGTERM/SIGINT).
+//! [`redis_conn`] (a Redis connection with a limit on every call), [`topic_reader`] (read a
+//! whole topic), [`logging`] (JSON logs), [`shutdown`] (SIGTERM/SIGINT).
 
+pub mod backup;
 pub mod config;
+pub mod dlq;
 pub mod gateway;
 pub mod inventory;
 pub mod keys;
 pub mod logging;
 pub mod order;
+pub mod payment;
+pub mod processor;
+pub mod reconcile;
 pub mod redis_conn;
 pub mod shutdown;
+pub mod topic_reader;

@@ -1,9 +1,24 @@
-//! The order as it travels on the `orders` topic, from the gateway to the processor.
+//! The order as it travels between the services, and the topics it travels on.
+//!
+//! - `orders`: [`OrderMessage`] from the gateway (and from `flashsale dlq replay`) to the
+//!   processor, key `request_id`, header `correlation_id`.
+//! - `orders-dlq`: the [`OrderMessage`] of an order whose payment failed, with headers saying
+//!   why ([`dlq_headers`]).
+//! - `order-outcomes`: one [`Outcome`] per decided order attempt — the durable record that
+//!   reconciliation trusts. At least once: a processor that crashed after publishing may publish
+//!   the same outcome again, so readers keep one per `(request_id, attempt)`.
+//! - `inventory-events`: every stock change made by `flashsale stock` ([`InventoryEvent`]).
 
 use serde::{Deserialize, Serialize};
 
 /// The topic the gateway queues orders on.
 pub const ORDERS_TOPIC: &str = "orders";
+/// Orders whose payment failed, waiting for `flashsale dlq replay`.
+pub const DLQ_TOPIC: &str = "orders-dlq";
+/// Decided orders.
+pub const OUTCOMES_TOPIC: &str = "order-outcomes";
+/// Stock set or added by the admin commands.
+pub const INVENTORY_TOPIC: &str = "inventory-events";
 /// The Kafka header carrying the correlation id from the gateway to the processor's logs.
 pub const CORRELATION_HEADER: &str = "correlation_id";
 
@@ -17,6 +32,92 @@ pub struct OrderMessage {
     pub correlation_id: String,
     /// When the gateway accepted it, milliseconds since the Unix epoch.
     pub accepted_at_ms: u64,
+    /// 1 for the gateway's order; each DLQ replay is the next attempt.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl OrderMessage {
+    /// The payment provider's idempotency key of this attempt: `request_id/attempt`. A replay
+    /// charges under a new key because the failed attempt's key was cancelled at the provider.
+    pub fn payment_key(&self) -> String {
+        format!("{}/{}", self.request_id, self.attempt)
+    }
+}
+
+/// How an order attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Decision {
+    Completed,
+    FailedSoldOut,
+    FailedPayment,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Completed => "COMPLETED",
+            Decision::FailedSoldOut => "FAILED_SOLD_OUT",
+            Decision::FailedPayment => "FAILED_PAYMENT",
+        }
+    }
+
+    pub fn parse(status: &str) -> Option<Decision> {
+        match status {
+            "COMPLETED" => Some(Decision::Completed),
+            "FAILED_SOLD_OUT" => Some(Decision::FailedSoldOut),
+            "FAILED_PAYMENT" => Some(Decision::FailedPayment),
+            _ => None,
+        }
+    }
+}
+
+/// A message on `order-outcomes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub request_id: String,
+    pub user_id: String,
+    pub item_id: String,
+    pub amount: u32,
+    pub attempt: u32,
+    pub outcome: Decision,
+    pub correlation_id: String,
+    pub accepted_at_ms: u64,
+    pub decided_at_ms: u64,
+}
+
+/// A message on `inventory-events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEvent {
+    pub item_id: String,
+    /// `set` replaces the stock, `add` restocks.
+    pub kind: InventoryChange,
+    pub quantity: u64,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InventoryChange {
+    Set,
+    Add,
+}
+
+/// Header names of a DLQ message.
+pub mod dlq_headers {
+    /// `payment_timeout`, `payment_error`, `payment_unresolved`.
+    pub const REASON: &str = "reason";
+    pub const ATTEMPT: &str = "attempt";
+    pub const ORIGINAL_PARTITION: &str = "original_partition";
+    pub const ORIGINAL_OFFSET: &str = "original_offset";
+    /// When the gateway accepted the order (ms since the epoch).
+    pub const ORIGINAL_TIME_MS: &str = "original_time_ms";
+    pub const FAILED_AT_MS: &str = "failed_at_ms";
 }
 
 /// Milliseconds since the Unix epoch.

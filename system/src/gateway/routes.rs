@@ -236,6 +236,7 @@ async fn place(
         amount: order.amount,
         correlation_id: correlation_id.clone(),
         accepted_at_ms: now_ms(),
+        attempt: 1,
     };
     match state.queue.send(&message).await {
         Ok(queued) => {

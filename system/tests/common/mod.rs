@@ -15,7 +15,7 @@ pub const FLASHSALE: &str = env!("CARGO_BIN_EXE_flashsale");
 
 /// A testbed with one gateway configured by `env` (on top of fast test settings).
 pub async fn testbed(env: &[(&str, &str)]) -> Testbed {
-    let mut gateway_env: Vec<(String, String)> = [
+    let mut service_env: Vec<(String, String)> = [
         ("LOG_LEVEL", "warn"),
         ("KAFKA_PRODUCE_TIMEOUT", "1s"),
         ("CIRCUIT_BREAKER_BASE_TIMEOUT", "1s"),
@@ -27,12 +27,12 @@ pub async fn testbed(env: &[(&str, &str)]) -> Testbed {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     for (k, v) in env {
-        gateway_env.retain(|(key, _)| key != k);
-        gateway_env.push((k.to_string(), v.to_string()));
+        service_env.retain(|(key, _)| key != k);
+        service_env.push((k.to_string(), v.to_string()));
     }
     Testbed::start(TestbedConfig {
         gateways: 1,
-        gateway_env,
+        service_env,
         flashsale_bin: Some(FLASHSALE.into()),
         ..TestbedConfig::default()
     })

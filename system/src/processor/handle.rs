@@ -1,0 +1,180 @@
+//! Where an order is paid and decided: one order attempt, from reservation to outcome. Every
+//! step is safe to repeat, so a message redelivered after a crash at any point ends the same way:
+//!
+//! 1. [reserve](super::reservation) (or find the earlier reservation, or the decision);
+//! 2. charge the provider under `request_id/attempt`, within `PAYMENT_TIMEOUT`. No clear answer
+//!    (timeout, 5xx, connection error) → cancel the key at the provider, which also says
+//!    whether the charge had gone through (a timeout can hide a success) — retried until
+//!    `PAYMENT_RESOLVE_TIMEOUT`;
+//! 3. captured → `COMPLETED`; not captured → dead letter on `orders-dlq` (and `dlq:pending`),
+//!    then refund the reservation and mark `FAILED_PAYMENT` — the dead letter first, so a crash
+//!    in between is redelivered and the refund still happens;
+//! 4. the decision on `order-outcomes`.
+//!
+//! The caller commits the offset only after this returns `Ok`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::publish::{Origin, Publisher};
+use super::reservation::{Reservations, Reserve};
+use super::ProcessorMetrics;
+use crate::gateway::queue::QueueError;
+use crate::keys;
+use crate::order::{now_ms, Decision, OrderMessage, Outcome};
+use crate::payment::client::{ChargeAnswer, PaymentClient};
+use crate::payment::ledger::ChargeStatus;
+use crate::redis_conn::RedisError;
+
+const SERVICE: &str = "processor";
+/// Pause between cancel attempts while the provider does not answer.
+const RESOLVE_RETRY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    #[error(transparent)]
+    Kafka(#[from] QueueError),
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Decided(Decision),
+    /// The order was decided before; its outcome was published again.
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderWorker {
+    pub(super) reservations: Reservations,
+    pub(super) payment: PaymentClient,
+    pub(super) publisher: Publisher,
+    pub(super) metrics: ProcessorMetrics,
+    pub(super) resolve_timeout: Duration,
+}
+
+impl OrderWorker {
+    pub async fn handle(&self, order: &OrderMessage, origin: Origin) -> Result<Handled, StepError> {
+        let started = Instant::now();
+        let cid = order.correlation_id.as_str();
+        match self.reservations.reserve(order).await? {
+            Reserve::SoldOut { stock } => {
+                self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
+                self.metrics.sold_out.inc();
+                self.decided(order, Decision::FailedSoldOut, started).await
+            }
+            Reserve::Decided { status, current } => {
+                self.metrics.duplicates.inc();
+                // Publish the decision again: the earlier run may have crashed before it did.
+                let decision = if order.attempt < current {
+                    // A later attempt exists only because this one failed on payment.
+                    Some(Decision::FailedPayment)
+                } else {
+                    Decision::parse(&status)
+                };
+                match decision {
+                    Some(decision) => self.publish(order, decision).await?,
+                    None => tracing::warn!(service = SERVICE, event = "order_skipped", correlation_id = cid, request_id = %order.request_id, %status, "Order in an unexpected state; skipped"),
+                }
+                tracing::info!(service = SERVICE, event = "order_duplicate", correlation_id = cid, request_id = %order.request_id, attempt = order.attempt, %status, "Order already decided");
+                Ok(Handled::Duplicate)
+            }
+            Reserve::Reserved { stock } => {
+                self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
+                self.pay(order, origin, started).await
+            }
+            Reserve::Resume => self.pay(order, origin, started).await,
+        }
+    }
+
+    async fn pay(&self, order: &OrderMessage, origin: Origin, started: Instant) -> Result<Handled, StepError> {
+        let key = order.payment_key();
+        let captured = match self.payment.charge(&key, &order.user_id, order.amount).await {
+            ChargeAnswer::Captured => Ok(()),
+            ChargeAnswer::KeyCancelled => Err("payment_cancelled"),
+            ChargeAnswer::Unknown { reason, detail } => {
+                tracing::warn!(service = SERVICE, event = "payment_unknown", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, %detail, "No clear payment answer; resolving");
+                self.resolve(&key, reason).await
+            }
+        };
+        match captured {
+            Ok(()) => {
+                let status = self.reservations.complete(order).await?;
+                if status != "COMPLETED" {
+                    tracing::warn!(service = SERVICE, event = "complete_conflict", correlation_id = %order.correlation_id, request_id = %order.request_id, %status, "Captured, but the order was no longer reserved");
+                }
+                self.decided(order, Decision::Completed, started).await
+            }
+            Err(reason) => {
+                let failed_at = self.publisher.dead_letter(order, reason, origin).await?;
+                let member = keys::dlq_member(&order.request_id, order.attempt);
+                self.reservations
+                    .redis()
+                    .call(|mut c| async move {
+                        redis::cmd("ZADD").arg(keys::DLQ_PENDING).arg("NX").arg(failed_at).arg(member).query_async::<i64>(&mut c).await
+                    })
+                    .await?;
+                self.metrics.moved_to_dlq.inc();
+                let (_, stock) = self.reservations.refund(order).await?;
+                if let Some(stock) = stock {
+                    self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
+                }
+                tracing::warn!(service = SERVICE, event = "order_dead_lettered", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, "Payment failed; refunded and moved to DLQ");
+                self.decided(order, Decision::FailedPayment, started).await
+            }
+        }
+    }
+
+    /// Cancels `key` at the provider until it answers (bounded): `Ok` if it had captured,
+    /// else the DLQ reason.
+    async fn resolve(&self, key: &str, reason: &'static str) -> Result<(), &'static str> {
+        let deadline = Instant::now() + self.resolve_timeout;
+        loop {
+            match self.payment.cancel(key).await {
+                Ok(ChargeStatus::Captured) => return Ok(()),
+                Ok(ChargeStatus::Cancelled) => return Err(reason),
+                Err(e) if Instant::now() >= deadline => {
+                    tracing::error!(service = SERVICE, event = "payment_unresolved", key, error = %e, "Provider unreachable; treating the charge as not captured (reconcile will tell)");
+                    return Err("payment_unresolved");
+                }
+                Err(_) => tokio::time::sleep(RESOLVE_RETRY).await,
+            }
+        }
+    }
+
+    async fn decided(&self, order: &OrderMessage, decision: Decision, started: Instant) -> Result<Handled, StepError> {
+        self.publish(order, decision).await?;
+        self.metrics.processed.inc();
+        match decision {
+            Decision::Completed => self.metrics.success.inc(),
+            Decision::FailedSoldOut | Decision::FailedPayment => self.metrics.failed.inc(),
+        }
+        let elapsed = started.elapsed();
+        self.metrics.duration.observe(elapsed.as_secs_f64());
+        tracing::info!(
+            service = SERVICE, event = "order_processed", correlation_id = %order.correlation_id,
+            request_id = %order.request_id, user_id = %order.user_id, item_id = %order.item_id,
+            attempt = order.attempt, outcome = decision.as_str(),
+            processing_time_ms = elapsed.as_millis() as u64, "Order processed"
+        );
+        Ok(Handled::Decided(decision))
+    }
+
+    async fn publish(&self, order: &OrderMessage, decision: Decision) -> Result<(), StepError> {
+        let outcome = Outcome {
+            request_id: order.request_id.clone(),
+            user_id: order.user_id.clone(),
+            item_id: order.item_id.clone(),
+            amount: order.amount,
+            attempt: order.attempt,
+            outcome: decision,
+            correlation_id: order.correlation_id.clone(),
+            accepted_at_ms: order.accepted_at_ms,
+            decided_at_ms: now_ms(),
+        };
+        Ok(self.publisher.outcome(&outcome).await?)
+    }
+}

@@ -1,0 +1,79 @@
+//! The processor's Prometheus metrics, by the runbook's names, plus consumer lag.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Debug, Clone)]
+pub struct ProcessorMetrics {
+    registry: Registry,
+    /// Orders decided (each attempt once; redeliveries of decided orders are not counted).
+    pub processed: IntCounter,
+    pub success: IntCounter,
+    pub failed: IntCounter,
+    pub sold_out: IntCounter,
+    pub moved_to_dlq: IntCounter,
+    /// Redelivered or duplicate messages of orders already decided.
+    pub duplicates: IntCounter,
+    pub duration: Histogram,
+    pub dlq_size: IntGauge,
+    pub dlq_oldest_age_seconds: IntGauge,
+    pub inventory: IntGaugeVec,
+    pub lag: IntGaugeVec,
+    pub in_flight: IntGauge,
+}
+
+impl ProcessorMetrics {
+    pub fn new() -> ProcessorMetrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let gauge_vec = |name: &str, help: &str, label: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let duration = Histogram::with_opts(
+            HistogramOpts::new("processor_order_processing_duration_seconds", "Processing time").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(duration.clone())).expect("unique metric");
+        ProcessorMetrics {
+            processed: counter("processor_orders_processed_total", "Total orders processed"),
+            success: counter("processor_orders_processed_success_total", "Successfully processed"),
+            failed: counter("processor_orders_processed_failed_total", "Failed processing"),
+            sold_out: counter("processor_orders_sold_out_total", "Orders rejected due to sold out"),
+            moved_to_dlq: counter("processor_orders_moved_to_dlq_total", "Orders moved to DLQ"),
+            duplicates: counter("processor_orders_duplicate_total", "Messages of orders already decided"),
+            duration,
+            dlq_size: gauge("processor_dlq_size", "Current DLQ depth"),
+            dlq_oldest_age_seconds: gauge("processor_dlq_oldest_message_age_seconds", "Age of oldest DLQ message"),
+            inventory: gauge_vec("processor_inventory_level", "Inventory level per item", "item_id"),
+            lag: gauge_vec("processor_consumer_lag", "Messages behind the end of each assigned partition", "partition"),
+            in_flight: gauge("processor_orders_in_flight", "Orders being processed now"),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(4096);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for ProcessorMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

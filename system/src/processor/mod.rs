@@ -1,0 +1,393 @@
+//! `flashsale processor`: consumes `orders` in the consumer group `processor`, and for each
+//! order [reserves](reservation) stock, [pays and decides](handle), and commits the offset only
+//! once that is durable ([commits]). Orders are worked on concurrently (at most
+//! `PROCESSOR_MAX_IN_FLIGHT`); two copies of one `request_id` never at the same time.
+//!
+//! Several processors share the partitions and rebalance when one dies or joins. On SIGTERM the
+//! processor stops taking orders, finishes those in hand (at most `SHUTDOWN_TIMEOUT`), commits
+//! and leaves the group. `/metrics` and `/health` listen on `PROCESSOR_METRICS_ADDR`.
+
+pub mod commits;
+pub mod handle;
+pub mod metrics;
+pub mod publish;
+pub mod reservation;
+
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::{ConfigError, Env};
+use crate::gateway::queue::{ensure_topics, QueueError};
+use crate::keys;
+use crate::order::{OrderMessage, DLQ_TOPIC, INVENTORY_TOPIC, ORDERS_TOPIC, OUTCOMES_TOPIC};
+use crate::payment::client::PaymentClient;
+use crate::redis_conn::Redis;
+use commits::CommitTracker;
+use handle::OrderWorker;
+pub use metrics::ProcessorMetrics;
+use publish::{Origin, Publisher};
+use reservation::Reservations;
+
+const SERVICE: &str = "processor";
+/// The consumer group every processor joins.
+pub const GROUP: &str = "processor";
+
+/// Everything `flashsale processor` reads from the environment.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    pub redis_addr: String,
+    pub kafka_addr: String,
+    pub log_level: String,
+    /// `PAYMENT_URL` (default `http://127.0.0.1:8090`).
+    pub payment_url: String,
+    /// `PAYMENT_TIMEOUT` (2s): limit of each payment call.
+    pub payment_timeout: Duration,
+    /// `PAYMENT_RESOLVE_TIMEOUT` (10s): how long to keep asking the provider whether an unclear
+    /// charge went through.
+    pub payment_resolve_timeout: Duration,
+    /// `PROCESSOR_METRICS_ADDR` (`0.0.0.0:9090`).
+    pub metrics_addr: std::net::SocketAddr,
+    /// `PROCESSOR_MAX_IN_FLIGHT` (256).
+    pub max_in_flight: usize,
+    pub redis_timeout: Duration,
+    pub kafka_produce_timeout: Duration,
+    pub orders_partitions: i32,
+    pub order_status_ttl: Duration,
+    /// `ORDER_STATE_TTL` (7 days): how long the processor remembers a decided order.
+    pub order_state_ttl: Duration,
+    pub startup_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// `ORDER_RETRY_LIMIT` (10m): how long one order is retried while Redis or Kafka fail before
+    /// the processor reports itself unhealthy and leaves the order uncommitted.
+    pub order_retry_limit: Duration,
+}
+
+impl ProcessorConfig {
+    pub fn from_env(env: &Env<'_>) -> Result<ProcessorConfig, ConfigError> {
+        Ok(ProcessorConfig {
+            redis_addr: env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?,
+            kafka_addr: env.host_ports("KAFKA_ADDR", "127.0.0.1:9092")?,
+            log_level: env.log_level()?,
+            payment_url: env.string("PAYMENT_URL", "http://127.0.0.1:8090"),
+            payment_timeout: env.duration("PAYMENT_TIMEOUT", Duration::from_secs(2))?,
+            payment_resolve_timeout: env.duration("PAYMENT_RESOLVE_TIMEOUT", Duration::from_secs(10))?,
+            metrics_addr: env.socket_addr("PROCESSOR_METRICS_ADDR", "0.0.0.0:9090")?,
+            max_in_flight: env.number("PROCESSOR_MAX_IN_FLIGHT", 256, 1, 100_000)?,
+            redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
+            kafka_produce_timeout: env.duration("KAFKA_PRODUCE_TIMEOUT", Duration::from_secs(5))?,
+            orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
+            order_status_ttl: env.duration("ORDER_STATUS_TTL", Duration::from_secs(30 * 60))?,
+            order_state_ttl: env.duration("ORDER_STATE_TTL", Duration::from_secs(7 * 24 * 3600))?,
+            startup_timeout: env.duration("STARTUP_TIMEOUT", Duration::from_secs(30))?,
+            shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            order_retry_limit: env.duration("ORDER_RETRY_LIMIT", Duration::from_secs(600))?,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("cannot reach Redis at REDIS_ADDR={addr}: {source}")]
+    Redis { addr: String, source: crate::redis_conn::RedisError },
+    #[error("Kafka at KAFKA_ADDR={addr}: {source}")]
+    Kafka { addr: String, source: QueueError },
+    #[error("PAYMENT_URL={url}: {source}")]
+    Payment { url: String, source: reqwest::Error },
+    #[error("cannot listen on PROCESSOR_METRICS_ADDR={addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Shared between the consumer loop, the order tasks and the HTTP endpoints.
+#[derive(Debug, Default)]
+struct Shared {
+    tracker: Mutex<CommitTracker>,
+    /// request_ids being worked on here, to keep two copies of one order apart.
+    busy: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Set when an order could not be finished within `ORDER_RETRY_LIMIT`.
+    stuck: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the processor until `shutdown` resolves.
+pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProcessorError> {
+    let kafka_err = |source| ProcessorError::Kafka { addr: config.kafka_addr.clone(), source };
+    let redis = connect_redis(&config).await?;
+    ensure_topics(
+        &config.kafka_addr,
+        &[(ORDERS_TOPIC, config.orders_partitions), (DLQ_TOPIC, 1), (OUTCOMES_TOPIC, 1), (INVENTORY_TOPIC, 1)],
+        config.startup_timeout,
+    )
+    .await
+    .map_err(kafka_err)?;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_addr)
+        .set("group.id", GROUP)
+        .set("client.id", "flashsale-processor")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "500")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        // tansu answers an empty fetch only after the full wait; 100 ms keeps an idle
+        // processor quick to notice a new order (~130 ms end to end against ~0.5 s at the default).
+        .set("fetch.wait.max.ms", "100")
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .create()
+        .map_err(|e| kafka_err(e.into()))?;
+    consumer.subscribe(&[ORDERS_TOPIC]).map_err(|e| kafka_err(e.into()))?;
+    let consumer = Arc::new(consumer);
+
+    let metrics = ProcessorMetrics::new();
+    let worker = OrderWorker {
+        reservations: Reservations::new(redis.clone(), config.order_status_ttl, config.order_state_ttl),
+        payment: PaymentClient::new(&config.payment_url, config.payment_timeout)
+            .map_err(|source| ProcessorError::Payment { url: config.payment_url.clone(), source })?,
+        publisher: Publisher::new(&config.kafka_addr, config.kafka_produce_timeout).map_err(kafka_err)?,
+        metrics: metrics.clone(),
+        resolve_timeout: config.payment_resolve_timeout,
+    };
+    let shared = Arc::new(Shared::default());
+
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| ProcessorError::Bind { addr: config.metrics_addr, source })?;
+    let http = tokio::spawn(serve_http(listener, metrics.clone(), redis.clone(), shared.clone()));
+    let gauges = tokio::spawn(refresh_gauges(metrics.clone(), redis.clone(), consumer.clone()));
+    tracing::info!(service = SERVICE, event = "started", metrics = %config.metrics_addr, "Processor consuming orders");
+
+    consume(&config, &consumer, &worker, &shared, shutdown).await;
+
+    // Drain: the orders in hand finish (bounded), their offsets are stored, then one last
+    // synchronous commit and we leave the group.
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        while lock(&shared.tracker).in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(service = SERVICE, event = "drain_timeout", "Stopping with orders in flight; they will be redelivered");
+    }
+    worker.publisher.flush(Duration::from_secs(5)).await;
+    let committer = consumer.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = committer.commit_consumer_state(CommitMode::Sync);
+        committer.unsubscribe();
+    })
+    .await;
+    gauges.abort();
+    http.abort();
+    tracing::info!(service = SERVICE, event = "stopped", "Processor stopped");
+    Ok(())
+}
+
+async fn consume(
+    config: &ProcessorConfig,
+    consumer: &Arc<StreamConsumer>,
+    worker: &OrderWorker,
+    shared: &Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let message = tokio::select! {
+            _ = &mut shutdown => return,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(service = SERVICE, event = "consume_error", error = %e, "Consumer error");
+                continue;
+            }
+        };
+        let origin = Origin { partition: message.partition(), offset: message.offset() };
+        let order: Option<OrderMessage> = message.payload().and_then(|p| serde_json::from_slice(p).ok());
+        let slot = lock(&shared.tracker).begin(origin.partition, origin.offset);
+        worker.metrics.in_flight.set(lock(&shared.tracker).in_flight() as i64);
+        let Some(order) = order else {
+            // Not an order (the gateway never writes one): nothing can be done with it.
+            tracing::error!(service = SERVICE, event = "bad_message", partition = origin.partition, offset = origin.offset, "Unreadable message skipped");
+            finish(consumer, shared, slot);
+            continue;
+        };
+        let worker = worker.clone();
+        let shared = shared.clone();
+        let consumer = consumer.clone();
+        let retry_limit = config.order_retry_limit;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let done = process_exclusively(&worker, &shared, &order, origin, retry_limit).await;
+            if done {
+                finish(&consumer, &shared, slot);
+            }
+            worker.metrics.in_flight.set(lock(&shared.tracker).in_flight() as i64);
+        });
+    }
+}
+
+/// Handles `order`, waiting first for any other copy of it in flight here, and retrying while
+/// Redis or Kafka fail (bounded). `false` when it could not be finished.
+async fn process_exclusively(worker: &OrderWorker, shared: &Shared, order: &OrderMessage, origin: Origin, retry_limit: Duration) -> bool {
+    loop {
+        let wait = {
+            let mut busy = lock(&shared.busy);
+            match busy.get(&order.request_id) {
+                Some(notify) => Some(notify.clone()),
+                None => {
+                    busy.insert(order.request_id.clone(), Arc::new(Notify::new()));
+                    None
+                }
+            }
+        };
+        match wait {
+            Some(notify) => {
+                // Wake-ups are broadcast when the other copy ends; re-check at least every 100 ms.
+                let _ = tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
+            }
+            None => break,
+        }
+    }
+    let deadline = Instant::now() + retry_limit;
+    let mut backoff = Duration::from_millis(100);
+    let done = loop {
+        match worker.handle(order, origin).await {
+            Ok(_) => break true,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(service = SERVICE, event = "order_retry", correlation_id = %order.correlation_id, request_id = %order.request_id, error = %e, "Step failed; retrying the order");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(service = SERVICE, event = "order_stuck", correlation_id = %order.correlation_id, request_id = %order.request_id, error = %e, "Order not finished; its offset stays uncommitted");
+                shared.stuck.store(true, std::sync::atomic::Ordering::Relaxed);
+                break false;
+            }
+        }
+    };
+    if let Some(notify) = lock(&shared.busy).remove(&order.request_id) {
+        notify.notify_waiters();
+    }
+    done
+}
+
+fn finish(consumer: &StreamConsumer, shared: &Shared, slot: commits::Slot) {
+    if let Some(next) = lock(&shared.tracker).finish(slot) {
+        let mut list = TopicPartitionList::new();
+        if list.add_partition_offset(ORDERS_TOPIC, slot.partition, Offset::Offset(next)).is_ok() {
+            // Fails only for a partition no longer ours (rebalanced away): its new owner
+            // re-processes from the last commit, which is safe.
+            let _ = consumer.store_offsets(&list);
+        }
+    }
+}
+
+/// DLQ depth and age from `dlq:pending`, consumer lag from the broker; every second.
+async fn refresh_gauges(metrics: ProcessorMetrics, redis: Redis, consumer: Arc<StreamConsumer>) {
+    loop {
+        let dlq = redis
+            .call(|mut c| async move {
+                let size: i64 = redis::cmd("ZCARD").arg(keys::DLQ_PENDING).query_async(&mut c).await?;
+                let oldest: Vec<(String, f64)> =
+                    redis::cmd("ZRANGE").arg(keys::DLQ_PENDING).arg(0).arg(0).arg("WITHSCORES").query_async(&mut c).await?;
+                Ok((size, oldest.first().map(|(_, score)| *score as u64)))
+            })
+            .await;
+        if let Ok((size, oldest)) = dlq {
+            metrics.dlq_size.set(size);
+            let age = oldest.map(|ms| crate::order::now_ms().saturating_sub(ms) / 1000).unwrap_or(0);
+            metrics.dlq_oldest_age_seconds.set(age as i64);
+        }
+        let c = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            let limit = Duration::from_millis(500);
+            let Ok(assignment) = c.assignment() else { return Vec::new() };
+            let positions = c.position().unwrap_or_default();
+            assignment
+                .elements()
+                .iter()
+                .filter_map(|tp| {
+                    let (_, high) = c.fetch_watermarks(tp.topic(), tp.partition(), limit).ok()?;
+                    let position = positions
+                        .find_partition(tp.topic(), tp.partition())
+                        .and_then(|p| p.offset().to_raw())
+                        .filter(|o| *o >= 0);
+                    let committed_or_low = position.unwrap_or(high);
+                    Some((tp.partition(), (high - committed_or_low).max(0)))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        metrics.lag.reset();
+        for (partition, lag) in lags {
+            metrics.lag.with_label_values(&[&partition.to_string()]).set(lag);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, metrics: ProcessorMetrics, redis: Redis, shared: Arc<Shared>) {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let redis = redis.clone();
+                let shared = shared.clone();
+                async move {
+                    let redis_ok = redis.ping().await.is_ok();
+                    let stuck = shared.stuck.load(std::sync::atomic::Ordering::Relaxed);
+                    let healthy = redis_ok && !stuck;
+                    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let body = json!({"status": if healthy {"healthy"} else {"unhealthy"}, "redis": redis_ok, "stuck": stuck});
+                    (status, Json(body)).into_response()
+                }
+            }),
+        );
+    let _ = axum::serve(listener, app).into_future().await;
+}
+
+async fn connect_redis(config: &ProcessorConfig) -> Result<Redis, ProcessorError> {
+    let started = Instant::now();
+    loop {
+        let attempt = match Redis::connect(&config.redis_addr, config.redis_timeout).await {
+            Ok(redis) => redis.ping().await.map(|_| redis),
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(redis) => return Ok(redis),
+            Err(source) if started.elapsed() >= config.startup_timeout => {
+                return Err(ProcessorError::Redis { addr: config.redis_addr.clone(), source })
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Where an order is reserved: the inventory scripts, each one atomic Redis step keyed by
+//! `request_id` and attempt, so that a redelivered message never changes the result.
+//!
+//! - [`Reservations::reserve`]: an attempt that already has a decision is not touched again;
+//!   stock ≥ amount → decrement and mark `RESERVED`; else `FAILED_SOLD_OUT`. Stock is never
+//!   negative: the check and the decrement are one script.
+//! - [`Reservations::complete`]: `RESERVED` → `COMPLETED` (this attempt only).
+//! - [`Reservations::refund`]: `RESERVED` → `FAILED_PAYMENT` and the units go back (this attempt
+//!   only, once).
+//!
+//! A status only moves forward: PENDING → RESERVED → one of COMPLETED, FAILED_SOLD_OUT,
+//! FAILED_PAYMENT. The one way back into RESERVED is a DLQ replay, which is a new attempt of an
+//! order whose last attempt ended in FAILED_PAYMENT.
+
+use std::time::Duration;
+
+use redis::Script;
+
+use crate::keys;
+use crate::order::OrderMessage;
+use crate::redis_conn::{Redis, RedisError};
+
+const RESERVE_LUA: &str = r#"
+local status = redis.call('HGET', KEYS[2], 'status')
+local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+local attempt = tonumber(ARGV[2])
+if status then
+  if attempt == current and status == 'RESERVED' then return {'resume', status, current} end
+  if attempt <= current or status ~= 'FAILED_PAYMENT' then return {'decided', status, current} end
+end
+local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local next = 'FAILED_SOLD_OUT'
+if stock >= tonumber(ARGV[1]) then
+  stock = redis.call('DECRBY', KEYS[1], ARGV[1])
+  next = 'RESERVED'
+end
+redis.call('HSET', KEYS[2], 'status', next, 'attempt', attempt)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], next, 'PX', ARGV[3])
+return {next, next, stock}
+"#;
+
+const COMPLETE_LUA: &str = r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'RESERVED' and tonumber(redis.call('HGET', KEYS[1], 'attempt')) == tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'status', 'COMPLETED')
+  redis.call('SET', KEYS[2], 'COMPLETED', 'PX', ARGV[2])
+  return 'COMPLETED'
+end
+return status or 'MISSING'
+"#;
+
+const REFUND_LUA: &str = r#"
+local status = redis.call('HGET', KEYS[2], 'status')
+if status == 'RESERVED' and tonumber(redis.call('HGET', KEYS[2], 'attempt')) == tonumber(ARGV[2]) then
+  local stock = redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[2], 'status', 'FAILED_PAYMENT')
+  redis.call('SET', KEYS[3], 'FAILED_PAYMENT', 'PX', ARGV[3])
+  return {'FAILED_PAYMENT', stock}
+end
+return {status or 'MISSING', -1}
+"#;
+
+/// What [`Reservations::reserve`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    /// Units taken now; `stock` left.
+    Reserved { stock: i64 },
+    /// Not enough stock: the attempt is `FAILED_SOLD_OUT`.
+    SoldOut { stock: i64 },
+    /// This attempt was reserved before (a redelivery after a crash): go on to payment.
+    Resume,
+    /// The order has a decision already: `status` of attempt `current`.
+    Decided { status: String, current: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Reservations {
+    redis: Redis,
+    reserve: Script,
+    complete: Script,
+    refund: Script,
+    status_ttl: Duration,
+    state_ttl: Duration,
+}
+
+impl Reservations {
+    pub fn new(redis: Redis, status_ttl: Duration, state_ttl: Duration) -> Reservations {
+        Reservations {
+            redis,
+            reserve: Script::new(RESERVE_LUA),
+            complete: Script::new(COMPLETE_LUA),
+            refund: Script::new(REFUND_LUA),
+            status_ttl,
+            state_ttl,
+        }
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    pub async fn reserve(&self, order: &OrderMessage) -> Result<Reserve, RedisError> {
+        let mut call = self.reserve.prepare_invoke();
+        call.key(keys::inventory(&order.item_id))
+            .key(keys::order_state(&order.request_id))
+            .key(keys::order_status(&order.request_id))
+            .arg(order.amount)
+            .arg(order.attempt)
+            .arg(self.status_ttl.as_millis() as u64)
+            .arg(self.state_ttl.as_millis() as u64);
+        let (kind, status, number): (String, String, i64) =
+            self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        Ok(match kind.as_str() {
+            "RESERVED" => Reserve::Reserved { stock: number },
+            "FAILED_SOLD_OUT" => Reserve::SoldOut { stock: number },
+            "resume" => Reserve::Resume,
+            _ => Reserve::Decided { status, current: number.max(0) as u32 },
+        })
+    }
+
+    /// `RESERVED` → `COMPLETED`; returns the status after the call.
+    pub async fn complete(&self, order: &OrderMessage) -> Result<String, RedisError> {
+        let mut call = self.complete.prepare_invoke();
+        call.key(keys::order_state(&order.request_id))
+            .key(keys::order_status(&order.request_id))
+            .arg(order.attempt)
+            .arg(self.status_ttl.as_millis() as u64);
+        self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await
+    }
+
+    /// `RESERVED` → `FAILED_PAYMENT`, giving the units back; returns the status after the call
+    /// and the stock if it was refunded now.
+    pub async fn refund(&self, order: &OrderMessage) -> Result<(String, Option<i64>), RedisError> {
+        let mut call = self.refund.prepare_invoke();
+        call.key(keys::inventory(&order.item_id))
+            .key(keys::order_state(&order.request_id))
+            .key(keys::order_status(&order.request_id))
+            .arg(order.amount)
+            .arg(order.attempt)
+            .arg(self.status_ttl.as_millis() as u64);
+        let (status, stock): (String, i64) = self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        Ok((status, (stock >= 0).then_some(stock)))
+    }
+}

@@ -1,0 +1,92 @@
+//! Reads a whole topic as it is now: every partition from its beginning up to the high
+//! watermark seen at the start, without a consumer group. The admin commands and the tests use
+//! it to look at `orders-dlq`, `order-outcomes` and `inventory-events`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// One message.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic}: {missing} messages still unread after {limit:?}")]
+    Incomplete { topic: String, missing: i64, limit: Duration },
+}
+
+/// Every message of `topic`, bounded by `limit` in all. A topic that does not exist reads as
+/// empty.
+pub fn read_all(bootstrap: &str, topic: &str, limit: Duration) -> Result<Vec<Record>, ReadError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "flashsale-reader")
+        .set("enable.auto.commit", "false")
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .create()?;
+    let started = std::time::Instant::now();
+    let metadata = consumer.fetch_metadata(Some(topic), limit)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut high = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for &p in &partitions {
+        let (low, hw) = consumer.fetch_watermarks(topic, p, limit)?;
+        if hw > low {
+            high.insert(p, hw);
+            remaining += hw - low;
+            assignment.add_partition_offset(topic, p, Offset::Offset(low))?;
+        }
+    }
+    let mut records = Vec::with_capacity(remaining.max(0) as usize);
+    if remaining == 0 {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    while remaining > 0 {
+        if started.elapsed() >= limit {
+            return Err(ReadError::Incomplete { topic: topic.to_string(), missing: remaining, limit });
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message?;
+        if message.offset() >= high.get(&message.partition()).copied().unwrap_or(0) {
+            continue;
+        }
+        remaining -= 1;
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).to_string(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    Ok(records)
+}
