@@ -190,3 +190,99 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A testbed with the whole system: gateway, `processors` processors and the payment provider.
+pub async fn full_testbed(processors: usize, env: &[(&str, &str)]) -> Testbed {
+    let mut service_env: Vec<(String, String)> = [
+        ("LOG_LEVEL", "info"),
+        ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
+        ("ORDERS_PARTITIONS", "4"),
+        ("PAYMENT_TIMEOUT", "1s"),
+        ("PAYMENT_RESOLVE_TIMEOUT", "5s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in env {
+        service_env.retain(|(key, _)| key != k);
+        service_env.push((k.to_string(), v.to_string()));
+    }
+    Testbed::start(TestbedConfig {
+        gateways: 1,
+        processors,
+        payment: true,
+        service_env,
+        flashsale_bin: Some(FLASHSALE.into()),
+        ..TestbedConfig::default()
+    })
+    .await
+    .expect("testbed starts")
+}
+
+/// Runs `flashsale ARGS` against the testbed; returns (exit code, stdout).
+pub async fn admin(bed: &Testbed, args: &[&str]) -> (i32, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(FLASHSALE).args(args).envs(bed.admin_env()).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("admin command finishes")
+    .expect("admin command runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.stderr.is_empty() {
+        eprintln!("flashsale {args:?} stderr: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    (output.status.code().unwrap_or(-1), stdout)
+}
+
+/// One decision per `request_id/attempt` on `order-outcomes`.
+pub fn decisions(bed: &Testbed) -> std::collections::BTreeMap<(String, u32), flashsale::order::Outcome> {
+    let records = flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "order-outcomes", Duration::from_secs(60))
+        .expect("outcomes readable");
+    flashsale::reconcile::decisions(records.iter().map(|r| serde_json::from_slice(&r.payload).expect("an outcome")))
+}
+
+/// Raw outcome records of `request_id` (duplicates included).
+pub fn outcome_records(bed: &Testbed, request_id: &str) -> Vec<flashsale::order::Outcome> {
+    flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "order-outcomes", Duration::from_secs(60))
+        .expect("outcomes readable")
+        .iter()
+        .map(|r| serde_json::from_slice::<flashsale::order::Outcome>(&r.payload).unwrap())
+        .filter(|o| o.request_id == request_id)
+        .collect()
+}
+
+/// Waits until every id in `ids` has a decision for attempt `attempt`.
+pub async fn wait_decided(bed: &Testbed, ids: &[String], attempt: u32, limit: Duration) -> std::collections::BTreeMap<(String, u32), flashsale::order::Outcome> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let decided = decisions(bed);
+        let missing: Vec<&String> = ids.iter().filter(|id| !decided.contains_key(&((*id).clone(), attempt))).collect();
+        if missing.is_empty() {
+            return decided;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} orders undecided after {limit:?}, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The payment provider's captures.
+pub async fn ledger(bed: &Testbed) -> Vec<Value> {
+    let url = format!("{}/ledger", bed.payment_url().expect("payment runs"));
+    let (_, body) = get_json(&client(), &url).await;
+    body["captures"].as_array().cloned().unwrap_or_default()
+}
+
+/// `PUT /control` on the payment provider.
+pub async fn payment_control(bed: &Testbed, body: Value) {
+    let url = format!("{}/control", bed.payment_url().expect("payment runs"));
+    let response = client().put(url).json(&body).send().await.expect("control answers");
+    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text().await);
+}
+
+/// Stock of `item` in Redis.
+pub async fn stock(bed: &Testbed, item: &str) -> i64 {
+    let (code, out) = admin(bed, &["stock", "get", item]).await;
+    assert_eq!(code, 0, "stock get {item}");
+    out.trim().parse().expect("a number")
+}

@@ -1,0 +1,201 @@
+//! The processor, the payment provider and the DLQ on the real Redis, broker and provider:
+//! exactly-once outcomes, no oversell, refunds, replays.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+async fn buy_all(bed: &chaos::Testbed, ids: &[String], item: &str) {
+    let http = client();
+    let base = bed.gateway_url(0);
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let http = http.clone();
+            let base = base.clone();
+            let body = order(&format!("user{i}"), item, 1, id);
+            tokio::spawn(async move { buy(&http, &base, &body).await.0 })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 202);
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_buyers_for_fifty_units_get_exactly_fifty() {
+    let bed = full_testbed(1, &[]).await;
+    assert_eq!(admin(&bed, &["stock", "set", "hot", "50"]).await.0, 0);
+    let ids: Vec<String> = (0..200).map(|i| format!("hot-{i}")).collect();
+    buy_all(&bed, &ids, "hot").await;
+    let decided = wait_decided(&bed, &ids, 1, Duration::from_secs(60)).await;
+    let completed = decided.values().filter(|o| o.outcome == flashsale::order::Decision::Completed).count();
+    let sold_out = decided.values().filter(|o| o.outcome == flashsale::order::Decision::FailedSoldOut).count();
+    assert_eq!((completed, sold_out), (50, 150));
+    assert_eq!(stock(&bed, "hot").await, 0);
+    assert_eq!(ledger(&bed).await.len(), 50, "one capture per completed order");
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 0, "{report}");
+    // Statuses reached the gateway's view too.
+    let (_, body) = get_json(&client(), &format!("{}/orders/hot-0", bed.gateway_url(0))).await;
+    assert!(["COMPLETED", "FAILED_SOLD_OUT"].contains(&body["status"].as_str().unwrap()), "{body}");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn payment_timeout_refunds_dead_letters_and_replays_once() {
+    let bed = full_testbed(1, &[("PAYMENT_TIMEOUT", "300ms")]).await;
+    admin(&bed, &["stock", "set", "101", "10"]).await;
+    payment_control(&bed, json!({"latency_ms": 1500})).await;
+    let ids = vec!["slow-1".to_string()];
+    buy_all(&bed, &ids, "101").await;
+    let decided = wait_decided(&bed, &ids, 1, Duration::from_secs(30)).await;
+    assert_eq!(decided[&("slow-1".into(), 1)].outcome, flashsale::order::Decision::FailedPayment);
+    assert_eq!(stock(&bed, "101").await, 10, "the reservation was refunded");
+    assert!(ledger(&bed).await.is_empty(), "nothing captured: the late charge met a cancelled key");
+    let (_, listing) = admin(&bed, &["dlq", "list"]).await;
+    assert!(listing.contains("pending 1") && listing.contains("payment_timeout"), "{listing}");
+    let (_, status) = get_json(&client(), &format!("{}/orders/slow-1", bed.gateway_url(0))).await;
+    assert_eq!(status["status"], "FAILED_PAYMENT");
+    // The DLQ gauge follows dlq:pending.
+    let page_url = format!("http://{}/metrics", bed.processor_addr(0));
+    eventually(Duration::from_secs(5), "processor_dlq_size 1", || {
+        let url = page_url.clone();
+        async move { metric(&get_text(&client(), &url).await, "processor_dlq_size") == Some(1.0) }
+    })
+    .await;
+
+    // The provider recovers; the replay completes the order as attempt 2, once.
+    payment_control(&bed, json!({"latency_ms": 0})).await;
+    let (code, out) = admin(&bed, &["dlq", "replay"]).await;
+    assert_eq!((code, out.lines().next()), (0, Some("replayed 1")), "{out}");
+    let (_, out) = admin(&bed, &["dlq", "replay"]).await;
+    assert!(out.starts_with("replayed 0"), "{out}");
+    let decided = wait_decided(&bed, &ids, 2, Duration::from_secs(30)).await;
+    assert_eq!(decided[&("slow-1".into(), 2)].outcome, flashsale::order::Decision::Completed);
+    assert_eq!(stock(&bed, "101").await, 9);
+    assert_eq!(ledger(&bed).await.len(), 1);
+    let (_, listing) = admin(&bed, &["dlq", "list"]).await;
+    assert!(listing.contains("pending 0  replayed 1"), "{listing}");
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 0, "{report}");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn capture_then_timeout_completes_without_refund() {
+    let bed = full_testbed(1, &[("PAYMENT_TIMEOUT", "300ms")]).await;
+    admin(&bed, &["stock", "set", "101", "5"]).await;
+    payment_control(&bed, json!({"latency_ms": 1500, "capture_then_timeout": true})).await;
+    let ids = vec!["late-1".to_string()];
+    buy_all(&bed, &ids, "101").await;
+    let decided = wait_decided(&bed, &ids, 1, Duration::from_secs(30)).await;
+    assert_eq!(decided[&("late-1".into(), 1)].outcome, flashsale::order::Decision::Completed);
+    assert_eq!(stock(&bed, "101").await, 4, "no refund");
+    assert_eq!(ledger(&bed).await.len(), 1);
+    let (_, listing) = admin(&bed, &["dlq", "list"]).await;
+    assert!(listing.starts_with("pending 0  replayed 0"), "{listing}");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_payment_error_is_dead_lettered_with_its_headers() {
+    let bed = full_testbed(1, &[]).await;
+    admin(&bed, &["stock", "set", "101", "5"]).await;
+    payment_control(&bed, json!({"outage": true})).await;
+    let ids = vec!["down-1".to_string()];
+    buy_all(&bed, &ids, "101").await;
+    wait_decided(&bed, &ids, 1, Duration::from_secs(30)).await;
+    let records = flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "orders-dlq", Duration::from_secs(30)).unwrap();
+    assert_eq!(records.len(), 1);
+    let headers = &records[0].headers;
+    assert_eq!(headers["reason"], "payment_error");
+    assert_eq!(headers["attempt"], "1");
+    assert!(headers.contains_key("correlation_id") && headers.contains_key("original_offset") && headers.contains_key("original_time_ms"), "{headers:?}");
+    assert_eq!(stock(&bed, "101").await, 5);
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_same_message_twice_has_one_effect() {
+    let bed = full_testbed(1, &[]).await;
+    admin(&bed, &["stock", "set", "101", "5"]).await;
+    let message = flashsale::order::OrderMessage {
+        request_id: "twice-1".into(),
+        user_id: "u1".into(),
+        item_id: "101".into(),
+        amount: 2,
+        correlation_id: "c-twice".into(),
+        accepted_at_ms: flashsale::order::now_ms(),
+        attempt: 1,
+    };
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bed.kafka_addr().to_string())
+        .create()
+        .unwrap();
+    let payload = serde_json::to_vec(&message).unwrap();
+    for _ in 0..2 {
+        producer
+            .send(rdkafka::producer::FutureRecord::to("orders").key("twice-1").payload(&payload), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let page_url = format!("http://{}/metrics", bed.processor_addr(0));
+    eventually(Duration::from_secs(30), "both copies consumed", || {
+        let url = page_url.clone();
+        async move {
+            let page = get_text(&client(), &url).await;
+            metric(&page, "processor_orders_processed_total") == Some(1.0) && metric(&page, "processor_orders_duplicate_total") == Some(1.0)
+        }
+    })
+    .await;
+    assert_eq!(stock(&bed, "101").await, 3, "reserved once");
+    assert_eq!(ledger(&bed).await.len(), 1, "charged once");
+    let records = outcome_records(&bed, "twice-1");
+    assert!(!records.is_empty() && records.iter().all(|o| o.outcome == flashsale::order::Decision::Completed && o.attempt == 1), "{records:?}");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reconcile_finds_a_planted_mismatch_and_fix_repairs_it_after_a_restore() {
+    let bed = full_testbed(1, &[]).await;
+    admin(&bed, &["stock", "set", "101", "20"]).await;
+    let first: Vec<String> = (0..5).map(|i| format!("r-{i}")).collect();
+    buy_all(&bed, &first, "101").await;
+    wait_decided(&bed, &first, 1, Duration::from_secs(30)).await;
+    let backup = bed.dir().join("redis-backup.jsonl");
+    let (code, out) = admin(&bed, &["backup", backup.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    let later: Vec<String> = (5..9).map(|i| format!("r-{i}")).collect();
+    buy_all(&bed, &later, "101").await;
+    wait_decided(&bed, &later, 1, Duration::from_secs(30)).await;
+    assert_eq!(stock(&bed, "101").await, 11);
+
+    // Planted: someone "fixed" the stock by hand.
+    assert_eq!(admin(&bed, &["stock", "get", "101"]).await.1.trim(), "11");
+    let redis_addr = bed.redis_addr();
+    let mut conn = redis::Client::open(format!("redis://{redis_addr}/")).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET").arg("inventory:101").arg(100).query_async(&mut conn).await.unwrap();
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("MISMATCH") && report.contains("100"), "{report}");
+
+    // The restore brings back the state of the backup: 4 orders decided since are unknown to
+    // Redis; reconcile --fix rebuilds stock and statuses from the records.
+    let (code, out) = admin(&bed, &["restore", backup.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(stock(&bed, "101").await, 15);
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("order states differing from the records: 4"), "{report}");
+    let (code, report) = admin(&bed, &["reconcile", "--fix"]).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(stock(&bed, "101").await, 11);
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 0, "{report}");
+    bed.stop().await.unwrap();
+}
