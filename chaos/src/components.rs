@@ -62,7 +62,7 @@ pub fn broker(addr: SocketAddr, advertised: SocketAddr, dir: &Path) -> ProcessSp
         name: "broker".into(),
         program: tansu_program(),
         args,
-        env: vec![("RUST_LOG".into(), "warn".into())],
+        env: vec![("RUST_LOG".into(), std::env::var("FLASHLAB_BROKER_LOG").unwrap_or_else(|_| "warn".into()))],
         cwd: dir.to_path_buf(),
         log_path: dir.join("broker.log"),
         probe: Probe::KafkaApiVersions(addr),
@@ -97,10 +97,8 @@ pub struct SystemAddrs {
 impl SystemAddrs {
     /// `REDIS_ADDR`, `KAFKA_ADDR` and `PAYMENT_URL` for a flash-sale service or admin command.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("REDIS_ADDR".to_string(), self.redis.to_string()),
-            ("KAFKA_ADDR".into(), self.kafka.to_string()),
-        ];
+        let mut env =
+            vec![("REDIS_ADDR".to_string(), self.redis.to_string()), ("KAFKA_ADDR".into(), self.kafka.to_string())];
         if let Some(payment) = self.payment {
             env.push(("PAYMENT_URL".into(), format!("http://{payment}")));
         }

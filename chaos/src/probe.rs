@@ -40,17 +40,12 @@ impl Probe {
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))
+    TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))
 }
 
 async fn redis_ping(addr: SocketAddr) -> Result<(), String> {
     let mut stream = connect(addr).await?;
-    stream
-        .write_all(b"PING\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
     let mut buf = [0u8; 64];
     let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
     let answer = String::from_utf8_lossy(&buf[..n]);
@@ -76,23 +71,15 @@ async fn kafka_api_versions(addr: SocketAddr) -> Result<(), String> {
     request.extend_from_slice(&body);
 
     let mut stream = connect(addr).await?;
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let size = stream
-        .read_i32()
-        .await
-        .map_err(|e| format!("reading size: {e}"))?;
+    stream.write_all(&request).await.map_err(|e| e.to_string())?;
+    let size = stream.read_i32().await.map_err(|e| format!("reading size: {e}"))?;
     if !(6..=1 << 20).contains(&size) {
         return Err(format!("implausible ApiVersions response size {size}"));
     }
     let correlation_id = stream.read_i32().await.map_err(|e| e.to_string())?;
     let error_code = stream.read_i16().await.map_err(|e| e.to_string())?;
     if correlation_id != CORRELATION_ID {
-        return Err(format!(
-            "correlation id {correlation_id} != {CORRELATION_ID}"
-        ));
+        return Err(format!("correlation id {correlation_id} != {CORRELATION_ID}"));
     }
     if error_code != 0 {
         return Err(format!("ApiVersions error code {error_code}"));
@@ -103,10 +90,7 @@ async fn kafka_api_versions(addr: SocketAddr) -> Result<(), String> {
 async fn http_ok(addr: SocketAddr, path: &str) -> Result<(), String> {
     let mut stream = connect(addr).await?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut buf = [0u8; 32];
     let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
     let status_line = String::from_utf8_lossy(&buf[..n]);

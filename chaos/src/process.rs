@@ -57,43 +57,19 @@ pub struct ProcessSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("{name}: cannot start {program}: {source} (is it installed? try ci/setup)")]
-    Spawn {
-        name: String,
-        program: String,
-        source: std::io::Error,
-    },
+    Spawn { name: String, program: String, source: std::io::Error },
     #[error("{name}: cannot open log {path}: {source}")]
-    Log {
-        name: String,
-        path: String,
-        source: std::io::Error,
-    },
+    Log { name: String, path: String, source: std::io::Error },
     #[error("{name}: exited with {status} before it was ready; log tail:\n{log_tail}")]
-    ExitedEarly {
-        name: String,
-        status: ExitStatus,
-        log_tail: String,
-    },
+    ExitedEarly { name: String, status: ExitStatus, log_tail: String },
     #[error("{name}: not ready after {waited:?} (last probe: {last}); log tail:\n{log_tail}")]
-    NotReady {
-        name: String,
-        waited: Duration,
-        last: String,
-        log_tail: String,
-    },
+    NotReady { name: String, waited: Duration, last: String, log_tail: String },
     #[error("{name}: not running")]
     NotRunning { name: String },
     #[error("{name}: signal {signal}: {source}")]
-    Signal {
-        name: String,
-        signal: Signal,
-        source: nix::Error,
-    },
+    Signal { name: String, signal: Signal, source: nix::Error },
     #[error("{name}: waiting for exit: {source}")]
-    Wait {
-        name: String,
-        source: std::io::Error,
-    },
+    Wait { name: String, source: std::io::Error },
 }
 
 /// A child process under the lab's control. See the module docs.
@@ -135,15 +111,9 @@ impl Supervised {
 
     fn spawn(&mut self) -> Result<(), ProcessError> {
         let spec = &self.spec;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .map_err(|source| ProcessError::Log {
-                name: spec.name.clone(),
-                path: spec.log_path.display().to_string(),
-                source,
-            })?;
+        let log = OpenOptions::new().create(true).append(true).open(&spec.log_path).map_err(|source| {
+            ProcessError::Log { name: spec.name.clone(), path: spec.log_path.display().to_string(), source }
+        })?;
         let log_err = log.try_clone().map_err(|source| ProcessError::Log {
             name: spec.name.clone(),
             path: spec.log_path.display().to_string(),
@@ -179,12 +149,7 @@ impl Supervised {
         let deadline = started + self.spec.ready_timeout;
         let mut last;
         loop {
-            let child = self
-                .child
-                .as_mut()
-                .ok_or_else(|| ProcessError::NotRunning {
-                    name: self.spec.name.clone(),
-                })?;
+            let child = self.child.as_mut().ok_or_else(|| ProcessError::NotRunning { name: self.spec.name.clone() })?;
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 return Err(ProcessError::ExitedEarly {
@@ -211,9 +176,7 @@ impl Supervised {
 
     /// Sends `signal` to the running process.
     pub fn signal(&self, signal: Signal) -> Result<(), ProcessError> {
-        let pid = self.pid().ok_or_else(|| ProcessError::NotRunning {
-            name: self.spec.name.clone(),
-        })?;
+        let pid = self.pid().ok_or_else(|| ProcessError::NotRunning { name: self.spec.name.clone() })?;
         kill(Pid::from_raw(pid as i32), signal).map_err(|source| ProcessError::Signal {
             name: self.spec.name.clone(),
             signal,
@@ -238,10 +201,8 @@ impl Supervised {
         };
         // SIGKILL also ends a stopped process; no SIGCONT needed.
         let _ = child.start_kill();
-        let status = child.wait().await.map_err(|source| ProcessError::Wait {
-            name: self.spec.name.clone(),
-            source,
-        })?;
+        let status =
+            child.wait().await.map_err(|source| ProcessError::Wait { name: self.spec.name.clone(), source })?;
         Ok(Some(status))
     }
 
@@ -261,10 +222,7 @@ impl Supervised {
                 self.child = None;
                 Ok(Some(status))
             }
-            Ok(Err(source)) => Err(ProcessError::Wait {
-                name: self.spec.name.clone(),
-                source,
-            }),
+            Ok(Err(source)) => Err(ProcessError::Wait { name: self.spec.name.clone(), source }),
             Err(_) => {
                 tracing::warn!(name = %self.spec.name, ?grace, "did not stop after SIGTERM; killing");
                 self.kill().await

@@ -55,10 +55,7 @@ impl Default for TestbedConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
     #[error("testbed directory {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
+    Dir { path: String, source: std::io::Error },
     #[error("no free port: {0}")]
     Port(std::io::Error),
     #[error(transparent)]
@@ -89,10 +86,7 @@ impl Testbed {
                 let temp = tempfile::Builder::new()
                     .prefix("flashlab-")
                     .tempdir()
-                    .map_err(|source| TestbedError::Dir {
-                        path: "$TMPDIR".into(),
-                        source,
-                    })?;
+                    .map_err(|source| TestbedError::Dir { path: "$TMPDIR".into(), source })?;
                 let root = temp.path().to_path_buf();
                 (Some(temp), root)
             }
@@ -140,7 +134,11 @@ impl Testbed {
     }
 
     fn deps(&self) -> SystemAddrs {
-        SystemAddrs { redis: self.redis_addr(), kafka: self.kafka_addr(), payment: self.payment.as_ref().map(probe_addr) }
+        SystemAddrs {
+            redis: self.redis_addr(),
+            kafka: self.kafka_addr(),
+            payment: self.payment.as_ref().map(probe_addr),
+        }
     }
 
     /// Starts one more processor (it joins the consumer group); returns its index.
@@ -257,10 +255,7 @@ impl Testbed {
 }
 
 fn make_dir(path: &Path) -> Result<PathBuf, TestbedError> {
-    std::fs::create_dir_all(path).map_err(|source| TestbedError::Dir {
-        path: path.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(path).map_err(|source| TestbedError::Dir { path: path.display().to_string(), source })?;
     Ok(path.to_path_buf())
 }
 
@@ -273,9 +268,7 @@ fn probe_addr(process: &Supervised) -> SocketAddr {
     }
 }
 
-async fn start_on_free_port(
-    spec_for: impl Fn(SocketAddr) -> ProcessSpec,
-) -> Result<Supervised, TestbedError> {
+async fn start_on_free_port(spec_for: impl Fn(SocketAddr) -> ProcessSpec) -> Result<Supervised, TestbedError> {
     let mut attempt = 1;
     loop {
         let addr = loopback(free_port().map_err(TestbedError::Port)?);

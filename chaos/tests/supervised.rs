@@ -12,15 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Sends one inline Redis command and returns the raw answer.
 async fn redis_cmd(addr: std::net::SocketAddr, command: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("{command}\r\n").as_bytes())
-        .await
-        .unwrap();
+    stream.write_all(format!("{command}\r\n").as_bytes()).await.unwrap();
     let mut buf = [0u8; 256];
-    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
-        .await
-        .expect("answer")
-        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await.expect("answer").unwrap();
     String::from_utf8_lossy(&buf[..n]).trim_end().to_string()
 }
 
@@ -28,9 +22,7 @@ async fn redis_cmd(addr: std::net::SocketAddr, command: &str) -> String {
 async fn redis_keeps_its_data_across_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let addr = loopback(free_port().unwrap());
-    let mut redis = Supervised::start(components::redis(addr, dir.path()))
-        .await
-        .expect("redis starts");
+    let mut redis = Supervised::start(components::redis(addr, dir.path())).await.expect("redis starts");
     assert_eq!(redis_cmd(addr, "SET inventory:101 42").await, "+OK");
     // AOF with appendfsync everysec: a graceful stop writes it out.
     redis.stop().await.expect("stops");
@@ -40,34 +32,20 @@ async fn redis_keeps_its_data_across_kill_and_restart() {
     let pid = redis.pid().unwrap();
     redis.kill().await.expect("killed");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || !redis.is_running());
-    assert!(
-        Probe::RedisPing(addr)
-            .check(Duration::from_millis(300))
-            .await
-            .is_err(),
-        "killed means gone"
-    );
+    assert!(Probe::RedisPing(addr).check(Duration::from_millis(300)).await.is_err(), "killed means gone");
 }
 
 #[tokio::test]
 async fn a_paused_process_stops_answering_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let addr = loopback(free_port().unwrap());
-    let mut redis = Supervised::start(components::redis(addr, dir.path()))
-        .await
-        .expect("redis starts");
+    let mut redis = Supervised::start(components::redis(addr, dir.path())).await.expect("redis starts");
     redis.pause().expect("SIGSTOP");
     assert!(redis.is_running(), "paused is alive");
-    let err = Probe::RedisPing(addr)
-        .check(Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    let err = Probe::RedisPing(addr).check(Duration::from_millis(300)).await.unwrap_err();
     assert!(err.contains("no answer"), "{err}");
     redis.resume().expect("SIGCONT");
-    Probe::RedisPing(addr)
-        .check(Duration::from_secs(2))
-        .await
-        .expect("answers again");
+    Probe::RedisPing(addr).check(Duration::from_secs(2)).await.expect("answers again");
     // stop() also works on a paused process (it resumes it to deliver SIGTERM).
     redis.pause().unwrap();
     let status = redis.stop().await.expect("stops").expect("was running");
@@ -78,18 +56,10 @@ async fn a_paused_process_stops_answering_until_resumed() {
 async fn broker_answers_api_versions_and_restarts_on_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let addr = loopback(free_port().unwrap());
-    let mut broker = Supervised::start(components::broker(addr, addr, dir.path()))
-        .await
-        .expect("broker starts");
-    assert!(
-        dir.path().join("broker.db").exists(),
-        "sqlite storage in the data directory"
-    );
+    let mut broker = Supervised::start(components::broker(addr, addr, dir.path())).await.expect("broker starts");
+    assert!(dir.path().join("broker.db").exists(), "sqlite storage in the data directory");
     broker.kill().await.unwrap();
-    assert!(Probe::KafkaApiVersions(addr)
-        .check(Duration::from_millis(300))
-        .await
-        .is_err());
+    assert!(Probe::KafkaApiVersions(addr).check(Duration::from_millis(300)).await.is_err());
     broker.start_again().await.expect("restarts after kill -9");
 }
 
@@ -140,8 +110,5 @@ async fn a_missing_program_is_a_clear_error() {
     let err = Supervised::start(spec).await.unwrap_err();
     // setpriv starts and fails to exec: the error carries its message.
     let text = err.to_string();
-    assert!(
-        text.contains("redis") && (text.contains("No such file") || text.contains("exited")),
-        "{text}"
-    );
+    assert!(text.contains("redis") && (text.contains("No such file") || text.contains("exited")), "{text}");
 }

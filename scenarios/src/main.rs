@@ -7,11 +7,7 @@ use clap::{Parser, Subcommand};
 use scenarios::up::{parse_stock, up, UpOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "flashlab",
-    version,
-    about = "Chaos and load lab for the flash-sale system"
-)]
+#[command(name = "flashlab", version, about = "Chaos and load lab for the flash-sale system")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,10 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLASHLAB_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FLASHLAB_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -71,10 +64,7 @@ fn main() -> ExitCode {
 /// The first SIGINT or SIGTERM.
 async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         std::future::pending::<()>().await;
         return;
     };

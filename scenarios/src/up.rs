@@ -23,20 +23,13 @@ pub struct UpOptions {
 
 /// Parses `ITEM=QTY`.
 pub fn parse_stock(s: &str) -> Result<(String, u64), String> {
-    let (item, qty) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected ITEM=QTY, e.g. 101=100"))?;
-    let qty = qty
-        .parse()
-        .map_err(|_| format!("{s:?}: quantity must be a whole number ≥ 0"))?;
+    let (item, qty) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ITEM=QTY, e.g. 101=100"))?;
+    let qty = qty.parse().map_err(|_| format!("{s:?}: quantity must be a whole number ≥ 0"))?;
     Ok((item.to_string(), qty))
 }
 
 /// Runs until `stop` resolves, then stops everything in order.
-pub async fn up(
-    options: UpOptions,
-    stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     if let Some(dir) = &options.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
     }
@@ -49,17 +42,12 @@ pub async fn up(
         ..TestbedConfig::default()
     };
     eprintln!("starting redis, broker, payment, {} processor(s) and the gateway ...", options.processors);
-    let testbed = Testbed::start(config)
-        .await
-        .context("bringing up the system")?;
+    let testbed = Testbed::start(config).await.context("bringing up the system")?;
     for (item, qty) in &options.stock {
         set_stock(&testbed, item, *qty).await?;
     }
     let gateway = testbed.gateway_url(0);
-    println!(
-        "flash-sale system up (data and logs in {}):",
-        testbed.dir().display()
-    );
+    println!("flash-sale system up (data and logs in {}):", testbed.dir().display());
     println!("  gateway  {gateway}   (/buy /orders/ID /health /metrics)");
     for i in 0..testbed.processor_count() {
         println!("  processor[{i}] http://{}   (/metrics /health)", testbed.processor_addr(i));
@@ -102,10 +90,7 @@ async fn set_stock(testbed: &Testbed, item: &str, qty: u64) -> anyhow::Result<()
     .context("flashsale stock set: no answer within 10 s")?
     .context("running flashsale stock set")?;
     if !output.status.success() {
-        bail!(
-            "--stock {item}={qty}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        bail!("--stock {item}={qty}: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
 }

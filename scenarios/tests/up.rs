@@ -15,9 +15,7 @@ fn processes_in(dir: &Path) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir))
-        })
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)))
         .filter(|pid| {
             // A zombie is dead already (waiting for its parent to reap it).
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
@@ -30,10 +28,7 @@ fn start_up(dir: &Path) -> (Child, String) {
     let mut child = Command::new(FLASHLAB)
         .args(["up", "--port", "0", "--stock", "101=5", "--dir"])
         .arg(dir)
-        .env(
-            "FLASHSALE_BIN",
-            Path::new(FLASHLAB).with_file_name("flashsale"),
-        )
+        .env("FLASHSALE_BIN", Path::new(FLASHLAB).with_file_name("flashsale"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -47,9 +42,7 @@ fn start_up(dir: &Path) -> (Child, String) {
             }
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("flashlab up prints the gateway URL");
+    let url = rx.recv_timeout(Duration::from_secs(120)).expect("flashlab up prints the gateway URL");
     (child, url)
 }
 
@@ -66,22 +59,9 @@ fn wait_until_gone(dir: &Path, limit: Duration) -> Vec<u32> {
 
 fn curl_buy(url: &str, request_id: &str) -> String {
     let output = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-m",
-            "10",
-            "-X",
-            "POST",
-            &format!("{url}/buy"),
-        ])
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10", "-X", "POST", &format!("{url}/buy")])
         .args(["-H", "Content-Type: application/json", "-d"])
-        .arg(format!(
-            r#"{{"user_id":"u1","item_id":"101","amount":1,"request_id":"{request_id}"}}"#
-        ))
+        .arg(format!(r#"{{"user_id":"u1","item_id":"101","amount":1,"request_id":"{request_id}"}}"#))
         .output()
         .expect("curl");
     String::from_utf8_lossy(&output.stdout).to_string()
@@ -91,25 +71,12 @@ fn curl_buy(url: &str, request_id: &str) -> String {
 fn up_serves_orders_and_ctrl_c_stops_every_child() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url) = start_up(dir.path());
-    assert_eq!(
-        processes_in(dir.path()).len(),
-        3,
-        "redis, broker and gateway run"
-    );
+    assert_eq!(processes_in(dir.path()).len(), 3, "redis, broker and gateway run");
     assert_eq!(curl_buy(&url, "up-1"), "202");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "flashlab up exits 0 after Ctrl-C: {status:?}"
-    );
-    assert_eq!(
-        wait_until_gone(dir.path(), Duration::from_secs(1)),
-        Vec::<u32>::new()
-    );
+    assert!(status.success(), "flashlab up exits 0 after Ctrl-C: {status:?}");
+    assert_eq!(wait_until_gone(dir.path(), Duration::from_secs(1)), Vec::<u32>::new());
 }
 
 #[test]

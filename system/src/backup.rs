@@ -56,14 +56,17 @@ pub async fn backup(redis: &Redis, path: &Path) -> Result<usize, BackupError> {
     let mut count = 0;
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) = redis
-            .call(|mut c| async move { redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(&mut c).await })
+            .call(|mut c| async move {
+                redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(&mut c).await
+            })
             .await?;
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for key in &keys {
                 pipe.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
             }
-            let values: Vec<(Option<Vec<u8>>, i64)> = redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+            let values: Vec<(Option<Vec<u8>>, i64)> =
+                redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
             for (key, (dump, ttl)) in keys.iter().zip(values) {
                 let Some(dump) = dump else { continue }; // expired meanwhile
                 let entry = Entry { key: hex(key), ttl_ms: ttl.max(0), dump: hex(&dump) };

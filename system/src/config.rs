@@ -29,15 +29,11 @@ impl std::fmt::Debug for Env<'_> {
 
 impl<'a> Env<'a> {
     pub fn from_process() -> Env<'static> {
-        Env {
-            lookup: Box::new(|name| std::env::var(name).ok()),
-        }
+        Env { lookup: Box::new(|name| std::env::var(name).ok()) }
     }
 
     pub fn from_fn(lookup: impl Fn(&str) -> Option<String> + 'a) -> Env<'a> {
-        Env {
-            lookup: Box::new(lookup),
-        }
+        Env { lookup: Box::new(lookup) }
     }
 
     fn raw(&self, var: &'static str) -> Option<String> {
@@ -52,11 +48,7 @@ impl<'a> Env<'a> {
     ) -> Result<T, ConfigError> {
         match self.raw(var) {
             None => Ok(default),
-            Some(value) => parse(value.trim()).map_err(|why| ConfigError {
-                var,
-                value: value.clone(),
-                why,
-            }),
+            Some(value) => parse(value.trim()).map_err(|why| ConfigError { var, value: value.clone(), why }),
         }
     }
 
@@ -67,8 +59,7 @@ impl<'a> Env<'a> {
     pub fn socket_addr(&self, var: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
         let default = default.parse().expect("default addresses are valid");
         self.parse(var, default, |v| {
-            v.parse()
-                .map_err(|_| "expected HOST:PORT with a numeric host, e.g. 127.0.0.1:6379".into())
+            v.parse().map_err(|_| "expected HOST:PORT with a numeric host, e.g. 127.0.0.1:6379".into())
         })
     }
 
@@ -77,15 +68,9 @@ impl<'a> Env<'a> {
     pub fn host_ports(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
         let value = self.string(var, default);
         for part in value.split(',') {
-            let ok = part
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            let ok = part.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !ok {
-                return Err(ConfigError {
-                    var,
-                    value,
-                    why: "expected HOST:PORT[,HOST:PORT...]".into(),
-                });
+                return Err(ConfigError { var, value, why: "expected HOST:PORT[,HOST:PORT...]".into() });
             }
         }
         Ok(value)
@@ -97,7 +82,11 @@ impl<'a> Env<'a> {
         if ["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
             Ok(level)
         } else {
-            Err(ConfigError { var: "LOG_LEVEL", value: level, why: "expected one of error, warn, info, debug, trace".into() })
+            Err(ConfigError {
+                var: "LOG_LEVEL",
+                value: level,
+                why: "expected one of error, warn, info, debug, trace".into(),
+            })
         }
     }
 
@@ -113,18 +102,8 @@ impl<'a> Env<'a> {
     }
 
     /// A duration that may be zero (`0`, `0ms`).
-    pub fn duration_or_zero(
-        &self,
-        var: &'static str,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        self.parse(var, default, |v| {
-            if v == "0" {
-                Ok(Duration::ZERO)
-            } else {
-                parse_duration(v)
-            }
-        })
+    pub fn duration_or_zero(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        self.parse(var, default, |v| if v == "0" { Ok(Duration::ZERO) } else { parse_duration(v) })
     }
 
     pub fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -150,8 +129,7 @@ impl<'a> Env<'a> {
 }
 
 fn parse_duration(v: &str) -> Result<Duration, String> {
-    humantime::parse_duration(v)
-        .map_err(|e| format!("{e}; expected a duration such as 500ms, 30s, 1m"))
+    humantime::parse_duration(v).map_err(|e| format!("{e}; expected a duration such as 500ms, 30s, 1m"))
 }
 
 /// Everything `flashsale gateway` reads from the environment.
@@ -271,15 +249,9 @@ mod tests {
     }
 
     fn try_env(pairs: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         GatewayConfig::from_env(&Env::from_fn(move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+            pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         }))
     }
 
@@ -296,10 +268,7 @@ mod tests {
 
     #[test]
     fn runbook_duration_spellings_parse() {
-        let c = env(&[
-            ("RATE_LIMIT_WINDOW", "1m"),
-            ("CIRCUIT_BREAKER_BASE_TIMEOUT", "500ms"),
-        ]);
+        let c = env(&[("RATE_LIMIT_WINDOW", "1m"), ("CIRCUIT_BREAKER_BASE_TIMEOUT", "500ms")]);
         assert_eq!(c.rate_limit_window, Duration::from_secs(60));
         assert_eq!(c.breaker.base_timeout, Duration::from_millis(500));
     }

@@ -61,7 +61,9 @@ pub async fn list(bootstrap: &str, redis: &Redis) -> Result<DlqReport, DlqError>
     let bootstrap = bootstrap.to_string();
     let records = tokio::task::spawn_blocking(move || read_all(&bootstrap, DLQ_TOPIC, READ_LIMIT)).await??;
     let pending: Vec<String> = redis
-        .call(|mut c| async move { redis::cmd("ZRANGE").arg(keys::DLQ_PENDING).arg(0).arg(-1).query_async(&mut c).await })
+        .call(
+            |mut c| async move { redis::cmd("ZRANGE").arg(keys::DLQ_PENDING).arg(0).arg(-1).query_async(&mut c).await },
+        )
         .await?;
     let pending: HashSet<String> = pending.into_iter().collect();
     let mut seen = HashSet::new();
@@ -106,7 +108,12 @@ pub struct ReplayReport {
 }
 
 /// Replays up to `max` pending entries, oldest first.
-pub async fn replay(bootstrap: &str, redis: &Redis, payment: &PaymentClient, max: usize) -> Result<ReplayReport, DlqError> {
+pub async fn replay(
+    bootstrap: &str,
+    redis: &Redis,
+    payment: &PaymentClient,
+    max: usize,
+) -> Result<ReplayReport, DlqError> {
     let report = list(bootstrap, redis).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -129,7 +136,10 @@ pub async fn replay(bootstrap: &str, redis: &Redis, payment: &PaymentClient, max
             continue;
         }
         if status != "FAILED_PAYMENT" {
-            out.skipped.push((member, format!("order is {status}, not FAILED_PAYMENT yet; try again after the processor caught up")));
+            out.skipped.push((
+                member,
+                format!("order is {status}, not FAILED_PAYMENT yet; try again after the processor caught up"),
+            ));
             continue;
         }
         // Make sure the failed attempt's charge can never land, and learn whether it did.

@@ -28,14 +28,22 @@ pub enum StockError {
 
 /// Sets (`Set`) or raises (`Add`) the units left of `item`, and records the change durably
 /// first: a change Redis has but the record lacks would be undone by `reconcile --fix`.
-pub async fn change(redis: &Redis, bootstrap: &str, item: &str, kind: InventoryChange, quantity: u64) -> Result<i64, StockError> {
+pub async fn change(
+    redis: &Redis,
+    bootstrap: &str,
+    item: &str,
+    kind: InventoryChange,
+    quantity: u64,
+) -> Result<i64, StockError> {
     check_item(item)?;
     record(bootstrap, &InventoryEvent { item_id: item.to_string(), kind, quantity, at_ms: now_ms() }).await?;
     let key = keys::inventory(item);
     let value = redis
         .call(|mut c| async move {
             match kind {
-                InventoryChange::Set => redis::cmd("SET").arg(&key).arg(quantity).query_async::<()>(&mut c).await.map(|_| quantity as i64),
+                InventoryChange::Set => {
+                    redis::cmd("SET").arg(&key).arg(quantity).query_async::<()>(&mut c).await.map(|_| quantity as i64)
+                }
                 InventoryChange::Add => redis::cmd("INCRBY").arg(&key).arg(quantity).query_async::<i64>(&mut c).await,
             }
         })
@@ -62,9 +70,7 @@ pub async fn get(redis: &Redis, item: &str) -> Result<Option<i64>, StockError> {
     let key = keys::inventory(item);
     let value: Option<String> =
         redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
-    value
-        .map(|v| v.parse::<i64>().map_err(|_| StockError::Corrupt { item: item.to_string(), value: v }))
-        .transpose()
+    value.map(|v| v.parse::<i64>().map_err(|_| StockError::Corrupt { item: item.to_string(), value: v })).transpose()
 }
 
 fn check_item(item: &str) -> Result<(), StockError> {

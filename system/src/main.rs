@@ -137,11 +137,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let redis = redis(&admin).await?;
             match command {
                 StockCommand::Set { item, quantity } => {
-                    let left = inventory::change(&redis, &admin.kafka_addr, &item, InventoryChange::Set, quantity).await?;
+                    let left =
+                        inventory::change(&redis, &admin.kafka_addr, &item, InventoryChange::Set, quantity).await?;
                     println!("{item}: {left}");
                 }
                 StockCommand::Add { item, quantity } => {
-                    let left = inventory::change(&redis, &admin.kafka_addr, &item, InventoryChange::Add, quantity).await?;
+                    let left =
+                        inventory::change(&redis, &admin.kafka_addr, &item, InventoryChange::Add, quantity).await?;
                     println!("{item}: {left}");
                 }
                 StockCommand::Get { item } => match inventory::get(&redis, &item).await? {
@@ -171,7 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             println!(
                                 "{:<8} {}/{}  item {} x{}  user {}  {}",
                                 if e.pending { "pending" } else { "replayed" },
-                                e.order.request_id, e.order.attempt, e.order.item_id, e.order.amount, e.order.user_id, e.reason
+                                e.order.request_id,
+                                e.order.attempt,
+                                e.order.item_id,
+                                e.order.amount,
+                                e.order.user_id,
+                                e.reason
                             );
                         }
                     }

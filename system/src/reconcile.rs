@@ -81,7 +81,9 @@ impl Report {
     }
 
     pub fn money_ok(&self) -> bool {
-        self.completed_without_capture.is_empty() && self.captures_without_order.is_empty() && self.amount_mismatches.is_empty()
+        self.completed_without_capture.is_empty()
+            && self.captures_without_order.is_empty()
+            && self.amount_mismatches.is_empty()
     }
 }
 
@@ -122,7 +124,12 @@ pub fn true_stock(
 }
 
 /// Compares the records with Redis and the ledger; with `fix`, rewrites Redis first.
-pub async fn reconcile(bootstrap: &str, redis: &Redis, payment: &PaymentClient, fix: bool) -> Result<Report, ReconcileError> {
+pub async fn reconcile(
+    bootstrap: &str,
+    redis: &Redis,
+    payment: &PaymentClient,
+    fix: bool,
+) -> Result<Report, ReconcileError> {
     let b = bootstrap.to_string();
     let (outcome_records, event_records) = tokio::task::spawn_blocking(move || {
         Ok::<_, ReadError>((read_all(&b, OUTCOMES_TOPIC, READ_LIMIT)?, read_all(&b, INVENTORY_TOPIC, READ_LIMIT)?))
@@ -170,13 +177,18 @@ pub async fn reconcile(bootstrap: &str, redis: &Redis, payment: &PaymentClient, 
         for o in chunk {
             pipe.cmd("HMGET").arg(keys::order_state(&o.request_id)).arg("status").arg("attempt");
         }
-        let states: Vec<(Option<String>, Option<String>)> = redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let states: Vec<(Option<String>, Option<String>)> =
+            redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         let mut repair = redis::pipe();
         let mut repairs = 0;
         for (o, (status, attempt)) in chunk.iter().zip(states) {
             let attempt: Option<u32> = attempt.and_then(|a| a.parse().ok());
             if status.as_deref() != Some(o.outcome.as_str()) || attempt != Some(o.attempt) {
-                report.state_mismatches.push((o.request_id.clone(), status.unwrap_or_else(|| "MISSING".into()), o.outcome.as_str().into()));
+                report.state_mismatches.push((
+                    o.request_id.clone(),
+                    status.unwrap_or_else(|| "MISSING".into()),
+                    o.outcome.as_str().into(),
+                ));
                 repair
                     .cmd("HSET")
                     .arg(keys::order_state(&o.request_id))
@@ -198,12 +210,15 @@ pub async fn reconcile(bootstrap: &str, redis: &Redis, payment: &PaymentClient, 
     // Stock.
     for (item_id, (initial, added, done)) in stock {
         let key = keys::inventory(&item_id);
-        let value: Option<i64> = redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
+        let value: Option<i64> =
+            redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
         let expected = initial as i64 + added as i64 - done as i64;
         let mut row = ItemRow { item_id, initial, added, completed: done, expected, redis: value };
         if fix && !row.ok() {
             let key = keys::inventory(&row.item_id);
-            redis.call(|mut c| async move { redis::cmd("SET").arg(key).arg(expected).query_async::<()>(&mut c).await }).await?;
+            redis
+                .call(|mut c| async move { redis::cmd("SET").arg(key).arg(expected).query_async::<()>(&mut c).await })
+                .await?;
             report.fixed_items += 1;
             row.redis = Some(expected);
         }
@@ -218,15 +233,27 @@ pub async fn reconcile(bootstrap: &str, redis: &Redis, payment: &PaymentClient, 
 /// The report as the table `flashsale reconcile` prints.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    out.push_str(&format!("{:<20} {:>9} {:>7} {:>9} {:>9} {:>9}  {}\n", "item", "initial", "added", "completed", "expected", "redis", "ok"));
+    out.push_str(&format!(
+        "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9}  {}\n",
+        "item", "initial", "added", "completed", "expected", "redis", "ok"
+    ));
     for r in &report.items {
         let redis = r.redis.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9}  {}\n",
-            r.item_id, r.initial, r.added, r.completed, r.expected, redis, if r.ok() { "yes" } else { "MISMATCH" }
+            r.item_id,
+            r.initial,
+            r.added,
+            r.completed,
+            r.expected,
+            redis,
+            if r.ok() { "yes" } else { "MISMATCH" }
         ));
     }
-    out.push_str(&format!("order attempts decided: {}; captures in the ledger: {}\n", report.outcomes, report.captures));
+    out.push_str(&format!(
+        "order attempts decided: {}; captures in the ledger: {}\n",
+        report.outcomes, report.captures
+    ));
     let list = |name: &str, items: &[String]| {
         if items.is_empty() {
             format!("{name}: none\n")
@@ -237,7 +264,11 @@ pub fn render(report: &Report) -> String {
     out.push_str(&list("completed without a capture", &report.completed_without_capture));
     out.push_str(&list("captures without a completed order", &report.captures_without_order));
     out.push_str(&format!("capture amounts differing from the order: {}\n", report.amount_mismatches.len()));
-    let states: Vec<String> = report.state_mismatches.iter().map(|(id, redis, outcome)| format!("{id} redis={redis} recorded={outcome}")).collect();
+    let states: Vec<String> = report
+        .state_mismatches
+        .iter()
+        .map(|(id, redis, outcome)| format!("{id} redis={redis} recorded={outcome}"))
+        .collect();
     out.push_str(&list("order states differing from the records", &states));
     if report.fixed_items + report.fixed_states > 0 {
         out.push_str(&format!("fixed: {} item stocks, {} order states\n", report.fixed_items, report.fixed_states));

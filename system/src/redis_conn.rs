@@ -22,9 +22,7 @@ pub struct Redis {
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+        f.debug_struct("Redis").field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
@@ -37,12 +35,9 @@ impl Redis {
             .set_response_timeout(timeout)
             .set_number_of_retries(2)
             .set_max_delay(200);
-        let conn = tokio::time::timeout(
-            timeout * 4,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| RedisError::Timeout(timeout * 4))??;
+        let conn = tokio::time::timeout(timeout * 4, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| RedisError::Timeout(timeout * 4))??;
         Ok(Redis { conn, timeout })
     }
 
@@ -60,8 +55,6 @@ impl Redis {
 
     /// `PING`.
     pub async fn ping(&self) -> Result<(), RedisError> {
-        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await.map(|_| ())
     }
 }

@@ -3,10 +3,7 @@
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         // Without signal handlers the process still stops on the default action of a signal.
         std::future::pending::<()>().await;
         return;

@@ -15,36 +15,23 @@ async fn validation_matrix_answers_400_413_415_with_json_errors() {
 
     // Field errors: 400 with every bad field listed.
     let cases: Vec<(Value, Vec<&str>)> = vec![
-        (
-            json!({}),
-            vec!["user_id", "item_id", "amount", "request_id"],
-        ),
+        (json!({}), vec!["user_id", "item_id", "amount", "request_id"]),
         (order("bad id", "101", 1, "r"), vec!["user_id"]),
         (order("u1", "", 1, "r"), vec!["item_id"]),
         (order("u1", "101", 0, "r"), vec!["amount"]),
         (order("u1", "101", 1001, "r"), vec!["amount"]),
         (order("u1", "101", 1, ""), vec!["request_id"]),
         (order("u1", "101", 1, &"r".repeat(201)), vec!["request_id"]),
-        (
-            json!({"user_id": 1, "item_id": "101", "amount": "1", "request_id": "r"}),
-            vec!["user_id", "amount"],
-        ),
+        (json!({"user_id": 1, "item_id": "101", "amount": "1", "request_id": "r"}), vec!["user_id", "amount"]),
         (json!([1, 2]), vec!["body"]),
     ];
     for (body, fields) in cases {
         let (status, _, answer) = buy(&http, &base, &body).await;
         assert_eq!(status, 400, "{body}");
-        let got: Vec<&str> = answer["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap())
-            .collect();
+        let got: Vec<&str> =
+            answer["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
         assert_eq!(got, fields, "{body}");
-        assert!(
-            answer["error"].is_string() && answer["correlation_id"].is_string(),
-            "{answer}"
-        );
+        assert!(answer["error"].is_string() && answer["correlation_id"].is_string(), "{answer}");
         for e in answer["errors"].as_array().unwrap() {
             assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
@@ -72,17 +59,11 @@ async fn validation_matrix_answers_400_413_415_with_json_errors() {
         assert!(answer["error"].is_string(), "{answer}");
     }
     // A charset parameter is fine.
-    let response = send(Some("application/json; charset=utf-8"), good)
-        .await
-        .unwrap();
+    let response = send(Some("application/json; charset=utf-8"), good).await.unwrap();
     assert_eq!(response.status().as_u16(), 202);
 
     let page = get_text(&http, &format!("{base}/metrics")).await;
-    assert_eq!(
-        metric(&page, "gateway_orders_validation_failed_total"),
-        Some(14.0),
-        "{page}"
-    );
+    assert_eq!(metric(&page, "gateway_orders_validation_failed_total"), Some(14.0), "{page}");
     assert_eq!(metric(&page, "gateway_orders_received_total"), Some(15.0));
     assert_eq!(metric(&page, "gateway_orders_successful_total"), Some(1.0));
     bed.stop().await.unwrap();
@@ -108,10 +89,7 @@ async fn accepted_order_is_on_the_topic_with_its_correlation_id_and_pending() {
     let topic = read_topic(&bed.kafka_addr().to_string(), "orders");
     let copies = &topic["order-1"];
     assert_eq!(copies.len(), 1);
-    assert_eq!(
-        copies[0].correlation_id.as_deref(),
-        Some(correlation_id.as_str())
-    );
+    assert_eq!(copies[0].correlation_id.as_deref(), Some(correlation_id.as_str()));
     assert_eq!(copies[0].payload["item_id"], "101");
     assert_eq!(copies[0].payload["amount"], 2);
     assert_eq!(copies[0].payload["user_id"], "u1");
@@ -133,80 +111,47 @@ async fn a_request_id_is_taken_once_even_under_concurrency() {
     let racers = (0..32).map(|i| {
         let http = http.clone();
         let base = base.clone();
-        tokio::spawn(async move {
-            buy(&http, &base, &order(&format!("u{i}"), "101", 1, "race-1"))
-                .await
-                .0
-        })
+        tokio::spawn(async move { buy(&http, &base, &order(&format!("u{i}"), "101", 1, "race-1")).await.0 })
     });
     let mut statuses = Vec::new();
     for r in racers {
         statuses.push(r.await.unwrap());
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 202).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        31,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 31, "{statuses:?}");
     let topic = read_topic(&bed.kafka_addr().to_string(), "orders");
     assert_eq!(topic["race-1"].len(), 1);
     assert_eq!(topic["dup-1"].len(), 1);
     let page = get_text(&http, &format!("{base}/metrics")).await;
-    assert_eq!(
-        metric(&page, "gateway_orders_idempotency_rejected_total"),
-        Some(32.0)
-    );
+    assert_eq!(metric(&page, "gateway_orders_idempotency_rejected_total"), Some(32.0));
     bed.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn per_user_rate_limit_answers_429_and_leaves_other_users_alone() {
-    let bed = testbed(&[
-        ("RATE_LIMIT_MAX_REQUESTS", "5"),
-        ("RATE_LIMIT_WINDOW", "2s"),
-    ])
-    .await;
+    let bed = testbed(&[("RATE_LIMIT_MAX_REQUESTS", "5"), ("RATE_LIMIT_WINDOW", "2s")]).await;
     let base = bed.gateway_url(0);
     let http = client();
     let mut statuses = Vec::new();
     let mut retry_after = Vec::new();
     for i in 0..8 {
-        let (status, headers, _) =
-            buy(&http, &base, &order("greedy", "101", 1, &format!("g-{i}"))).await;
+        let (status, headers, _) = buy(&http, &base, &order("greedy", "101", 1, &format!("g-{i}"))).await;
         statuses.push(status);
         if status == 429 {
-            retry_after.push(
-                headers["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap(),
-            );
+            retry_after.push(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap());
         }
     }
     assert_eq!(statuses, [202, 202, 202, 202, 202, 429, 429, 429]);
-    assert!(
-        retry_after.iter().all(|s| (1..=2).contains(s)),
-        "{retry_after:?}"
-    );
+    assert!(retry_after.iter().all(|s| (1..=2).contains(s)), "{retry_after:?}");
     // Another user is not affected.
     let (status, _, _) = buy(&http, &base, &order("polite", "101", 1, "p-1")).await;
     assert_eq!(status, 202);
     // A rate-limited request did not take its request_id: once the window passes, it succeeds.
-    eventually(
-        std::time::Duration::from_secs(5),
-        "the window slides",
-        || {
-            let http = http.clone();
-            let base = base.clone();
-            async move { buy(&http, &base, &order("greedy", "101", 1, "g-5")).await.0 == 202 }
-        },
-    )
+    eventually(std::time::Duration::from_secs(5), "the window slides", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move { buy(&http, &base, &order("greedy", "101", 1, "g-5")).await.0 == 202 }
+    })
     .await;
     let page = get_text(&http, &format!("{base}/metrics")).await;
     assert!(metric(&page, "gateway_orders_rate_limited_total").unwrap() >= 3.0);
@@ -221,21 +166,13 @@ async fn global_admission_limit_answers_503_queued_retry() {
     let mut accepted = 0;
     let mut refused = 0;
     for i in 0..20 {
-        let (status, headers, answer) = buy(
-            &http,
-            &base,
-            &order(&format!("u{i}"), "101", 1, &format!("a-{i}")),
-        )
-        .await;
+        let (status, headers, answer) = buy(&http, &base, &order(&format!("u{i}"), "101", 1, &format!("a-{i}"))).await;
         match status {
             202 => accepted += 1,
             503 => {
                 refused += 1;
                 assert!(headers.contains_key("retry-after"));
-                assert!(
-                    answer["error"].as_str().unwrap().contains("retry"),
-                    "{answer}"
-                );
+                assert!(answer["error"].as_str().unwrap().contains("retry"), "{answer}");
             }
             other => panic!("unexpected {other}: {answer}"),
         }
@@ -256,10 +193,7 @@ async fn health_and_metrics_report_the_runbook_fields() {
     let http = client();
     let (status, health) = get_json(&http, &format!("{base}/health")).await;
     assert_eq!(status, 200, "{health}");
-    assert_eq!(
-        health,
-        json!({"status": "healthy", "redis": true, "kafka": true, "circuit_breaker_state": "closed"})
-    );
+    assert_eq!(health, json!({"status": "healthy", "redis": true, "kafka": true, "circuit_breaker_state": "closed"}));
     assert_eq!(get_json(&http, &format!("{base}/healthz")).await.0, 200);
     assert_eq!(get_json(&http, &format!("{base}/readyz")).await.0, 200);
     let page = get_text(&http, &format!("{base}/metrics")).await;

@@ -10,10 +10,7 @@ use common::*;
 
 /// `kill -TERM pid`.
 fn sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());
 }
 
@@ -28,10 +25,7 @@ async fn breaker_opens_when_the_broker_dies_answers_fast_and_closes_after_restar
     .await;
     let base = bed.gateway_url(0);
     let http = client();
-    assert_eq!(
-        buy(&http, &base, &order("u0", "101", 1, "before")).await.0,
-        202
-    );
+    assert_eq!(buy(&http, &base, &order("u0", "101", 1, "before")).await.0, 202);
 
     bed.broker().kill().await.expect("broker killed");
 
@@ -54,50 +48,31 @@ async fn breaker_opens_when_the_broker_dies_answers_fast_and_closes_after_restar
     let mut latencies = Vec::new();
     for i in 0..200 {
         let started = Instant::now();
-        let (status, _, _) = buy(
-            &http,
-            &base,
-            &order(&format!("f{i}"), "101", 1, &format!("fast-{i}")),
-        )
-        .await;
+        let (status, _, _) = buy(&http, &base, &order(&format!("f{i}"), "101", 1, &format!("fast-{i}"))).await;
         latencies.push(started.elapsed());
         assert_eq!(status, 503);
     }
     latencies.sort();
     let p99 = latencies[latencies.len() * 99 / 100 - 1];
-    assert!(
-        p99 < Duration::from_millis(50),
-        "p99 of 503s while open: {p99:?}"
-    );
+    assert!(p99 < Duration::from_millis(50), "p99 of 503s while open: {p99:?}");
 
-    bed.broker()
-        .start_again()
-        .await
-        .expect("broker restarts with its data");
+    bed.broker().start_again().await.expect("broker restarts with its data");
 
     // Half-open after the 5 s base timeout (doubled if a trial failed while the broker came
     // back), then closed after two successful trials; the 503'd request_ids are usable again.
     let mut retried = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while retried.len() < failed_ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "503'd request_ids not accepted after the broker returned: {retried:?}"
-        );
+        assert!(Instant::now() < deadline, "503'd request_ids not accepted after the broker returned: {retried:?}");
         for id in &failed_ids {
-            if !retried.contains(id) && buy(&http, &base, &order("u1", "101", 1, id)).await.0 == 202
-            {
+            if !retried.contains(id) && buy(&http, &base, &order("u1", "101", 1, id)).await.0 == 202 {
                 retried.insert(id.clone());
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, health) = get_json(&http, &format!("{base}/health")).await;
-    assert_eq!(
-        (status, health["circuit_breaker_state"].as_str()),
-        (200, Some("closed")),
-        "{health}"
-    );
+    assert_eq!((status, health["circuit_breaker_state"].as_str()), (200, Some("closed")), "{health}");
 
     // The order from before the outage survived the broker's kill -9; each retried id is there once.
     let topic = read_topic(&bed.kafka_addr().to_string(), "orders");
@@ -105,10 +80,7 @@ async fn breaker_opens_when_the_broker_dies_answers_fast_and_closes_after_restar
     for id in &failed_ids {
         assert_eq!(topic[id].len(), 1, "{id}");
     }
-    assert!(
-        !topic.contains_key("fast-0"),
-        "nothing is queued while the breaker is open"
-    );
+    assert!(!topic.contains_key("fast-0"), "nothing is queued while the breaker is open");
     bed.stop().await.unwrap();
 }
 
@@ -120,14 +92,9 @@ async fn redis_down_means_fast_503_and_unhealthy() {
     bed.redis().kill().await.expect("redis killed");
     for i in 0..5 {
         let started = Instant::now();
-        let (status, _, answer) =
-            buy(&http, &base, &order("u1", "101", 1, &format!("r-{i}"))).await;
+        let (status, _, answer) = buy(&http, &base, &order("u1", "101", 1, &format!("r-{i}"))).await;
         assert_eq!(status, 503, "{answer}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     }
     let (status, health) = get_json(&http, &format!("{base}/health")).await;
     assert_eq!(status, 503);
@@ -137,20 +104,11 @@ async fn redis_down_means_fast_503_and_unhealthy() {
     assert_eq!(health["circuit_breaker_state"], "closed");
 
     bed.redis().start_again().await.expect("redis back");
-    eventually(
-        Duration::from_secs(15),
-        "orders accepted again after Redis returns",
-        || {
-            let http = http.clone();
-            let base = base.clone();
-            async move {
-                buy(&http, &base, &order("u1", "101", 1, "after-redis"))
-                    .await
-                    .0
-                    == 202
-            }
-        },
-    )
+    eventually(Duration::from_secs(15), "orders accepted again after Redis returns", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move { buy(&http, &base, &order("u1", "101", 1, "after-redis")).await.0 == 202 }
+    })
     .await;
     bed.stop().await.unwrap();
 }
@@ -171,11 +129,8 @@ async fn sigterm_under_load_loses_no_accepted_order() {
                 let mut accepted = Vec::new();
                 for i in 0..100_000 {
                     let id = format!("c{c}-{i}");
-                    let response = http
-                        .post(format!("{base}/buy"))
-                        .json(&order(&format!("u{c}"), "101", 1, &id))
-                        .send()
-                        .await;
+                    let response =
+                        http.post(format!("{base}/buy")).json(&order(&format!("u{c}"), "101", 1, &id)).send().await;
                     match response.map(|r| r.status().as_u16()) {
                         Ok(202) => accepted.push(id),
                         Ok(_) => {}
@@ -202,17 +157,11 @@ async fn sigterm_under_load_loses_no_accepted_order() {
         accepted.extend(c.await.unwrap());
     }
     let status = bed.gateway(0).stop().await.expect("gateway exits");
-    assert!(
-        status.is_none_or(|s| s.success()),
-        "gateway exit status {status:?}"
-    );
+    assert!(status.is_none_or(|s| s.success()), "gateway exit status {status:?}");
     assert!(accepted.len() >= 300, "only {} accepted", accepted.len());
 
     let topic = read_topic(&bed.kafka_addr().to_string(), "orders");
-    let missing: Vec<&String> = accepted
-        .iter()
-        .filter(|id| !topic.contains_key(*id))
-        .collect();
+    let missing: Vec<&String> = accepted.iter().filter(|id| !topic.contains_key(*id)).collect();
     assert!(
         missing.is_empty(),
         "{} of {} accepted orders missing, e.g. {:?}",

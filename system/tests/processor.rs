@@ -110,12 +110,19 @@ async fn a_payment_error_is_dead_lettered_with_its_headers() {
     let ids = vec!["down-1".to_string()];
     buy_all(&bed, &ids, "101").await;
     wait_decided(&bed, &ids, 1, Duration::from_secs(30)).await;
-    let records = flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "orders-dlq", Duration::from_secs(30)).unwrap();
+    let records =
+        flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "orders-dlq", Duration::from_secs(30))
+            .unwrap();
     assert_eq!(records.len(), 1);
     let headers = &records[0].headers;
     assert_eq!(headers["reason"], "payment_error");
     assert_eq!(headers["attempt"], "1");
-    assert!(headers.contains_key("correlation_id") && headers.contains_key("original_offset") && headers.contains_key("original_time_ms"), "{headers:?}");
+    assert!(
+        headers.contains_key("correlation_id")
+            && headers.contains_key("original_offset")
+            && headers.contains_key("original_time_ms"),
+        "{headers:?}"
+    );
     assert_eq!(stock(&bed, "101").await, 5);
     bed.stop().await.unwrap();
 }
@@ -133,14 +140,15 @@ async fn the_same_message_twice_has_one_effect() {
         accepted_at_ms: flashsale::order::now_ms(),
         attempt: 1,
     };
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bed.kafka_addr().to_string())
-        .create()
-        .unwrap();
+    let producer: rdkafka::producer::FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bed.kafka_addr().to_string()).create().unwrap();
     let payload = serde_json::to_vec(&message).unwrap();
     for _ in 0..2 {
         producer
-            .send(rdkafka::producer::FutureRecord::to("orders").key("twice-1").payload(&payload), Duration::from_secs(10))
+            .send(
+                rdkafka::producer::FutureRecord::to("orders").key("twice-1").payload(&payload),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
     }
@@ -149,14 +157,19 @@ async fn the_same_message_twice_has_one_effect() {
         let url = page_url.clone();
         async move {
             let page = get_text(&client(), &url).await;
-            metric(&page, "processor_orders_processed_total") == Some(1.0) && metric(&page, "processor_orders_duplicate_total") == Some(1.0)
+            metric(&page, "processor_orders_processed_total") == Some(1.0)
+                && metric(&page, "processor_orders_duplicate_total") == Some(1.0)
         }
     })
     .await;
     assert_eq!(stock(&bed, "101").await, 3, "reserved once");
     assert_eq!(ledger(&bed).await.len(), 1, "charged once");
     let records = outcome_records(&bed, "twice-1");
-    assert!(!records.is_empty() && records.iter().all(|o| o.outcome == flashsale::order::Decision::Completed && o.attempt == 1), "{records:?}");
+    assert!(
+        !records.is_empty()
+            && records.iter().all(|o| o.outcome == flashsale::order::Decision::Completed && o.attempt == 1),
+        "{records:?}"
+    );
     bed.stop().await.unwrap();
 }
 
@@ -178,7 +191,11 @@ async fn reconcile_finds_a_planted_mismatch_and_fix_repairs_it_after_a_restore()
     // Planted: someone "fixed" the stock by hand.
     assert_eq!(admin(&bed, &["stock", "get", "101"]).await.1.trim(), "11");
     let redis_addr = bed.redis_addr();
-    let mut conn = redis::Client::open(format!("redis://{redis_addr}/")).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis::Client::open(format!("redis://{redis_addr}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let _: () = redis::cmd("SET").arg("inventory:101").arg(100).query_async(&mut conn).await.unwrap();
     let (code, report) = admin(&bed, &["reconcile"]).await;
     assert_eq!(code, 1, "{report}");

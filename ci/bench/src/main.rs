@@ -57,27 +57,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Floor { addr } => floor(addr).await,
-            Command::Openloop {
-                addr,
-                rate,
-                duration,
-                connections,
-                prefix,
-            } => {
-                openloop(
-                    addr,
-                    rate,
-                    Duration::from_secs(duration),
-                    connections,
-                    &prefix,
-                )
-                .await
+            Command::Openloop { addr, rate, duration, connections, prefix } => {
+                openloop(addr, rate, Duration::from_secs(duration), connections, &prefix).await
             }
         }
     })
@@ -88,15 +73,10 @@ async fn floor(addr: SocketAddr) -> anyhow::Result<()> {
         "/buy",
         axum::routing::post(|body: axum::body::Bytes| async move {
             let _ = body;
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(serde_json::json!({"status": "Order Queued"})),
-            )
+            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"status": "Order Queued"})))
         }),
     );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("bind {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -226,17 +206,11 @@ async fn exchange(
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = std::str::from_utf8(&buf[..head_end])?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
+    let status: u16 = head.split_whitespace().nth(1).context("no status")?.parse()?;
     let length: usize = head
         .lines()
         .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.trim())
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim())
         })
         .context("no content-length")?
         .parse()?;

@@ -29,9 +29,8 @@ impl AdmissionLimit {
     pub fn try_admit(&self, now: Instant) -> Result<(), Duration> {
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = *bucket;
-        let refilled = (tokens
-            + now.saturating_duration_since(last).as_secs_f64() * self.rate_per_s)
-            .min(self.rate_per_s);
+        let refilled =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * self.rate_per_s).min(self.rate_per_s);
         // The epsilon absorbs float rounding of many small refills (0.1 + 0.1 + ... < 1.0).
         if refilled >= 1.0 - 1e-9 {
             *bucket = ((refilled - 1.0).max(0.0), now);
@@ -57,9 +56,7 @@ mod tests {
         let wait = limit.try_admit(t0).unwrap_err();
         assert!(wait <= Duration::from_millis(10), "{wait:?}");
         // Over the next 2 s, 200 more.
-        let admitted = (1..=2000)
-            .filter(|ms| limit.try_admit(t0 + Duration::from_millis(*ms)).is_ok())
-            .count();
+        let admitted = (1..=2000).filter(|ms| limit.try_admit(t0 + Duration::from_millis(*ms)).is_ok()).count();
         assert_eq!(admitted, 200);
     }
 }

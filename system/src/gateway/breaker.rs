@@ -92,9 +92,7 @@ impl CircuitBreaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The critical sections cannot panic; a poisoned lock still holds a consistent state.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The state now (an open breaker whose period has passed reports half-open).
@@ -118,19 +116,11 @@ impl CircuitBreaker {
         let mut inner = self.lock();
         Self::advance(&mut inner, now);
         match inner.state {
-            BreakerState::Closed => Ok(Ticket {
-                epoch: inner.epoch,
-                trial: false,
-            }),
-            BreakerState::Open => {
-                Err((inner.opened_at + inner.open_for).saturating_duration_since(now))
-            }
+            BreakerState::Closed => Ok(Ticket { epoch: inner.epoch, trial: false }),
+            BreakerState::Open => Err((inner.opened_at + inner.open_for).saturating_duration_since(now)),
             BreakerState::HalfOpen if inner.trials_in_flight < self.config.success_threshold => {
                 inner.trials_in_flight += 1;
-                Ok(Ticket {
-                    epoch: inner.epoch,
-                    trial: true,
-                })
+                Ok(Ticket { epoch: inner.epoch, trial: true })
             }
             BreakerState::HalfOpen => Err(HALF_OPEN_RETRY_AFTER),
         }
@@ -239,10 +229,7 @@ mod tests {
         }
         // Open periods: 10 s, then 20, then capped at 35, 35.
         for open_for in [10, 20, 35, 35] {
-            assert!(
-                b.try_acquire(now + (open_for - 1) * S).is_err(),
-                "still open"
-            );
+            assert!(b.try_acquire(now + (open_for - 1) * S).is_err(), "still open");
             now += open_for * S;
             assert_eq!(b.state(now), BreakerState::HalfOpen);
             fail(&b, now);
@@ -273,10 +260,7 @@ mod tests {
         let _t2 = b.try_acquire(later).expect("trial 2");
         assert_eq!(b.try_acquire(later).unwrap_err(), HALF_OPEN_RETRY_AFTER);
         b.record(t1, true, later);
-        assert!(
-            b.try_acquire(later).is_ok(),
-            "a finished trial frees its slot"
-        );
+        assert!(b.try_acquire(later).is_ok(), "a finished trial frees its slot");
     }
 
     #[test]

@@ -74,17 +74,13 @@ impl Claims {
             .arg(unique)
             .arg(self.status_ttl.as_millis() as u64)
             .arg(keys::STATUS_PENDING);
-        let (kind, detail): (String, String) = self
-            .redis
-            .call(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
+        let (kind, detail): (String, String) =
+            self.redis.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
         match kind.as_str() {
             "claimed" => Ok(Claim::Claimed),
             "limited" => {
                 let retry_ms: u64 = detail.parse().unwrap_or(self.window.as_millis() as u64);
-                Ok(Claim::RateLimited {
-                    retry_after: Duration::from_millis(retry_ms),
-                })
+                Ok(Claim::RateLimited { retry_after: Duration::from_millis(retry_ms) })
             }
             _ => Ok(Claim::Duplicate { status: detail }),
         }
@@ -93,21 +89,14 @@ impl Claims {
     /// Gives the `request_id` back if its order is still `PENDING` (it was never queued).
     pub async fn release(&self, request_id: &str) -> Result<(), RedisError> {
         let mut invocation = self.release.prepare_invoke();
-        invocation
-            .key(keys::order_status(request_id))
-            .arg(keys::STATUS_PENDING);
-        self.redis
-            .call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
-            .await
-            .map(|_| ())
+        invocation.key(keys::order_status(request_id)).arg(keys::STATUS_PENDING);
+        self.redis.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await }).await.map(|_| ())
     }
 
     /// The order's status, if the `request_id` is known.
     pub async fn status(&self, request_id: &str) -> Result<Option<String>, RedisError> {
         let key = keys::order_status(request_id);
-        self.redis
-            .call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await
+        self.redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await
     }
 
     pub fn redis(&self) -> &Redis {

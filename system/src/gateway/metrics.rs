@@ -28,55 +28,27 @@ impl GatewayMetrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
             c
         };
         let received = counter("gateway_orders_received_total", "Total orders received");
-        let successful = counter(
-            "gateway_orders_successful_total",
-            "Orders successfully queued",
-        );
+        let successful = counter("gateway_orders_successful_total", "Orders successfully queued");
         let failed = counter("gateway_orders_failed_total", "Orders that failed to queue");
-        let validation_failed = counter(
-            "gateway_orders_validation_failed_total",
-            "Validation failures",
-        );
-        let idempotency_rejected = counter(
-            "gateway_orders_idempotency_rejected_total",
-            "Duplicate requests rejected",
-        );
-        let rate_limited = counter(
-            "gateway_orders_rate_limited_total",
-            "Requests over the per-user rate limit",
-        );
-        let admission_rejected = counter(
-            "gateway_orders_admission_rejected_total",
-            "Orders refused by the global admission limit",
-        );
+        let validation_failed = counter("gateway_orders_validation_failed_total", "Validation failures");
+        let idempotency_rejected = counter("gateway_orders_idempotency_rejected_total", "Duplicate requests rejected");
+        let rate_limited = counter("gateway_orders_rate_limited_total", "Requests over the per-user rate limit");
+        let admission_rejected =
+            counter("gateway_orders_admission_rejected_total", "Orders refused by the global admission limit");
         let request_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "gateway_request_duration_seconds",
-                "Request processing time",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
+            HistogramOpts::new("gateway_request_duration_seconds", "Request processing time")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(request_duration.clone()))
-            .expect("unique metric");
-        let breaker_state = IntGauge::new(
-            "gateway_circuit_breaker_state",
-            "Circuit breaker state (0=closed, 1=open, 2=half-open)",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(breaker_state.clone()))
-            .expect("unique metric");
+        registry.register(Box::new(request_duration.clone())).expect("unique metric");
+        let breaker_state =
+            IntGauge::new("gateway_circuit_breaker_state", "Circuit breaker state (0=closed, 1=open, 2=half-open)")
+                .expect("valid metric");
+        registry.register(Box::new(breaker_state.clone())).expect("unique metric");
         GatewayMetrics {
             registry,
             received,

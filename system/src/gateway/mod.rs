@@ -41,21 +41,11 @@ pub(crate) struct GatewayState {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot listen on GATEWAY_ADDR={addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot reach Redis at REDIS_ADDR={addr} within {waited:?}: {last}")]
-    Redis {
-        addr: String,
-        waited: std::time::Duration,
-        last: String,
-    },
+    Redis { addr: String, waited: std::time::Duration, last: String },
     #[error("Kafka at KAFKA_ADDR={addr}: {source}")]
-    Kafka {
-        addr: String,
-        source: queue::QueueError,
-    },
+    Kafka { addr: String, source: queue::QueueError },
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -66,26 +56,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let redis = connect_redis(&config).await?;
-    queue::OrderQueue::ensure_topic(
-        &config.kafka_addr,
-        config.orders_partitions,
-        config.startup_timeout,
-    )
-    .await
-    .map_err(|source| GatewayError::Kafka {
-        addr: config.kafka_addr.clone(),
-        source,
-    })?;
+    queue::OrderQueue::ensure_topic(&config.kafka_addr, config.orders_partitions, config.startup_timeout)
+        .await
+        .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;
     let queue = queue::OrderQueue::new(
         &config.kafka_addr,
         config.kafka_produce_timeout,
         config.kafka_linger,
         config.kafka_idempotence,
     )
-    .map_err(|source| GatewayError::Kafka {
-        addr: config.kafka_addr.clone(),
-        source,
-    })?;
+    .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;
     let state = Arc::new(GatewayState {
         claims: claim::Claims::new(
             redis,
@@ -101,10 +81,7 @@ pub async fn run(
     });
 
     let app = Router::new()
-        .route(
-            "/buy",
-            post(routes::buy).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-        )
+        .route("/buy", post(routes::buy).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .route("/orders/{request_id}", get(routes::order_status))
         .route("/health", get(routes::health))
         .route("/healthz", get(routes::healthz))
@@ -115,10 +92,7 @@ pub async fn run(
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| GatewayError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        .map_err(|source| GatewayError::Bind { addr: config.listen, source })?;
     let local = listener.local_addr().map_err(GatewayError::Serve)?;
     tracing::info!(service = "gateway", event = "listening", addr = %local, "Gateway listening");
 
@@ -139,11 +113,7 @@ pub async fn run(
     let _ = stop_tx.send(());
     let drained = tokio::time::timeout(config.shutdown_timeout, server).await;
     match drained {
-        Ok(Ok(Ok(()))) => tracing::info!(
-            service = "gateway",
-            event = "drained",
-            "In-flight requests finished"
-        ),
+        Ok(Ok(Ok(()))) => tracing::info!(service = "gateway", event = "drained", "In-flight requests finished"),
         Ok(Ok(Err(e))) => return Err(GatewayError::Serve(e)),
         Ok(Err(_)) | Err(_) => {
             tracing::warn!(service = "gateway", event = "drain_timeout", timeout = ?config.shutdown_timeout, "Stopped with requests still in flight")
@@ -168,11 +138,7 @@ async fn connect_redis(config: &GatewayConfig) -> Result<Redis, GatewayError> {
             Err(e) => e.to_string(),
         };
         if started.elapsed() >= config.startup_timeout {
-            return Err(GatewayError::Redis {
-                addr: config.redis_addr.clone(),
-                waited: started.elapsed(),
-                last,
-            });
+            return Err(GatewayError::Redis { addr: config.redis_addr.clone(), waited: started.elapsed(), last });
         }
         tracing::info!(service = "gateway", event = "redis_wait", error = %last, "Redis not reachable yet; retrying");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;

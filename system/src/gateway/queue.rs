@@ -42,11 +42,7 @@ pub enum QueueError {
     #[error("the broker did not acknowledge within {0:?}")]
     Timeout(Duration),
     #[error("could not create topic {topic} within {waited:?}: {last}")]
-    TopicNotCreated {
-        topic: &'static str,
-        waited: Duration,
-        last: String,
-    },
+    TopicNotCreated { topic: &'static str, waited: Duration, last: String },
     #[error("encoding the order: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -58,9 +54,7 @@ pub struct OrderQueue {
 
 impl std::fmt::Debug for OrderQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderQueue")
-            .field("produce_timeout", &self.produce_timeout)
-            .finish()
+        f.debug_struct("OrderQueue").field("produce_timeout", &self.produce_timeout).finish()
     }
 }
 
@@ -83,10 +77,7 @@ impl OrderQueue {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("client.id", "flashsale-gateway")
-            .set(
-                "enable.idempotence",
-                if idempotent { "true" } else { "false" },
-            )
+            .set("enable.idempotence", if idempotent { "true" } else { "false" })
             .set("acks", "all")
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
@@ -94,19 +85,12 @@ impl OrderQueue {
             .set("socket.connection.setup.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
             .create()?;
-        Ok(OrderQueue {
-            producer,
-            produce_timeout,
-        })
+        Ok(OrderQueue { producer, produce_timeout })
     }
 
     /// Creates the `orders` topic with `partitions` (an existing topic is fine), retrying until
     /// `limit` passes — the broker may still be starting.
-    pub async fn ensure_topic(
-        bootstrap: &str,
-        partitions: i32,
-        limit: Duration,
-    ) -> Result<(), QueueError> {
+    pub async fn ensure_topic(bootstrap: &str, partitions: i32, limit: Duration) -> Result<(), QueueError> {
         ensure_topics(bootstrap, &[(ORDERS_TOPIC, partitions)], limit).await
     }
 
@@ -114,23 +98,15 @@ impl OrderQueue {
     /// timeout).
     pub async fn send(&self, order: &OrderMessage) -> Result<Queued, QueueError> {
         let payload = serde_json::to_vec(order)?;
-        let headers = OwnedHeaders::new().insert(Header {
-            key: CORRELATION_HEADER,
-            value: Some(order.correlation_id.as_bytes()),
-        });
-        let record = FutureRecord::to(ORDERS_TOPIC)
-            .key(order.request_id.as_bytes())
-            .payload(&payload)
-            .headers(headers);
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: CORRELATION_HEADER, value: Some(order.correlation_id.as_bytes()) });
+        let record = FutureRecord::to(ORDERS_TOPIC).key(order.request_id.as_bytes()).payload(&payload).headers(headers);
         // The enqueue wait and the delivery are both bounded by the produce timeout; the outer
         // limit is a guard in case librdkafka's own timer is late.
         let delivery = self.producer.send(record, self.produce_timeout);
         let guard = self.produce_timeout + Duration::from_millis(500);
         match tokio::time::timeout(guard, delivery).await {
-            Ok(Ok(delivered)) => Ok(Queued {
-                partition: delivered.partition,
-                offset: delivered.offset,
-            }),
+            Ok(Ok(delivered)) => Ok(Queued { partition: delivered.partition, offset: delivered.offset }),
             Ok(Err((e, _))) => Err(e.into()),
             Err(_) => Err(QueueError::Timeout(guard)),
         }
@@ -143,11 +119,7 @@ impl OrderQueue {
             producer
                 .client()
                 .fetch_metadata(Some(ORDERS_TOPIC), limit)
-                .is_ok_and(|m| {
-                    m.topics()
-                        .first()
-                        .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty())
-                })
+                .is_ok_and(|m| m.topics().first().is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()))
         })
         .await
         .unwrap_or(false)
@@ -156,19 +128,13 @@ impl OrderQueue {
     /// Waits (at most `limit`) until every order handed to the producer was delivered or failed.
     pub async fn flush(&self, limit: Duration) -> Result<(), QueueError> {
         let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || producer.flush(limit))
-            .await
-            .map_err(|_| QueueError::Timeout(limit))??;
+        tokio::task::spawn_blocking(move || producer.flush(limit)).await.map_err(|_| QueueError::Timeout(limit))??;
         Ok(())
     }
 }
 
 /// Creates each `(topic, partitions)` that does not exist yet, retrying until `limit` passes.
-pub async fn ensure_topics(
-    bootstrap: &str,
-    topics: &[(&'static str, i32)],
-    limit: Duration,
-) -> Result<(), QueueError> {
+pub async fn ensure_topics(bootstrap: &str, topics: &[(&'static str, i32)], limit: Duration) -> Result<(), QueueError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("socket.connection.setup.timeout.ms", "2000")
@@ -189,11 +155,7 @@ pub async fn ensure_topics(
                 Err(e) => last = e.to_string(),
             }
             if started.elapsed() >= limit {
-                return Err(QueueError::TopicNotCreated {
-                    topic,
-                    waited: started.elapsed(),
-                    last,
-                });
+                return Err(QueueError::TopicNotCreated { topic, waited: started.elapsed(), last });
             }
             tracing::info!(topic, %last, "topic not created yet; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -28,12 +28,7 @@ pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// A JSON answer with an optional `Retry-After`.
-fn answer(
-    status: StatusCode,
-    body: Value,
-    retry_after: Option<Duration>,
-    correlation_id: &str,
-) -> Response {
+fn answer(status: StatusCode, body: Value, retry_after: Option<Duration>, correlation_id: &str) -> Response {
     let mut response = (status, Json(body)).into_response();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(correlation_id) {
@@ -99,10 +94,7 @@ pub(super) async fn buy(
             }
         }
     };
-    state
-        .metrics
-        .request_duration
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -131,12 +123,7 @@ fn parse(
         } else {
             "could not read the body".to_string()
         };
-        answer(
-            status,
-            error_body(&message, correlation_id),
-            None,
-            correlation_id,
-        )
+        answer(status, error_body(&message, correlation_id), None, correlation_id)
     })?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         answer(
@@ -158,22 +145,12 @@ fn parse(
 }
 
 /// Admission, breaker, Redis claim, broker: what happens to a valid order.
-async fn place(
-    state: Arc<GatewayState>,
-    order: OrderRequest,
-    correlation_id: String,
-    started: Instant,
-) -> Response {
+async fn place(state: Arc<GatewayState>, order: OrderRequest, correlation_id: String, started: Instant) -> Response {
     let metrics = &state.metrics;
     let cid = correlation_id.as_str();
     let unavailable = |message: &str, wait: Duration| {
         metrics.failed.inc();
-        answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            error_body(message, cid),
-            Some(wait),
-            cid,
-        )
+        answer(StatusCode::SERVICE_UNAVAILABLE, error_body(message, cid), Some(wait), cid)
     };
 
     if let Some(limit) = &state.admission {
@@ -189,12 +166,7 @@ async fn place(
 
     let ticket = match state.breaker.try_acquire(Instant::now()) {
         Ok(ticket) => ticket,
-        Err(wait) => {
-            return unavailable(
-                "order queue unavailable (circuit breaker open); retry later",
-                wait,
-            )
-        }
+        Err(wait) => return unavailable("order queue unavailable (circuit breaker open); retry later", wait),
     };
 
     match state.claims.claim(&order, cid).await {
@@ -222,10 +194,7 @@ async fn place(
         Err(e) => {
             state.breaker.forget(ticket);
             tracing::warn!(service = SERVICE, event = "redis_error", correlation_id = cid, error = %e, "Redis unavailable");
-            return unavailable(
-                "order store unavailable; retry later",
-                Duration::from_secs(1),
-            );
+            return unavailable("order store unavailable; retry later", Duration::from_secs(1));
         }
     }
 
@@ -260,10 +229,7 @@ async fn place(
             if let Err(release_error) = state.claims.release(&order.request_id).await {
                 tracing::error!(service = SERVICE, event = "release_failed", correlation_id = cid, request_id = %order.request_id, error = %release_error, "request_id stays taken until its status expires");
             }
-            unavailable(
-                "order could not be queued; retry later",
-                Duration::from_secs(1),
-            )
+            unavailable("order could not be queued; retry later", Duration::from_secs(1))
         }
     }
 }
@@ -281,33 +247,15 @@ fn log_breaker_change(before: BreakerState, after: BreakerState) {
 }
 
 /// `GET /orders/{request_id}`.
-pub(super) async fn order_status(
-    State(state): State<Arc<GatewayState>>,
-    Path(request_id): Path<String>,
-) -> Response {
+pub(super) async fn order_status(State(state): State<Arc<GatewayState>>, Path(request_id): Path<String>) -> Response {
     let cid = uuid::Uuid::new_v4().to_string();
     let chars = request_id.chars().count();
     if chars == 0 || chars > validate::REQUEST_ID_MAX_CHARS {
-        return answer(
-            StatusCode::BAD_REQUEST,
-            error_body("request_id must be 1 to 200 characters", &cid),
-            None,
-            &cid,
-        );
+        return answer(StatusCode::BAD_REQUEST, error_body("request_id must be 1 to 200 characters", &cid), None, &cid);
     }
     match state.claims.status(&request_id).await {
-        Ok(Some(status)) => answer(
-            StatusCode::OK,
-            json!({ "request_id": request_id, "status": status }),
-            None,
-            &cid,
-        ),
-        Ok(None) => answer(
-            StatusCode::NOT_FOUND,
-            error_body("order not found", &cid),
-            None,
-            &cid,
-        ),
+        Ok(Some(status)) => answer(StatusCode::OK, json!({ "request_id": request_id, "status": status }), None, &cid),
+        Ok(None) => answer(StatusCode::NOT_FOUND, error_body("order not found", &cid), None, &cid),
         Err(_) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             error_body("order store unavailable", &cid),
@@ -320,19 +268,12 @@ pub(super) async fn order_status(
 /// `GET /health`: Redis, Kafka and the breaker; 200 when all are well, else 503.
 pub(super) async fn health(State(state): State<Arc<GatewayState>>) -> Response {
     let limit = Duration::from_secs(1);
-    let (redis, kafka) = tokio::join!(
-        state.claims.redis().ping(),
-        state.queue.broker_reachable(limit)
-    );
+    let (redis, kafka) = tokio::join!(state.claims.redis().ping(), state.queue.broker_reachable(limit));
     let redis = redis.is_ok();
     let breaker = state.breaker.state(Instant::now());
     state.metrics.breaker_state.set(breaker.metric_value());
     let healthy = redis && kafka && breaker != BreakerState::Open;
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "redis": redis,
@@ -354,33 +295,19 @@ pub(super) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
     let redis = state.claims.redis().ping().await.is_ok();
     let breaker = state.breaker.state(Instant::now());
     let ready = !draining && redis && breaker != BreakerState::Open;
-    let body = json!({ "ready": ready, "draining": draining, "redis": redis, "circuit_breaker_state": breaker.as_str() });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let body =
+        json!({ "ready": ready, "draining": draining, "redis": redis, "circuit_breaker_state": breaker.as_str() });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response {
-    state
-        .metrics
-        .breaker_state
-        .set(state.breaker.state(Instant::now()).metric_value());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    state.metrics.breaker_state.set(state.breaker.state(Instant::now()).metric_value());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 /// Any other path.
 pub(super) async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": "not found", "errors": [] })),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({ "error": "not found", "errors": [] }))).into_response()
 }

@@ -31,10 +31,7 @@ pub struct FieldError {
 }
 
 fn field_error(field: &'static str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field,
-        message: message.into(),
-    }
+    FieldError { field, message: message.into() }
 }
 
 /// Checks a parsed JSON body.
@@ -49,12 +46,7 @@ pub fn validate(body: &Value) -> Result<OrderRequest, Vec<FieldError>> {
     let request_id = request_id_field(object.get("request_id"), &mut errors);
     match (user_id, item_id, amount, request_id) {
         (Some(user_id), Some(item_id), Some(amount), Some(request_id)) if errors.is_empty() => {
-            Ok(OrderRequest {
-                user_id,
-                item_id,
-                amount,
-                request_id,
-            })
+            Ok(OrderRequest { user_id, item_id, amount, request_id })
         }
         _ => Err(errors),
     }
@@ -62,23 +54,15 @@ pub fn validate(body: &Value) -> Result<OrderRequest, Vec<FieldError>> {
 
 /// Whether `s` is a valid `user_id` or `item_id`.
 pub fn is_valid_id(s: &str) -> bool {
-    (1..=ID_MAX_LEN).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=ID_MAX_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn id_field(
-    value: Option<&Value>,
-    field: &'static str,
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
+fn id_field(value: Option<&Value>, field: &'static str, errors: &mut Vec<FieldError>) -> Option<String> {
     match value {
         None | Some(Value::Null) => errors.push(field_error(field, "is required")),
         Some(Value::String(s)) if is_valid_id(s) => return Some(s.clone()),
-        Some(Value::String(_)) => errors.push(field_error(
-            field,
-            format!("must be 1 to {ID_MAX_LEN} characters of A-Z, a-z, 0-9, '_' or '-'"),
-        )),
+        Some(Value::String(_)) => errors
+            .push(field_error(field, format!("must be 1 to {ID_MAX_LEN} characters of A-Z, a-z, 0-9, '_' or '-'"))),
         Some(_) => errors.push(field_error(field, "must be a string")),
     }
     None
@@ -103,15 +87,9 @@ fn request_id_field(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Opti
         Some(Value::String(s)) => {
             let chars = s.chars().count();
             if chars == 0 || chars > REQUEST_ID_MAX_CHARS {
-                errors.push(field_error(
-                    "request_id",
-                    format!("must be 1 to {REQUEST_ID_MAX_CHARS} characters"),
-                ));
+                errors.push(field_error("request_id", format!("must be 1 to {REQUEST_ID_MAX_CHARS} characters")));
             } else if s.chars().any(char::is_control) {
-                errors.push(field_error(
-                    "request_id",
-                    "must not contain control characters",
-                ));
+                errors.push(field_error("request_id", "must not contain control characters"));
             } else {
                 return Some(s.clone());
             }
@@ -128,28 +106,19 @@ mod tests {
     use serde_json::json;
 
     fn fields(body: Value) -> Vec<&'static str> {
-        validate(&body)
-            .expect_err("invalid")
-            .into_iter()
-            .map(|e| e.field)
-            .collect()
+        validate(&body).expect_err("invalid").into_iter().map(|e| e.field).collect()
     }
 
     #[test]
     fn a_good_order_passes() {
-        let order =
-            validate(&json!({"user_id":"u-1","item_id":"101","amount":2,"request_id":"r 1"}))
-                .expect("valid");
+        let order = validate(&json!({"user_id":"u-1","item_id":"101","amount":2,"request_id":"r 1"})).expect("valid");
         assert_eq!(order.amount, 2);
         assert_eq!(order.request_id, "r 1");
     }
 
     #[test]
     fn each_field_is_checked_and_all_errors_reported() {
-        assert_eq!(
-            fields(json!({})),
-            ["user_id", "item_id", "amount", "request_id"]
-        );
+        assert_eq!(fields(json!({})), ["user_id", "item_id", "amount", "request_id"]);
         assert_eq!(fields(json!([])), ["body"]);
         let base = json!({"user_id":"u","item_id":"i","amount":1,"request_id":"r"});
         for (field, bad) in [

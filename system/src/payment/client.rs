@@ -39,7 +39,8 @@ struct LedgerBody {
 impl PaymentClient {
     /// `base` like `http://127.0.0.1:8090`; `timeout` bounds each call.
     pub fn new(base: &str, timeout: Duration) -> Result<PaymentClient, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).pool_max_idle_per_host(256).build()?;
+        let http =
+            reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).pool_max_idle_per_host(256).build()?;
         Ok(PaymentClient { http, base: base.trim_end_matches('/').to_string(), timeout })
     }
 
@@ -53,15 +54,18 @@ impl PaymentClient {
                 200 => match response.json::<StatusBody>().await {
                     Ok(StatusBody { status: ChargeStatus::Captured }) => ChargeAnswer::Captured,
                     Ok(StatusBody { status: ChargeStatus::Cancelled }) => ChargeAnswer::KeyCancelled,
-                    Err(e) if e.is_timeout() => ChargeAnswer::Unknown { reason: "payment_timeout", detail: e.to_string() },
+                    Err(e) if e.is_timeout() => {
+                        ChargeAnswer::Unknown { reason: "payment_timeout", detail: e.to_string() }
+                    }
                     Err(e) => ChargeAnswer::Unknown { reason: "payment_error", detail: e.to_string() },
                 },
                 409 => ChargeAnswer::KeyCancelled,
                 status => ChargeAnswer::Unknown { reason: "payment_error", detail: format!("HTTP {status}") },
             },
-            Err(e) if e.is_timeout() => {
-                ChargeAnswer::Unknown { reason: "payment_timeout", detail: format!("no answer within {:?}", self.timeout) }
-            }
+            Err(e) if e.is_timeout() => ChargeAnswer::Unknown {
+                reason: "payment_timeout",
+                detail: format!("no answer within {:?}", self.timeout),
+            },
             Err(e) => ChargeAnswer::Unknown { reason: "payment_error", detail: e.to_string() },
         }
     }

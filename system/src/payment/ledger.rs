@@ -117,7 +117,12 @@ mod tests {
                     .unwrap();
             }
         }
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"request_id\":\"c/1\",\"us").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"request_id\":\"c/1\",\"us")
+            .unwrap();
         let ledger = Ledger::open(&path).unwrap();
         assert_eq!(ledger.get("a/1").unwrap().status, ChargeStatus::Captured);
         assert_eq!(ledger.get("b/1").unwrap().status, ChargeStatus::Cancelled);
@@ -126,7 +131,13 @@ mod tests {
         drop(ledger);
         // The torn tail was cut: a new record appends cleanly and survives another reopen.
         let mut ledger = Ledger::open(&path).unwrap();
-        let charge = Charge { request_id: "d/1".into(), user_id: "u".into(), amount: 1, status: ChargeStatus::Captured, at_ms: 2 };
+        let charge = Charge {
+            request_id: "d/1".into(),
+            user_id: "u".into(),
+            amount: 1,
+            status: ChargeStatus::Captured,
+            at_ms: 2,
+        };
         ledger.record(charge).unwrap();
         drop(ledger);
         assert_eq!(Ledger::open(&path).unwrap().captures().count(), 2);

@@ -162,7 +162,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs the provider until `shutdown` resolves.
-pub async fn run(config: PaymentConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), PaymentError> {
+pub async fn run(
+    config: PaymentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), PaymentError> {
     let ledger = Ledger::open(&config.ledger_path)?;
     let registry = Registry::new();
     let charges = IntCounterVec::new(Opts::new("payment_charges_total", "Charge requests by result"), &["result"])
@@ -202,15 +205,20 @@ fn status_body(charge: &Charge) -> serde_json::Value {
     json!({ "request_id": charge.request_id, "status": charge.status, "amount": charge.amount })
 }
 
-async fn charge(State(p): State<Arc<Provider>>, body: Result<Json<ChargeRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn charge(
+    State(p): State<Arc<Provider>>,
+    body: Result<Json<ChargeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Ok(Json(request)) = body else {
         p.charges.with_label_values(&["bad_request"]).inc();
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": "expected {request_id, user_id, amount}"}))).into_response();
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "expected {request_id, user_id, amount}"})))
+            .into_response();
     };
     let behaviour = *lock(&p.behaviour);
     if behaviour.outage {
         p.charges.with_label_values(&["outage"]).inc();
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "payment provider unavailable"}))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "payment provider unavailable"})))
+            .into_response();
     }
     let (delay, fail) = {
         let mut rng = lock(&p.rng);
@@ -222,7 +230,8 @@ async fn charge(State(p): State<Arc<Provider>>, body: Result<Json<ChargeRequest>
     }
     if fail {
         p.charges.with_label_values(&["failed"]).inc();
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "simulated payment failure"}))).into_response();
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "simulated payment failure"})))
+            .into_response();
     }
     let answer = {
         let mut ledger = lock(&p.ledger);
@@ -245,7 +254,8 @@ async fn charge(State(p): State<Arc<Provider>>, body: Result<Json<ChargeRequest>
                 };
                 if let Err(e) = ledger.record(charge.clone()) {
                     tracing::error!(service = SERVICE, event = "ledger_write_failed", error = %e, "Ledger write failed");
-                    return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "ledger unavailable"}))).into_response();
+                    return (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "ledger unavailable"})))
+                        .into_response();
                 }
                 p.charges.with_label_values(&["captured"]).inc();
                 (StatusCode::OK, Json(status_body(&charge)))
@@ -270,7 +280,8 @@ async fn cancel(State(p): State<Arc<Provider>>, Path(key): Path<String>) -> Resp
     if let Some(existing) = ledger.get(&key) {
         return Json(status_body(existing)).into_response();
     }
-    let charge = Charge { request_id: key, user_id: String::new(), amount: 0, status: ChargeStatus::Cancelled, at_ms: now_ms() };
+    let charge =
+        Charge { request_id: key, user_id: String::new(), amount: 0, status: ChargeStatus::Cancelled, at_ms: now_ms() };
     match ledger.record(charge.clone()) {
         Ok(()) => Json(status_body(&charge)).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "ledger unavailable"}))).into_response(),
@@ -287,7 +298,10 @@ async fn control_get(State(p): State<Arc<Provider>>) -> Response {
     Json(*lock(&p.behaviour)).into_response()
 }
 
-async fn control_put(State(p): State<Arc<Provider>>, body: Result<Json<BehaviourUpdate>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn control_put(
+    State(p): State<Arc<Provider>>,
+    body: Result<Json<BehaviourUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let update = match body {
         Ok(Json(update)) => update,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.body_text()}))).into_response(),

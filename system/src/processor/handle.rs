@@ -77,7 +77,9 @@ impl OrderWorker {
                 };
                 match decision {
                     Some(decision) => self.publish(order, decision).await?,
-                    None => tracing::warn!(service = SERVICE, event = "order_skipped", correlation_id = cid, request_id = %order.request_id, %status, "Order in an unexpected state; skipped"),
+                    None => {
+                        tracing::warn!(service = SERVICE, event = "order_skipped", correlation_id = cid, request_id = %order.request_id, %status, "Order in an unexpected state; skipped")
+                    }
                 }
                 tracing::info!(service = SERVICE, event = "order_duplicate", correlation_id = cid, request_id = %order.request_id, attempt = order.attempt, %status, "Order already decided");
                 Ok(Handled::Duplicate)
@@ -114,7 +116,13 @@ impl OrderWorker {
                 self.reservations
                     .redis()
                     .call(|mut c| async move {
-                        redis::cmd("ZADD").arg(keys::DLQ_PENDING).arg("NX").arg(failed_at).arg(member).query_async::<i64>(&mut c).await
+                        redis::cmd("ZADD")
+                            .arg(keys::DLQ_PENDING)
+                            .arg("NX")
+                            .arg(failed_at)
+                            .arg(member)
+                            .query_async::<i64>(&mut c)
+                            .await
                     })
                     .await?;
                 self.metrics.moved_to_dlq.inc();

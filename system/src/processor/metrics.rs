@@ -1,8 +1,6 @@
 //! The processor's Prometheus metrics, by the runbook's names, plus consumer lag.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Debug, Clone)]
 pub struct ProcessorMetrics {
@@ -42,9 +40,8 @@ impl ProcessorMetrics {
             g
         };
         let duration = Histogram::with_opts(
-            HistogramOpts::new("processor_order_processing_duration_seconds", "Processing time").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            HistogramOpts::new("processor_order_processing_duration_seconds", "Processing time")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )
         .expect("valid metric");
         registry.register(Box::new(duration.clone())).expect("unique metric");

@@ -8,6 +8,7 @@
 //! and leaves the group. `/metrics` and `/health` listen on `PROCESSOR_METRICS_ADDR`.
 
 pub mod commits;
+pub mod group_repair;
 pub mod handle;
 pub mod metrics;
 pub mod publish;
@@ -72,6 +73,8 @@ pub struct ProcessorConfig {
     /// `ORDER_RETRY_LIMIT` (10m): how long one order is retried while Redis or Kafka fail before
     /// the processor reports itself unhealthy and leaves the order uncommitted.
     pub order_retry_limit: Duration,
+    /// `KAFKA_DEBUG`: librdkafka debug contexts for the consumer (e.g. `cgrp`), logged as JSON.
+    pub kafka_debug: Option<String>,
 }
 
 impl ProcessorConfig {
@@ -93,6 +96,7 @@ impl ProcessorConfig {
             startup_timeout: env.duration("STARTUP_TIMEOUT", Duration::from_secs(30))?,
             shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
             order_retry_limit: env.duration("ORDER_RETRY_LIMIT", Duration::from_secs(600))?,
+            kafka_debug: Some(env.string("KAFKA_DEBUG", "")).filter(|v| !v.is_empty()),
         })
     }
 }
@@ -109,6 +113,8 @@ pub enum ProcessorError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }
 
+type GroupConsumer = StreamConsumer<group_repair::GroupRepair>;
+
 /// Shared between the consumer loop, the order tasks and the HTTP endpoints.
 #[derive(Debug, Default)]
 struct Shared {
@@ -124,7 +130,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs the processor until `shutdown` resolves.
-pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ProcessorError> {
+pub async fn run(
+    config: ProcessorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessorError> {
     let kafka_err = |source| ProcessorError::Kafka { addr: config.kafka_addr.clone(), source };
     let redis = connect_redis(&config).await?;
     ensure_topics(
@@ -134,7 +143,13 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + S
     )
     .await
     .map_err(kafka_err)?;
-    let consumer: StreamConsumer = ClientConfig::new()
+    let repair = group_repair::GroupRepair::default();
+    let probe_requests = repair.probe_requests();
+    let mut consumer_config = ClientConfig::new();
+    if let Some(contexts) = &config.kafka_debug {
+        consumer_config.set("debug", contexts);
+    }
+    let consumer: GroupConsumer = consumer_config
         .set("bootstrap.servers", &config.kafka_addr)
         .set("group.id", GROUP)
         .set("client.id", "flashsale-processor")
@@ -148,7 +163,7 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + S
         // processor quick to notice a new order (~130 ms end to end against ~0.5 s at the default).
         .set("fetch.wait.max.ms", "100")
         .set("socket.connection.setup.timeout.ms", "2000")
-        .create()
+        .create_with_context(repair)
         .map_err(|e| kafka_err(e.into()))?;
     consumer.subscribe(&[ORDERS_TOPIC]).map_err(|e| kafka_err(e.into()))?;
     let consumer = Arc::new(consumer);
@@ -169,6 +184,7 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + S
         .map_err(|source| ProcessorError::Bind { addr: config.metrics_addr, source })?;
     let http = tokio::spawn(serve_http(listener, metrics.clone(), redis.clone(), shared.clone()));
     let gauges = tokio::spawn(refresh_gauges(metrics.clone(), redis.clone(), consumer.clone()));
+    let probes = tokio::spawn(group_repair::run_probes(probe_requests, config.kafka_addr.clone(), GROUP));
     tracing::info!(service = SERVICE, event = "started", metrics = %config.metrics_addr, "Processor consuming orders");
 
     consume(&config, &consumer, &worker, &shared, shutdown).await;
@@ -182,7 +198,11 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + S
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(service = SERVICE, event = "drain_timeout", "Stopping with orders in flight; they will be redelivered");
+        tracing::warn!(
+            service = SERVICE,
+            event = "drain_timeout",
+            "Stopping with orders in flight; they will be redelivered"
+        );
     }
     worker.publisher.flush(Duration::from_secs(5)).await;
     let committer = consumer.clone();
@@ -192,6 +212,7 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + S
     })
     .await;
     gauges.abort();
+    probes.abort();
     http.abort();
     tracing::info!(service = SERVICE, event = "stopped", "Processor stopped");
     Ok(())
@@ -199,7 +220,7 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()> + S
 
 async fn consume(
     config: &ProcessorConfig,
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<GroupConsumer>,
     worker: &OrderWorker,
     shared: &Arc<Shared>,
     shutdown: impl Future<Output = ()>,
@@ -228,7 +249,13 @@ async fn consume(
         worker.metrics.in_flight.set(lock(&shared.tracker).in_flight() as i64);
         let Some(order) = order else {
             // Not an order (the gateway never writes one): nothing can be done with it.
-            tracing::error!(service = SERVICE, event = "bad_message", partition = origin.partition, offset = origin.offset, "Unreadable message skipped");
+            tracing::error!(
+                service = SERVICE,
+                event = "bad_message",
+                partition = origin.partition,
+                offset = origin.offset,
+                "Unreadable message skipped"
+            );
             finish(consumer, shared, slot);
             continue;
         };
@@ -249,7 +276,13 @@ async fn consume(
 
 /// Handles `order`, waiting first for any other copy of it in flight here, and retrying while
 /// Redis or Kafka fail (bounded). `false` when it could not be finished.
-async fn process_exclusively(worker: &OrderWorker, shared: &Shared, order: &OrderMessage, origin: Origin, retry_limit: Duration) -> bool {
+async fn process_exclusively(
+    worker: &OrderWorker,
+    shared: &Shared,
+    order: &OrderMessage,
+    origin: Origin,
+    retry_limit: Duration,
+) -> bool {
     loop {
         let wait = {
             let mut busy = lock(&shared.busy);
@@ -292,7 +325,7 @@ async fn process_exclusively(worker: &OrderWorker, shared: &Shared, order: &Orde
     done
 }
 
-fn finish(consumer: &StreamConsumer, shared: &Shared, slot: commits::Slot) {
+fn finish(consumer: &GroupConsumer, shared: &Shared, slot: commits::Slot) {
     if let Some(next) = lock(&shared.tracker).finish(slot) {
         let mut list = TopicPartitionList::new();
         if list.add_partition_offset(ORDERS_TOPIC, slot.partition, Offset::Offset(next)).is_ok() {
@@ -304,13 +337,18 @@ fn finish(consumer: &StreamConsumer, shared: &Shared, slot: commits::Slot) {
 }
 
 /// DLQ depth and age from `dlq:pending`, consumer lag from the broker; every second.
-async fn refresh_gauges(metrics: ProcessorMetrics, redis: Redis, consumer: Arc<StreamConsumer>) {
+async fn refresh_gauges(metrics: ProcessorMetrics, redis: Redis, consumer: Arc<GroupConsumer>) {
     loop {
         let dlq = redis
             .call(|mut c| async move {
                 let size: i64 = redis::cmd("ZCARD").arg(keys::DLQ_PENDING).query_async(&mut c).await?;
-                let oldest: Vec<(String, f64)> =
-                    redis::cmd("ZRANGE").arg(keys::DLQ_PENDING).arg(0).arg(0).arg("WITHSCORES").query_async(&mut c).await?;
+                let oldest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                    .arg(keys::DLQ_PENDING)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await?;
                 Ok((size, oldest.first().map(|(_, score)| *score as u64)))
             })
             .await;
@@ -367,7 +405,8 @@ async fn serve_http(listener: tokio::net::TcpListener, metrics: ProcessorMetrics
                     let stuck = shared.stuck.load(std::sync::atomic::Ordering::Relaxed);
                     let healthy = redis_ok && !stuck;
                     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    let body = json!({"status": if healthy {"healthy"} else {"unhealthy"}, "redis": redis_ok, "stuck": stuck});
+                    let body =
+                        json!({"status": if healthy {"healthy"} else {"unhealthy"}, "redis": redis_ok, "stuck": stuck});
                     (status, Json(body)).into_response()
                 }
             }),

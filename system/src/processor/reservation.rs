@@ -139,7 +139,8 @@ impl Reservations {
             .arg(order.amount)
             .arg(order.attempt)
             .arg(self.status_ttl.as_millis() as u64);
-        let (status, stock): (String, i64) = self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        let (status, stock): (String, i64) =
+            self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok((status, (stock >= 0).then_some(stock)))
     }
 }

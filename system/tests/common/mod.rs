@@ -41,11 +41,7 @@ pub async fn testbed(env: &[(&str, &str)]) -> Testbed {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(64)
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(64).build().expect("client")
 }
 
 pub fn order(user: &str, item: &str, amount: u32, request_id: &str) -> Value {
@@ -53,17 +49,8 @@ pub fn order(user: &str, item: &str, amount: u32, request_id: &str) -> Value {
 }
 
 /// `POST /buy` with a JSON body; returns status, headers and the JSON answer.
-pub async fn buy(
-    client: &reqwest::Client,
-    base: &str,
-    body: &Value,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = client
-        .post(format!("{base}/buy"))
-        .json(body)
-        .send()
-        .await
-        .expect("gateway answers");
+pub async fn buy(client: &reqwest::Client, base: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = client.post(format!("{base}/buy")).json(body).send().await.expect("gateway answers");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.json::<Value>().await.expect("JSON body");
@@ -73,21 +60,11 @@ pub async fn buy(
 pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
     let response = client.get(url).send().await.expect("gateway answers");
     let status = response.status().as_u16();
-    (
-        status,
-        response.json::<Value>().await.unwrap_or(Value::Null),
-    )
+    (status, response.json::<Value>().await.unwrap_or(Value::Null))
 }
 
 pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("gateway answers")
-        .text()
-        .await
-        .expect("text")
+    client.get(url).send().await.expect("gateway answers").text().await.expect("text")
 }
 
 /// The value of an unlabelled metric in a Prometheus text page.
@@ -116,36 +93,23 @@ pub fn read_topic(kafka: &str, topic: &str) -> HashMap<String, Vec<Queued>> {
         .create()
         .expect("consumer");
     let limit = Duration::from_secs(10);
-    let metadata = consumer
-        .fetch_metadata(Some(topic), limit)
-        .expect("metadata");
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
+    let metadata = consumer.fetch_metadata(Some(topic), limit).expect("metadata");
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
     assert!(!partitions.is_empty(), "topic {topic} has partitions");
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0i64;
     let mut high = HashMap::new();
     for &p in &partitions {
-        let (_, hw) = consumer
-            .fetch_watermarks(topic, p, limit)
-            .expect("watermarks");
+        let (_, hw) = consumer.fetch_watermarks(topic, p, limit).expect("watermarks");
         high.insert(p, hw);
         remaining += hw;
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("assign");
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
     let mut out: HashMap<String, Vec<Queued>> = HashMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while remaining > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reading {topic}: {remaining} messages still unread"
-        );
+        assert!(std::time::Instant::now() < deadline, "reading {topic}: {remaining} messages still unread");
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -155,19 +119,14 @@ pub fn read_topic(kafka: &str, topic: &str) -> HashMap<String, Vec<Queued>> {
         }
         remaining -= 1;
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
-        let payload =
-            serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON payload");
+        let payload = serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON payload");
         let correlation_id = message.headers().and_then(|h| {
             h.iter()
                 .find(|h| h.key == "correlation_id")
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).to_string())
         });
-        out.entry(key.clone()).or_default().push(Queued {
-            key,
-            payload,
-            correlation_id,
-        });
+        out.entry(key.clone()).or_default().push(Queued { key, payload, correlation_id });
     }
     out
 }
@@ -183,10 +142,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -237,8 +193,9 @@ pub async fn admin(bed: &Testbed, args: &[&str]) -> (i32, String) {
 
 /// One decision per `request_id/attempt` on `order-outcomes`.
 pub fn decisions(bed: &Testbed) -> std::collections::BTreeMap<(String, u32), flashsale::order::Outcome> {
-    let records = flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "order-outcomes", Duration::from_secs(60))
-        .expect("outcomes readable");
+    let records =
+        flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "order-outcomes", Duration::from_secs(60))
+            .expect("outcomes readable");
     flashsale::reconcile::decisions(records.iter().map(|r| serde_json::from_slice(&r.payload).expect("an outcome")))
 }
 
@@ -253,7 +210,12 @@ pub fn outcome_records(bed: &Testbed, request_id: &str) -> Vec<flashsale::order:
 }
 
 /// Waits until every id in `ids` has a decision for attempt `attempt`.
-pub async fn wait_decided(bed: &Testbed, ids: &[String], attempt: u32, limit: Duration) -> std::collections::BTreeMap<(String, u32), flashsale::order::Outcome> {
+pub async fn wait_decided(
+    bed: &Testbed,
+    ids: &[String],
+    attempt: u32,
+    limit: Duration,
+) -> std::collections::BTreeMap<(String, u32), flashsale::order::Outcome> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let decided = decisions(bed);
@@ -261,7 +223,12 @@ pub async fn wait_decided(bed: &Testbed, ids: &[String], attempt: u32, limit: Du
         if missing.is_empty() {
             return decided;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{} orders undecided after {limit:?}, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} orders undecided after {limit:?}, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
