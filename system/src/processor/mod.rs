@@ -159,9 +159,20 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Also the rebalance timeout a JoinGroup announces: how long tansu waits for members to
+        // rejoin before it completes a rebalance without them (default 300 s). The consumer loop
+        // polls at least this often unless all PROCESSOR_MAX_IN_FLIGHT orders are stuck retrying.
+        .set("max.poll.interval.ms", "15000")
         // tansu answers an empty fetch only after the full wait; 100 ms keeps an idle
         // processor quick to notice a new order (~130 ms end to end against ~0.5 s at the default).
         .set("fetch.wait.max.ms", "100")
+        // Small fetch responses: tansu writes a response while holding up other requests, so a
+        // response larger than the socket buffers of a frozen (SIGSTOP) processor stalls the
+        // whole broker. 256 KiB fits; librdkafka's 50 MiB default does not.
+        .set("fetch.max.bytes", "262144")
+        .set("max.partition.fetch.bytes", "65536")
+        .set("message.max.bytes", "262144")
+        .set("queued.max.messages.kbytes", "16384")
         .set("socket.connection.setup.timeout.ms", "2000")
         .create_with_context(repair)
         .map_err(|e| kafka_err(e.into()))?;
