@@ -71,7 +71,7 @@ fn curl_buy(url: &str, request_id: &str) -> String {
 fn up_serves_orders_and_ctrl_c_stops_every_child() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url) = start_up(dir.path());
-    assert_eq!(processes_in(dir.path()).len(), 3, "redis, broker and gateway run");
+    assert_eq!(processes_in(dir.path()).len(), 5, "redis, broker, payment, processor and gateway run");
     assert_eq!(curl_buy(&url, "up-1"), "202");
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();

@@ -53,6 +53,25 @@ impl Redis {
         }
     }
 
+    /// Connects and pings, retrying until `startup` passes: Redis may still be starting.
+    pub async fn connect_when_up(addr: &str, timeout: Duration, startup: Duration) -> Result<Redis, RedisError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let attempt = match Redis::connect(addr, timeout).await {
+                Ok(redis) => redis.ping().await.map(|_| redis),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(redis) => return Ok(redis),
+                Err(e) if started.elapsed() >= startup => return Err(e),
+                Err(e) => {
+                    tracing::info!(event = "redis_wait", error = %e, "Redis not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     /// `PING`.
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await.map(|_| ())

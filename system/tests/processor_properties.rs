@@ -53,7 +53,8 @@ fn stock_is_conserved_and_money_matches_stock_under_any_interleaving() {
                 match op {
                     Op::Order { amount } => {
                         let id = format!("{item}-o{i}");
-                        let (status, _, _) = buy(&http, &bed.gateway_url(0), &order("prop-user", &item, *amount, &id)).await;
+                        let (status, _, _) =
+                            buy(&http, &bed.gateway_url(0), &order("prop-user", &item, *amount, &id)).await;
                         assert_eq!(status, 202);
                         accepted.push(id);
                     }
@@ -77,7 +78,8 @@ fn stock_is_conserved_and_money_matches_stock_under_any_interleaving() {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             let decided = loop {
                 let (_, listing) = admin(&bed, &["dlq", "list"]).await;
-                let replays_sent = listing.lines().filter(|l| l.starts_with("replayed ") && l.contains(&format!("{item}-"))).count();
+                let replays_sent =
+                    listing.lines().filter(|l| l.starts_with("replayed ") && l.contains(&format!("{item}-"))).count();
                 let decided = decisions(&bed);
                 assert!(tokio::time::Instant::now() < deadline, "replays of {item} not decided");
                 if replayed(&decided) >= replays_sent {

@@ -42,8 +42,8 @@ pub(crate) struct GatewayState {
 pub enum GatewayError {
     #[error("cannot listen on GATEWAY_ADDR={addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot reach Redis at REDIS_ADDR={addr} within {waited:?}: {last}")]
-    Redis { addr: String, waited: std::time::Duration, last: String },
+    #[error("cannot reach Redis at REDIS_ADDR={addr} within STARTUP_TIMEOUT: {last}")]
+    Redis { addr: String, last: String },
     #[error("Kafka at KAFKA_ADDR={addr}: {source}")]
     Kafka { addr: String, source: queue::QueueError },
     #[error("serving: {0}")]
@@ -55,7 +55,9 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let redis = connect_redis(&config).await?;
+    let redis = Redis::connect_when_up(&config.redis_addr, config.redis_timeout, config.startup_timeout)
+        .await
+        .map_err(|e| GatewayError::Redis { addr: config.redis_addr.clone(), last: e.to_string() })?;
     queue::OrderQueue::ensure_topic(&config.kafka_addr, config.orders_partitions, config.startup_timeout)
         .await
         .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;
@@ -124,23 +126,4 @@ pub async fn run(
     }
     tracing::info!(service = "gateway", event = "stopped", "Gateway stopped");
     Ok(())
-}
-
-/// Connects to Redis, retrying until `STARTUP_TIMEOUT`: Redis may still be starting.
-async fn connect_redis(config: &GatewayConfig) -> Result<Redis, GatewayError> {
-    let started = Instant::now();
-    loop {
-        let last = match Redis::connect(&config.redis_addr, config.redis_timeout).await {
-            Ok(redis) => match redis.ping().await {
-                Ok(()) => return Ok(redis),
-                Err(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        if started.elapsed() >= config.startup_timeout {
-            return Err(GatewayError::Redis { addr: config.redis_addr.clone(), waited: started.elapsed(), last });
-        }
-        tracing::info!(service = "gateway", event = "redis_wait", error = %last, "Redis not reachable yet; retrying");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }

@@ -104,11 +104,14 @@ impl OrderWorker {
         };
         match captured {
             Ok(()) => {
-                let status = self.reservations.complete(order).await?;
-                if status != "COMPLETED" {
-                    tracing::warn!(service = SERVICE, event = "complete_conflict", correlation_id = %order.correlation_id, request_id = %order.request_id, %status, "Captured, but the order was no longer reserved");
+                if self.reservations.complete(order).await? {
+                    self.decided(order, Decision::Completed, started).await
+                } else {
+                    // Another copy (a redelivery racing this one) completed it first.
+                    self.metrics.duplicates.inc();
+                    self.publish(order, Decision::Completed).await?;
+                    Ok(Handled::Duplicate)
                 }
-                self.decided(order, Decision::Completed, started).await
             }
             Err(reason) => {
                 let failed_at = self.publisher.dead_letter(order, reason, origin).await?;
@@ -125,11 +128,18 @@ impl OrderWorker {
                             .await
                     })
                     .await?;
+                let (status, stock) = self.reservations.refund(order).await?;
+                let Some(stock) = stock else {
+                    // Refunded by another copy of the order already (or it completed meanwhile:
+                    // then its capture stands and the status says so).
+                    self.metrics.duplicates.inc();
+                    if let Some(decision) = Decision::parse(&status) {
+                        self.publish(order, decision).await?;
+                    }
+                    return Ok(Handled::Duplicate);
+                };
+                self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
                 self.metrics.moved_to_dlq.inc();
-                let (_, stock) = self.reservations.refund(order).await?;
-                if let Some(stock) = stock {
-                    self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
-                }
                 tracing::warn!(service = SERVICE, event = "order_dead_lettered", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, "Payment failed; refunded and moved to DLQ");
                 self.decided(order, Decision::FailedPayment, started).await
             }

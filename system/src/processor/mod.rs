@@ -135,7 +135,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessorError> {
     let kafka_err = |source| ProcessorError::Kafka { addr: config.kafka_addr.clone(), source };
-    let redis = connect_redis(&config).await?;
+    let redis = Redis::connect_when_up(&config.redis_addr, config.redis_timeout, config.startup_timeout)
+        .await
+        .map_err(|source| ProcessorError::Redis { addr: config.redis_addr.clone(), source })?;
     ensure_topics(
         &config.kafka_addr,
         &[(ORDERS_TOPIC, config.orders_partitions), (DLQ_TOPIC, 1), (OUTCOMES_TOPIC, 1), (INVENTORY_TOPIC, 1)],
@@ -423,21 +425,4 @@ async fn serve_http(listener: tokio::net::TcpListener, metrics: ProcessorMetrics
             }),
         );
     let _ = axum::serve(listener, app).into_future().await;
-}
-
-async fn connect_redis(config: &ProcessorConfig) -> Result<Redis, ProcessorError> {
-    let started = Instant::now();
-    loop {
-        let attempt = match Redis::connect(&config.redis_addr, config.redis_timeout).await {
-            Ok(redis) => redis.ping().await.map(|_| redis),
-            Err(e) => Err(e),
-        };
-        match attempt {
-            Ok(redis) => return Ok(redis),
-            Err(source) if started.elapsed() >= config.startup_timeout => {
-                return Err(ProcessorError::Redis { addr: config.redis_addr.clone(), source })
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
 }

@@ -47,7 +47,7 @@ if status == 'RESERVED' and tonumber(redis.call('HGET', KEYS[1], 'attempt')) == 
   redis.call('SET', KEYS[2], 'COMPLETED', 'PX', ARGV[2])
   return 'COMPLETED'
 end
-return status or 'MISSING'
+return 'was:' .. (status or 'MISSING')
 "#;
 
 const REFUND_LUA: &str = r#"
@@ -119,14 +119,16 @@ impl Reservations {
         })
     }
 
-    /// `RESERVED` → `COMPLETED`; returns the status after the call.
-    pub async fn complete(&self, order: &OrderMessage) -> Result<String, RedisError> {
+    /// `RESERVED` → `COMPLETED`. `Ok(true)` when this call made the move; `Ok(false)` when the
+    /// attempt was no longer `RESERVED` (another copy of the order got there first).
+    pub async fn complete(&self, order: &OrderMessage) -> Result<bool, RedisError> {
         let mut call = self.complete.prepare_invoke();
         call.key(keys::order_state(&order.request_id))
             .key(keys::order_status(&order.request_id))
             .arg(order.attempt)
             .arg(self.status_ttl.as_millis() as u64);
-        self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await
+        let answer: String = self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        Ok(answer == "COMPLETED")
     }
 
     /// `RESERVED` → `FAILED_PAYMENT`, giving the units back; returns the status after the call

@@ -13,31 +13,34 @@ use serde_json::{json, Value};
 
 pub const FLASHSALE: &str = env!("CARGO_BIN_EXE_flashsale");
 
+/// `defaults` with `overrides` on top.
+fn merged(defaults: &[(&str, &str)], overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = defaults
+        .iter()
+        .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+        .chain(overrides)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.sort();
+    env
+}
+
+/// A testbed of `config` running this crate's `flashsale`.
+async fn start(config: TestbedConfig) -> Testbed {
+    Testbed::start(TestbedConfig { flashsale_bin: Some(FLASHSALE.into()), ..config }).await.expect("testbed starts")
+}
+
 /// A testbed with one gateway configured by `env` (on top of fast test settings).
 pub async fn testbed(env: &[(&str, &str)]) -> Testbed {
-    let mut service_env: Vec<(String, String)> = [
+    let defaults = [
         ("LOG_LEVEL", "warn"),
         ("KAFKA_PRODUCE_TIMEOUT", "1s"),
         ("CIRCUIT_BREAKER_BASE_TIMEOUT", "1s"),
         ("CIRCUIT_BREAKER_MAX_TIMEOUT", "4s"),
         ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
         ("ORDERS_PARTITIONS", "3"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in env {
-        service_env.retain(|(key, _)| key != k);
-        service_env.push((k.to_string(), v.to_string()));
-    }
-    Testbed::start(TestbedConfig {
-        gateways: 1,
-        service_env,
-        flashsale_bin: Some(FLASHSALE.into()),
-        ..TestbedConfig::default()
-    })
-    .await
-    .expect("testbed starts")
+    ];
+    start(TestbedConfig { gateways: 1, service_env: merged(&defaults, env), ..TestbedConfig::default() }).await
 }
 
 pub fn client() -> reqwest::Client {
@@ -149,30 +152,15 @@ where
 
 /// A testbed with the whole system: gateway, `processors` processors and the payment provider.
 pub async fn full_testbed(processors: usize, env: &[(&str, &str)]) -> Testbed {
-    let mut service_env: Vec<(String, String)> = [
+    let defaults = [
         ("LOG_LEVEL", "info"),
         ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
         ("ORDERS_PARTITIONS", "4"),
         ("PAYMENT_TIMEOUT", "1s"),
         ("PAYMENT_RESOLVE_TIMEOUT", "5s"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (k, v) in env {
-        service_env.retain(|(key, _)| key != k);
-        service_env.push((k.to_string(), v.to_string()));
-    }
-    Testbed::start(TestbedConfig {
-        gateways: 1,
-        processors,
-        payment: true,
-        service_env,
-        flashsale_bin: Some(FLASHSALE.into()),
-        ..TestbedConfig::default()
-    })
-    .await
-    .expect("testbed starts")
+    ];
+    let service_env = merged(&defaults, env);
+    start(TestbedConfig { gateways: 1, processors, payment: true, service_env, ..TestbedConfig::default() }).await
 }
 
 /// Runs `flashsale ARGS` against the testbed; returns (exit code, stdout).
