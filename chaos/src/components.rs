@@ -106,21 +106,64 @@ impl SystemAddrs {
     }
 }
 
+/// One `flashsale` service: which subcommand, where it listens, how it is probed.
+struct Service<'a> {
+    flashsale: &'a Path,
+    /// `gateway`, `processor`, `payment`.
+    command: &'static str,
+    /// Its index among its kind (`gateway[1]`), or `None` for a singleton.
+    index: Option<usize>,
+    /// The variable that sets its listen address, e.g. `GATEWAY_ADDR`.
+    addr_var: &'static str,
+    addr: SocketAddr,
+    probe_path: &'static str,
+    /// What it connects to (`None` for the payment provider, which connects to nothing).
+    deps: Option<&'a SystemAddrs>,
+    env: &'a [(String, String)],
+    dir: &'a Path,
+    ready_timeout: Duration,
+    stop_grace: Duration,
+}
+
+impl Service<'_> {
+    fn spec(self) -> ProcessSpec {
+        let mut env = vec![(self.addr_var.to_string(), self.addr.to_string())];
+        env.extend(self.deps.map(SystemAddrs::env).unwrap_or_default());
+        env.extend(self.env.iter().cloned());
+        let (name, log) = match self.index {
+            Some(i) => (format!("{}[{i}]", self.command), format!("{}-{i}.log", self.command)),
+            None => (self.command.to_string(), format!("{}.log", self.command)),
+        };
+        ProcessSpec {
+            name,
+            program: self.flashsale.to_path_buf(),
+            args: vec![self.command.into()],
+            env,
+            cwd: self.dir.to_path_buf(),
+            log_path: self.dir.join(log),
+            probe: Probe::HttpOk(self.addr, self.probe_path),
+            ready_timeout: self.ready_timeout,
+            stop_grace: self.stop_grace,
+        }
+    }
+}
+
 /// `flashsale payment` on `addr`, its ledger in `dir/payment-ledger.jsonl`.
 pub fn payment(flashsale: &Path, addr: SocketAddr, env: &[(String, String)], dir: &Path) -> ProcessSpec {
-    let mut full_env = vec![("PAYMENT_ADDR".to_string(), addr.to_string())];
-    full_env.extend(env.iter().cloned());
-    ProcessSpec {
-        name: "payment".into(),
-        program: flashsale.to_path_buf(),
-        args: vec!["payment".into()],
-        env: full_env,
-        cwd: dir.to_path_buf(),
-        log_path: dir.join("payment.log"),
-        probe: Probe::HttpOk(addr, "/health"),
+    Service {
+        flashsale,
+        command: "payment",
+        index: None,
+        addr_var: "PAYMENT_ADDR",
+        addr,
+        probe_path: "/health",
+        deps: None,
+        env,
+        dir,
         ready_timeout: Duration::from_secs(20),
         stop_grace: Duration::from_secs(10),
     }
+    .spec()
 }
 
 /// `flashsale processor` number `index`, its metrics and health on `addr`.
@@ -132,24 +175,24 @@ pub fn processor(
     env: &[(String, String)],
     dir: &Path,
 ) -> ProcessSpec {
-    let mut full_env = vec![("PROCESSOR_METRICS_ADDR".to_string(), addr.to_string())];
-    full_env.extend(deps.env());
-    full_env.extend(env.iter().cloned());
-    ProcessSpec {
-        name: format!("processor[{index}]"),
-        program: flashsale.to_path_buf(),
-        args: vec!["processor".into()],
-        env: full_env,
-        cwd: dir.to_path_buf(),
-        log_path: dir.join(format!("processor-{index}.log")),
-        probe: Probe::HttpOk(addr, "/health"),
+    Service {
+        flashsale,
+        command: "processor",
+        index: Some(index),
+        addr_var: "PROCESSOR_METRICS_ADDR",
+        addr,
+        probe_path: "/health",
+        deps: Some(deps),
+        env,
+        dir,
         ready_timeout: Duration::from_secs(40),
         // The processor finishes the orders in hand for up to 30 s on SIGTERM.
         stop_grace: Duration::from_secs(35),
     }
+    .spec()
 }
 
-/// `flashsale gateway` on `addr`; `env` overrides its configuration (see the system's README).
+/// `flashsale gateway` on `addr`; `env` overrides its configuration (see the README).
 pub fn gateway(
     index: usize,
     flashsale: &Path,
@@ -158,22 +201,21 @@ pub fn gateway(
     env: &[(String, String)],
     dir: &Path,
 ) -> ProcessSpec {
-    let mut full_env = vec![("GATEWAY_ADDR".to_string(), addr.to_string())];
-    full_env.extend(deps.env());
-    full_env.extend(env.iter().cloned());
-    let name = format!("gateway[{index}]");
-    ProcessSpec {
-        log_path: dir.join(format!("gateway-{index}.log")),
-        name,
-        program: flashsale.to_path_buf(),
-        args: vec!["gateway".into()],
-        env: full_env,
-        cwd: dir.to_path_buf(),
-        probe: Probe::HttpOk(addr, "/readyz"),
+    Service {
+        flashsale,
+        command: "gateway",
+        index: Some(index),
+        addr_var: "GATEWAY_ADDR",
+        addr,
+        probe_path: "/readyz",
+        deps: Some(deps),
+        env,
+        dir,
         ready_timeout: Duration::from_secs(40),
         // The gateway drains in-flight requests for up to 30 s on SIGTERM.
         stop_grace: Duration::from_secs(35),
     }
+    .spec()
 }
 
 /// The `flashsale` binary: `$FLASHSALE_BIN`, else next to the running executable (and one level
