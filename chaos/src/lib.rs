@@ -6,6 +6,8 @@
 //!   kernel kills it when the lab dies (`PR_SET_PDEATHSIG` through `setpriv`).
 //! - [`probe`]: readiness checks that speak each component's own protocol (Redis `PING`, Kafka
 //!   `ApiVersions`, HTTP `GET`), each with a timeout.
+//! - [`proxy`]: the TCP fault proxy — latency, bandwidth, blackhole, reset, slow close, slicer,
+//!   data limit, down/up — per direction, applied to open connections too.
 //! - [`ports`]: free loopback ports.
 //! - [`components`]: how to run each real dependency — `redis-server` and the `tansu` broker — and
 //!   the system's own services.
@@ -16,6 +18,7 @@ pub mod components;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod proxy;
 pub mod testbed;
 
 pub use process::{ProcessError, Supervised};

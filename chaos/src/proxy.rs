@@ -1,0 +1,303 @@
+//! A TCP fault proxy (Toxiproxy-class), on tokio: it stands between a client and a component
+//! and injects network faults per direction — `Upstream` (client → component) and `Downstream`
+//! (component → client).
+//!
+//! Toxics: latency + jitter, bandwidth limit, blackhole (hold the connection, drop the data),
+//! reset_peer (abort with an RST), slow_close (delay the close), slicer (cut data into small
+//! pieces with pauses), limit_data (close after N bytes). Each has a toxicity: the share of
+//! connections it affects, drawn once per connection from a seeded generator. And the whole
+//! proxy can go [down](FaultProxy::set_down): new connections are refused and open ones closed.
+//!
+//! A fault applies to connections already open as well as new ones: each pump reads the
+//! current toxics before forwarding every chunk. With no toxic set, a chunk is forwarded as soon
+//! as it is read.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Which way data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client → component.
+    Upstream,
+    /// Component → client.
+    Downstream,
+}
+
+/// One network fault.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Toxic {
+    /// Each chunk waits `latency` plus a uniform `0..=jitter`.
+    Latency { latency: Duration, jitter: Duration },
+    /// At most this many bytes per second.
+    Bandwidth { bytes_per_s: u64 },
+    /// Data is read and dropped; the connection stays open.
+    Blackhole,
+    /// The connection is aborted with a TCP reset.
+    ResetPeer,
+    /// When a side closes, the close reaches the other side this much later.
+    SlowClose { delay: Duration },
+    /// Data goes in pieces of at most `bytes`, `delay` apart.
+    Slicer { bytes: usize, delay: Duration },
+    /// The connection is closed after `bytes` bytes in this direction.
+    LimitData { bytes: u64 },
+}
+
+/// A toxic and the share of connections it affects (0..=1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ToxicSetting {
+    pub toxic: Toxic,
+    pub toxicity: f64,
+}
+
+#[derive(Debug, Default)]
+struct Toxics {
+    upstream: Vec<ToxicSetting>,
+    downstream: Vec<ToxicSetting>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream_addr: SocketAddr,
+    toxics: RwLock<Toxics>,
+    rng: Mutex<StdRng>,
+    /// Bumped on every change, so that pumps blocked in a toxic notice.
+    changes: watch::Sender<u64>,
+    down: AtomicBool,
+    connections: AtomicU64,
+}
+
+/// A running proxy. Dropping it stops accepting; [`FaultProxy::set_down`] also closes the open
+/// connections.
+#[derive(Debug)]
+pub struct FaultProxy {
+    listen: SocketAddr,
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.shared.down.store(true, Ordering::SeqCst);
+        self.shared.changes.send_modify(|v| *v += 1);
+    }
+}
+
+/// How much a pump reads at once.
+const CHUNK: usize = 16 * 1024;
+
+impl FaultProxy {
+    /// Listens on `listen` (port 0 for any) and forwards to `upstream`.
+    pub async fn start(listen: SocketAddr, upstream: SocketAddr, seed: u64) -> std::io::Result<FaultProxy> {
+        let listener = TcpListener::bind(listen).await?;
+        let listen = listener.local_addr()?;
+        let (changes, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            upstream_addr: upstream,
+            toxics: RwLock::new(Toxics::default()),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            changes,
+            down: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(FaultProxy { listen, shared, accept })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Sets a toxic (replacing one of the same kind) in `direction`.
+    pub fn set(&self, direction: Direction, setting: ToxicSetting) {
+        {
+            let mut toxics = self.shared.toxics.write().unwrap_or_else(|p| p.into_inner());
+            let list = match direction {
+                Direction::Upstream => &mut toxics.upstream,
+                Direction::Downstream => &mut toxics.downstream,
+            };
+            list.retain(|s| std::mem::discriminant(&s.toxic) != std::mem::discriminant(&setting.toxic));
+            list.push(setting);
+        }
+        self.shared.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Removes every toxic; the proxy forwards plainly again.
+    pub fn heal(&self) {
+        *self.shared.toxics.write().unwrap_or_else(|p| p.into_inner()) = Toxics::default();
+        self.shared.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Down: refuse new connections and close the open ones. Up: accept again.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+        self.shared.changes.send_modify(|v| *v += 1);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else { continue };
+        if shared.down.load(Ordering::SeqCst) {
+            // Refused: closed at once with a reset.
+            let _ = client.set_zero_linger();
+            drop(client);
+            continue;
+        }
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(upstream)) =
+                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(shared.upstream_addr)).await
+            else {
+                let _ = client.set_zero_linger();
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            // One draw per connection decides which toxics (by toxicity) affect it.
+            let draw: f64 = shared.rng.lock().unwrap_or_else(|p| p.into_inner()).gen();
+            let (client_read, client_write) = client.into_split();
+            let (upstream_read, upstream_write) = upstream.into_split();
+            let killed = Arc::new(tokio::sync::Notify::new());
+            let up = pump(client_read, upstream_write, Direction::Upstream, draw, shared.clone());
+            let down = pump(upstream_read, client_write, Direction::Downstream, draw, shared);
+            // A reset (or going down) on either side ends both: the first pump to finish with
+            // `Abort` resets its peer socket; the other is dropped here, closing its halves.
+            tokio::select! {
+                end = up => if end == End::Abort { killed.notify_waiters() },
+                end = down => if end == End::Abort { killed.notify_waiters() },
+            }
+        });
+    }
+}
+
+fn active(shared: &Shared, direction: Direction, draw: f64) -> Vec<Toxic> {
+    let toxics = shared.toxics.read().unwrap_or_else(|p| p.into_inner());
+    let list = match direction {
+        Direction::Upstream => &toxics.upstream,
+        Direction::Downstream => &toxics.downstream,
+    };
+    list.iter().filter(|s| draw < s.toxicity).map(|s| s.toxic).collect()
+}
+
+/// How a pump ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The source closed (or a write failed): an orderly end of this direction.
+    Closed,
+    /// Reset: the connection is aborted both ways.
+    Abort,
+}
+
+/// Forwards `from` → `to`, applying the toxics of `direction` to every chunk.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    direction: Direction,
+    draw: f64,
+    shared: Arc<Shared>,
+) -> End {
+    let mut changes = shared.changes.subscribe();
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent: u64 = 0;
+    loop {
+        if shared.down.load(Ordering::SeqCst) || active(&shared, direction, draw).contains(&Toxic::ResetPeer) {
+            abort(&from, &to);
+            return End::Abort;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read { Ok(n) => n, Err(_) => 0 },
+            // A toxic changed: look again (a reset or a down applies to idle connections too).
+            _ = changes.changed() => continue,
+        };
+        let toxics = active(&shared, direction, draw);
+        if n == 0 {
+            if let Some(Toxic::SlowClose { delay }) = toxics.iter().find(|t| matches!(t, Toxic::SlowClose { .. })) {
+                tokio::time::sleep(*delay).await;
+            }
+            let _ = to.shutdown().await;
+            return End::Closed;
+        }
+        if toxics.contains(&Toxic::Blackhole) {
+            continue; // read and dropped
+        }
+        let mut data = &buf[..n];
+        if let Some(Toxic::LimitData { bytes }) = toxics.iter().find(|t| matches!(t, Toxic::LimitData { .. })) {
+            let room = bytes.saturating_sub(sent) as usize;
+            data = &data[..data.len().min(room)];
+        }
+        for toxic in &toxics {
+            match *toxic {
+                Toxic::Latency { latency, jitter } => {
+                    let extra = if jitter.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        let ms = shared
+                            .rng
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .gen_range(0..=jitter.as_micros() as u64);
+                        Duration::from_micros(ms)
+                    };
+                    tokio::time::sleep(latency + extra).await;
+                }
+                Toxic::Bandwidth { bytes_per_s } if bytes_per_s > 0 => {
+                    tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / bytes_per_s as f64)).await;
+                }
+                _ => {}
+            }
+        }
+        let slicer = toxics.iter().find_map(|t| match t {
+            Toxic::Slicer { bytes, delay } => Some((*bytes.max(&1), *delay)),
+            _ => None,
+        });
+        let written = match slicer {
+            Some((size, delay)) => {
+                let mut ok = true;
+                for piece in data.chunks(size) {
+                    if to.write_all(piece).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                ok
+            }
+            None => to.write_all(data).await.is_ok(),
+        };
+        if !written {
+            return End::Closed;
+        }
+        sent += data.len() as u64;
+        if let Some(Toxic::LimitData { bytes }) = toxics.iter().find(|t| matches!(t, Toxic::LimitData { .. })) {
+            if sent >= *bytes {
+                let _ = to.shutdown().await;
+                return End::Closed;
+            }
+        }
+    }
+}
+
+/// Arms both sockets of the connection to close with a reset (SO_LINGER 0) when their halves
+/// drop: the peers see "connection reset", not an orderly end.
+fn abort(from: &OwnedReadHalf, to: &OwnedWriteHalf) {
+    let _ = from.as_ref().set_zero_linger();
+    let _ = to.as_ref().set_zero_linger();
+}

@@ -1,0 +1,153 @@
+//! The TCP fault proxy in front of a real `redis-server`: each toxic's effect measured on a real
+//! connection, on connections already open, and healed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chaos::components;
+use chaos::ports::{free_port, loopback};
+use chaos::process::Supervised;
+use chaos::proxy::{Direction, FaultProxy, Toxic, ToxicSetting};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn redis() -> (tempfile::TempDir, Supervised, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = loopback(free_port().unwrap());
+    let redis = Supervised::start(components::redis(addr, dir.path())).await.expect("redis starts");
+    (dir, redis, addr)
+}
+
+/// `PING` on an open connection; the round trip, or an error.
+async fn ping(stream: &mut TcpStream, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    stream.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(0)) => Err("closed".into()),
+        Ok(Ok(n)) if buf[..n].starts_with(b"+PONG") => Ok(started.elapsed()),
+        Ok(Ok(n)) => Err(format!("answered {:?}", String::from_utf8_lossy(&buf[..n]))),
+    }
+}
+
+fn toxic(toxic: Toxic) -> ToxicSetting {
+    ToxicSetting { toxic, toxicity: 1.0 }
+}
+
+#[tokio::test]
+async fn latency_with_jitter_applies_to_open_connections_and_heals() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 7).await.unwrap();
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    let base = ping(&mut conn, Duration::from_secs(1)).await.unwrap();
+    assert!(base < Duration::from_millis(20), "no toxic: {base:?}");
+
+    // Set on a connection that is already open: 200 ms ± 50 ms one way.
+    let (latency, jitter) = (Duration::from_millis(200), Duration::from_millis(50));
+    proxy.set(Direction::Downstream, toxic(Toxic::Latency { latency, jitter }));
+    for _ in 0..10 {
+        let rtt = ping(&mut conn, Duration::from_secs(2)).await.unwrap();
+        assert!(rtt >= latency.mul_f64(0.9) && rtt <= (latency + jitter).mul_f64(1.1), "{rtt:?}");
+    }
+    proxy.heal();
+    let healed = ping(&mut conn, Duration::from_secs(1)).await.unwrap();
+    assert!(healed < Duration::from_millis(20), "healed: {healed:?}");
+}
+
+#[tokio::test]
+async fn blackhole_makes_a_redis_call_time_out_and_heal_restores_it() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    ping(&mut conn, Duration::from_secs(1)).await.unwrap();
+    proxy.set(Direction::Upstream, toxic(Toxic::Blackhole));
+    assert_eq!(ping(&mut conn, Duration::from_millis(300)).await, Err("timed out".into()));
+    proxy.heal();
+    let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+    ping(&mut fresh, Duration::from_secs(1)).await.expect("a new connection works after heal");
+}
+
+#[tokio::test]
+async fn reset_peer_closes_open_connections() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    ping(&mut conn, Duration::from_secs(1)).await.unwrap();
+    proxy.set(Direction::Downstream, toxic(Toxic::ResetPeer));
+    let err = ping(&mut conn, Duration::from_secs(2)).await.unwrap_err();
+    assert!(err.contains("reset") || err == "closed", "{err}");
+}
+
+#[tokio::test]
+async fn down_refuses_and_closes_then_up_accepts() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+    ping(&mut open, Duration::from_secs(1)).await.unwrap();
+    proxy.set_down(true);
+    assert!(ping(&mut open, Duration::from_secs(2)).await.is_err(), "open connections are closed");
+    let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert!(ping(&mut refused, Duration::from_secs(2)).await.is_err(), "new connections are refused");
+    proxy.set_down(false);
+    let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
+    ping(&mut again, Duration::from_secs(1)).await.expect("up again");
+}
+
+#[tokio::test]
+async fn limit_data_and_toxicity_affect_the_chosen_share_of_connections() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 42).await.unwrap();
+    // Downstream closes after 7 bytes: one "+PONG\r\n", then the connection ends.
+    proxy.set(Direction::Downstream, toxic(Toxic::LimitData { bytes: 7 }));
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    ping(&mut conn, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(ping(&mut conn, Duration::from_secs(1)).await, Err("closed".into()));
+    proxy.heal();
+    // Half the connections blackholed: of 40, between 10 and 30 time out (seeded draws).
+    proxy.set(Direction::Upstream, ToxicSetting { toxic: Toxic::Blackhole, toxicity: 0.5 });
+    let mut timed_out = 0;
+    for _ in 0..40 {
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        if ping(&mut c, Duration::from_millis(100)).await.is_err() {
+            timed_out += 1;
+        }
+    }
+    assert!((10..=30).contains(&timed_out), "{timed_out} of 40");
+}
+
+#[tokio::test]
+async fn bandwidth_and_slicer_slow_a_large_transfer() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let mut conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    // A 100 KB value, read back through a 500 KB/s downstream: at least 0.2 s.
+    let value = "x".repeat(100_000);
+    conn.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{value}\r\n", value.len()).as_bytes()).await.unwrap();
+    let mut buf = [0u8; 16];
+    conn.read(&mut buf).await.unwrap();
+    proxy.set(Direction::Downstream, toxic(Toxic::Bandwidth { bytes_per_s: 500_000 }));
+    let started = Instant::now();
+    conn.write_all(b"GET k\r\n").await.unwrap();
+    let mut got = 0;
+    let mut big = vec![0u8; 200_000];
+    while got < 100_000 {
+        got += conn.read(&mut big).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(180), "{took:?}");
+    proxy.heal();
+    // Slicer: 7-byte answer in 1-byte pieces 20 ms apart: ≥ 120 ms.
+    proxy.set(Direction::Downstream, toxic(Toxic::Slicer { bytes: 1, delay: Duration::from_millis(20) }));
+    let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+    fresh.write_all(b"PING\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    while answer.len() < 7 {
+        let n = fresh.read(&mut buf).await.unwrap();
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(answer, b"+PONG\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(120), "{:?}", started.elapsed());
+}
