@@ -217,17 +217,29 @@ async fn pump(
     let mut changes = shared.changes.subscribe();
     let mut buf = vec![0u8; CHUNK];
     let mut sent: u64 = 0;
+    // The toxics in force, re-read only when the proxy's settings change (not per chunk).
+    let mut toxics = active(&shared, direction, draw);
     loop {
-        if shared.down.load(Ordering::SeqCst) || active(&shared, direction, draw).contains(&Toxic::ResetPeer) {
+        if changes.has_changed().unwrap_or(false) {
+            changes.borrow_and_update();
+            toxics = active(&shared, direction, draw);
+        }
+        if shared.down.load(Ordering::SeqCst) || toxics.contains(&Toxic::ResetPeer) {
             abort(&from, &to);
             return End::Abort;
         }
         let n = tokio::select! {
             read = from.read(&mut buf) => match read { Ok(n) => n, Err(_) => 0 },
             // A toxic changed: look again (a reset or a down applies to idle connections too).
-            _ = changes.changed() => continue,
+            _ = changes.changed() => {
+                toxics = active(&shared, direction, draw);
+                continue;
+            }
         };
-        let toxics = active(&shared, direction, draw);
+        if changes.has_changed().unwrap_or(false) {
+            changes.borrow_and_update();
+            toxics = active(&shared, direction, draw);
+        }
         if n == 0 {
             if let Some(Toxic::SlowClose { delay }) = toxics.iter().find(|t| matches!(t, Toxic::SlowClose { .. })) {
                 tokio::time::sleep(*delay).await;

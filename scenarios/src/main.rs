@@ -30,6 +30,23 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         processors: usize,
     },
+    /// Run the TCP fault proxy, without faults, from LISTEN to UPSTREAM until Ctrl-C (to
+    /// measure its overhead, or to put a component behind it by hand).
+    Proxy {
+        #[arg(long, value_parser = parse_loopback)]
+        listen: std::net::SocketAddr,
+        #[arg(long, value_parser = parse_loopback)]
+        upstream: std::net::SocketAddr,
+    },
+}
+
+fn parse_loopback(s: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = s.parse().map_err(|_| format!("{s:?}: expected IP:PORT, e.g. 127.0.0.1:6380"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!("{s:?}: the lab proxies loopback addresses only"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -49,6 +66,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up { port, dir, stock, processors } => {
                 up(UpOptions { gateway_port: port, dir, stock, processors }, stop_signal()).await
+            }
+            Command::Proxy { listen, upstream } => {
+                let proxy = chaos::proxy::FaultProxy::start(listen, upstream, 1).await?;
+                println!("proxy {} -> {upstream}", proxy.addr());
+                stop_signal().await;
+                Ok(())
             }
         }
     });
