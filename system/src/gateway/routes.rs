@@ -15,7 +15,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::breaker::BreakerState;
+use super::breaker::{BreakerState, Ticket};
 use super::claim::Claim;
 use super::validate::{self, FieldError, OrderRequest};
 use super::GatewayState;
@@ -78,21 +78,23 @@ pub(super) async fn buy(
             state.metrics.validation_failed.inc();
             rejection
         }
-        Ok(order) => {
-            // The order's fate is decided in its own task: a client that hangs up cannot cancel
-            // it between the Redis claim and the broker's answer.
-            let task_state = state.clone();
-            let task_correlation = correlation_id.clone();
-            match tokio::spawn(place(task_state, order, task_correlation, started)).await {
-                Ok(response) => response,
-                Err(_) => answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    error_body("order task failed; retry", &correlation_id),
-                    Some(Duration::from_secs(1)),
-                    &correlation_id,
-                ),
+        Ok(order) => match admit(&state, &correlation_id, started) {
+            Err(refused) => refused,
+            Ok(ticket) => {
+                // The order's fate is decided in its own task: a client that hangs up cannot
+                // cancel it between the Redis claim and the broker's answer.
+                let task = place(state.clone(), order, ticket, correlation_id.clone(), started);
+                match tokio::spawn(task).await {
+                    Ok(response) => response,
+                    Err(_) => answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        error_body("order task failed; retry", &correlation_id),
+                        Some(Duration::from_secs(1)),
+                        &correlation_id,
+                    ),
+                }
             }
-        }
+        },
     };
     state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
     response
@@ -144,29 +146,39 @@ fn parse(
     })
 }
 
-/// Admission, breaker, Redis claim, broker: what happens to a valid order.
-async fn place(state: Arc<GatewayState>, order: OrderRequest, correlation_id: String, started: Instant) -> Response {
+/// The global admission limit and the breaker: cheap checks that refuse at once, without Redis,
+/// Kafka or a task of their own. `Ok` carries the breaker's ticket for this order.
+fn admit(state: &GatewayState, cid: &str, started: Instant) -> Result<Ticket, Response> {
+    if let Some(limit) = &state.admission {
+        if let Err(wait) = limit.try_admit(started) {
+            state.metrics.admission_rejected.inc();
+            let body = json!({
+                "error": "too many orders right now: your order was not taken; queued, retry shortly",
+                "errors": [], "correlation_id": cid,
+            });
+            return Err(answer(StatusCode::SERVICE_UNAVAILABLE, body, Some(wait), cid));
+        }
+    }
+    state.breaker.try_acquire(Instant::now()).map_err(|wait| {
+        state.metrics.failed.inc();
+        let message = "order queue unavailable (circuit breaker open); retry later";
+        answer(StatusCode::SERVICE_UNAVAILABLE, error_body(message, cid), Some(wait), cid)
+    })
+}
+
+/// Redis claim, then the broker: what happens to an admitted order.
+async fn place(
+    state: Arc<GatewayState>,
+    order: OrderRequest,
+    ticket: Ticket,
+    correlation_id: String,
+    started: Instant,
+) -> Response {
     let metrics = &state.metrics;
     let cid = correlation_id.as_str();
     let unavailable = |message: &str, wait: Duration| {
         metrics.failed.inc();
         answer(StatusCode::SERVICE_UNAVAILABLE, error_body(message, cid), Some(wait), cid)
-    };
-
-    if let Some(limit) = &state.admission {
-        if let Err(wait) = limit.try_admit(started) {
-            metrics.admission_rejected.inc();
-            let body = json!({
-                "error": "too many orders right now: your order was not taken; queued, retry shortly",
-                "errors": [], "correlation_id": cid,
-            });
-            return answer(StatusCode::SERVICE_UNAVAILABLE, body, Some(wait), cid);
-        }
-    }
-
-    let ticket = match state.breaker.try_acquire(Instant::now()) {
-        Ok(ticket) => ticket,
-        Err(wait) => return unavailable("order queue unavailable (circuit breaker open); retry later", wait),
     };
 
     match state.claims.claim(&order, cid).await {

@@ -253,6 +253,8 @@ async fn consume(
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(service = SERVICE, event = "consume_error", error = %e, "Consumer error");
+                // A broker that keeps failing must not turn this loop into a spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
