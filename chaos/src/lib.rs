@@ -8,18 +8,32 @@
 //!   `ApiVersions`, HTTP `GET`), each with a timeout.
 //! - [`proxy`]: the TCP fault proxy — latency, bandwidth, blackhole, reset, slow close, slicer,
 //!   data limit, down/up — per direction, applied to open connections too.
+//! - [`faults`]: the fault catalogue — what can be broken ([`faults::Target`]), how
+//!   ([`faults::Action`]) and for how long ([`faults::Fault`]).
+//! - [`injector`]: the [`Injector`], which applies a fault to a running testbed, checks that it
+//!   took effect, heals it on time and records both in the [`events`] log.
+//! - [`control`]: the control socket of `flashlab up`, through which a second shell injects
+//!   faults by hand.
+//! - [`events`]: `events.jsonl`, what the lab did and when.
 //! - [`ports`]: free loopback ports.
 //! - [`components`]: how to run each real dependency — `redis-server` and the `tansu` broker — and
 //!   the system's own services.
-//! - [`testbed`]: [`Testbed`], which brings up Redis, the broker and the flash-sale gateways on
-//!   loopback for tests and for the lab, and takes them down again.
+//! - [`testbed`]: [`Testbed`], which brings up Redis, the broker, payment, processors and
+//!   gateways on loopback — the first three behind fault proxies — and takes them down again.
 
 pub mod components;
+pub mod control;
+pub mod events;
+pub mod faults;
+pub mod injector;
 pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod testbed;
 
+pub use events::EventLog;
+pub use faults::{Action, Fault, Target};
+pub use injector::Injector;
 pub use process::{ProcessError, Supervised};
 pub use testbed::{Testbed, TestbedConfig, TestbedError};

@@ -100,3 +100,27 @@ async fn http_ok(addr: SocketAddr, path: &str) -> Result<(), String> {
         None => Err(format!("GET {path}: no status line")),
     }
 }
+
+/// Sends one Redis command and returns the first line of the answer (`+OK`, `:42`, `-ERR ...`),
+/// bounded by `limit`.
+pub async fn redis_command(addr: SocketAddr, parts: &[&str], limit: Duration) -> Result<String, String> {
+    let exchange = async {
+        let mut stream = connect(addr).await?;
+        let mut request = format!("*{}\r\n", parts.len());
+        for part in parts {
+            request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+        }
+        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("redis closed the connection".to_string());
+        }
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        Ok(answer.lines().next().unwrap_or_default().to_string())
+    };
+    match timeout(limit, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("{}: no answer within {limit:?}", parts.join(" "))),
+    }
+}

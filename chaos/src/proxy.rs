@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Which way data flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Client → component.
     Upstream,
@@ -34,10 +35,16 @@ pub enum Direction {
 }
 
 /// One network fault.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Toxic {
     /// Each chunk waits `latency` plus a uniform `0..=jitter`.
-    Latency { latency: Duration, jitter: Duration },
+    Latency {
+        #[serde(with = "crate::faults::duration_text")]
+        latency: Duration,
+        #[serde(default, with = "crate::faults::duration_text")]
+        jitter: Duration,
+    },
     /// At most this many bytes per second.
     Bandwidth { bytes_per_s: u64 },
     /// Data is read and dropped; the connection stays open.
@@ -45,11 +52,33 @@ pub enum Toxic {
     /// The connection is aborted with a TCP reset.
     ResetPeer,
     /// When a side closes, the close reaches the other side this much later.
-    SlowClose { delay: Duration },
+    SlowClose {
+        #[serde(with = "crate::faults::duration_text")]
+        delay: Duration,
+    },
     /// Data goes in pieces of at most `bytes`, `delay` apart.
-    Slicer { bytes: usize, delay: Duration },
+    Slicer {
+        bytes: usize,
+        #[serde(with = "crate::faults::duration_text")]
+        delay: Duration,
+    },
     /// The connection is closed after `bytes` bytes in this direction.
     LimitData { bytes: u64 },
+}
+
+impl Toxic {
+    /// The toxic's name in the fault catalogue (`latency`, `reset_peer`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Toxic::Latency { .. } => "latency",
+            Toxic::Bandwidth { .. } => "bandwidth",
+            Toxic::Blackhole => "blackhole",
+            Toxic::ResetPeer => "reset_peer",
+            Toxic::SlowClose { .. } => "slow_close",
+            Toxic::Slicer { .. } => "slicer",
+            Toxic::LimitData { .. } => "limit_data",
+        }
+    }
 }
 
 /// A toxic and the share of connections it affects (0..=1).
@@ -67,7 +96,8 @@ struct Toxics {
 
 #[derive(Debug)]
 struct Shared {
-    upstream_addr: SocketAddr,
+    /// Where connections go; can change (a component is restarted on a new port).
+    upstream_addr: Mutex<SocketAddr>,
     toxics: RwLock<Toxics>,
     rng: Mutex<StdRng>,
     /// Bumped on every change, so that pumps blocked in a toxic notice.
@@ -103,7 +133,7 @@ impl FaultProxy {
         let listen = listener.local_addr()?;
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            upstream_addr: upstream,
+            upstream_addr: Mutex::new(upstream),
             toxics: RwLock::new(Toxics::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             changes,
@@ -117,6 +147,43 @@ impl FaultProxy {
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Where new connections go.
+    pub fn upstream(&self) -> SocketAddr {
+        *self.shared.upstream_addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends new connections to `upstream` from now on.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.shared.upstream_addr.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+    }
+
+    /// The toxics in force in `direction`.
+    pub fn toxics(&self, direction: Direction) -> Vec<ToxicSetting> {
+        let toxics = self.shared.toxics.read().unwrap_or_else(|p| p.into_inner());
+        match direction {
+            Direction::Upstream => toxics.upstream.clone(),
+            Direction::Downstream => toxics.downstream.clone(),
+        }
+    }
+
+    /// Whether the proxy is down.
+    pub fn is_down(&self) -> bool {
+        self.shared.down.load(Ordering::SeqCst)
+    }
+
+    /// Removes the toxic named `name` (see [`Toxic::name`]) from `direction`, if set.
+    pub fn remove(&self, direction: Direction, name: &str) {
+        {
+            let mut toxics = self.shared.toxics.write().unwrap_or_else(|p| p.into_inner());
+            let list = match direction {
+                Direction::Upstream => &mut toxics.upstream,
+                Direction::Downstream => &mut toxics.downstream,
+            };
+            list.retain(|s| s.toxic.name() != name);
+        }
+        self.shared.changes.send_modify(|v| *v += 1);
     }
 
     /// Connections accepted so far.
@@ -171,8 +238,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
+            let upstream_addr = *shared.upstream_addr.lock().unwrap_or_else(|p| p.into_inner());
             let Ok(Ok(upstream)) =
-                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(shared.upstream_addr)).await
+                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(upstream_addr)).await
             else {
                 let _ = client.set_zero_linger();
                 return;

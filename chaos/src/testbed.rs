@@ -5,13 +5,24 @@
 //! them in dependency order: gateways first (they drain and flush to the broker), then the
 //! processors (they finish the orders in hand), then payment, the broker and Redis. Dropping a
 //! `Testbed` kills whatever still runs.
+//!
+//! With `proxies` on (the default), every client of Redis, the broker and the payment provider
+//! goes through a [`FaultProxy`]: the services are given the proxies' addresses, and the broker
+//! advertises its proxy's address, so Kafka clients stay behind it after the bootstrap. The
+//! proxies run on a runtime of their own (one thread), so they keep forwarding whatever the
+//! caller's runtime is doing — a test blocked in a synchronous Kafka read included. The lab's
+//! own tools ([`Testbed::admin_env`], readiness probes) talk to the components directly, so a
+//! network fault never blinds the lab.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::components::{self, SystemAddrs};
+use crate::faults::Target;
 use crate::ports::{free_port, loopback};
+use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
+use crate::proxy::FaultProxy;
 
 /// How many times a component is started on a fresh port when its start fails (another process
 /// can take a free port between our check and the child's bind).
@@ -36,6 +47,11 @@ pub struct TestbedConfig {
     pub gateway_port: Option<u16>,
     /// The `flashsale` binary; `None` uses [`components::flashsale_program`].
     pub flashsale_bin: Option<PathBuf>,
+    /// Put Redis, the broker and payment behind fault proxies (see the module docs). Off only to
+    /// measure the system without them.
+    pub proxies: bool,
+    /// Seeds the proxies' randomness (jitter, toxicity draws).
+    pub seed: u64,
 }
 
 impl Default for TestbedConfig {
@@ -48,6 +64,8 @@ impl Default for TestbedConfig {
             service_env: Vec::new(),
             gateway_port: None,
             flashsale_bin: None,
+            proxies: true,
+            seed: 1,
         }
     }
 }
@@ -58,8 +76,54 @@ pub enum TestbedError {
     Dir { path: String, source: std::io::Error },
     #[error("no free port: {0}")]
     Port(std::io::Error),
+    #[error("fault proxy: {0}")]
+    Proxy(std::io::Error),
     #[error(transparent)]
     Process(#[from] ProcessError),
+}
+
+/// The fault proxies and the runtime they run on.
+#[derive(Debug)]
+struct Proxies {
+    redis: FaultProxy,
+    broker: FaultProxy,
+    payment: Option<FaultProxy>,
+    // Last: the proxies stop before their runtime goes.
+    _runtime: ProxyRuntime,
+}
+
+#[derive(Debug)]
+struct ProxyRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's async context would panic; this does not wait.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl ProxyRuntime {
+    fn new() -> Result<Self, TestbedError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fault-proxy")
+            .enable_all()
+            .build()
+            .map_err(TestbedError::Proxy)?;
+        Ok(ProxyRuntime(Some(runtime)))
+    }
+
+    /// A proxy on loopback, forwarding nowhere yet (see [`FaultProxy::set_upstream`]).
+    async fn proxy(&self, seed: u64) -> Result<FaultProxy, TestbedError> {
+        let runtime = self.0.as_ref().expect("runtime lives until drop");
+        runtime
+            .spawn(FaultProxy::start(loopback(0), loopback(0), seed))
+            .await
+            .map_err(|e| TestbedError::Proxy(std::io::Error::other(e)))?
+            .map_err(TestbedError::Proxy)
+    }
 }
 
 /// A running flash-sale system. See the module docs.
@@ -71,6 +135,7 @@ pub struct Testbed {
     payment: Option<Supervised>,
     broker: Supervised,
     redis: Supervised,
+    proxies: Option<Proxies>,
     root: PathBuf,
     flashsale: PathBuf,
     service_env: Vec<(String, String)>,
@@ -97,12 +162,46 @@ impl Testbed {
         make_dir(&root.join("processors"))?;
         let payment_dir = make_dir(&root.join("payment"))?;
 
-        let redis = start_on_free_port(|addr| components::redis(addr, &redis_dir)).await?;
-        let broker = start_on_free_port(|addr| components::broker(addr, addr, &broker_dir)).await?;
+        let with_payment = config.payment || config.processors > 0;
+        let proxies = if config.proxies {
+            let runtime = ProxyRuntime::new()?;
+            let seed = config.seed;
+            Some(Proxies {
+                redis: runtime.proxy(seed).await?,
+                broker: runtime.proxy(seed.wrapping_add(1)).await?,
+                payment: if with_payment { Some(runtime.proxy(seed.wrapping_add(2)).await?) } else { None },
+                _runtime: runtime,
+            })
+        } else {
+            None
+        };
+        let redis = start_on_free_port(|addr| {
+            if let Some(p) = &proxies {
+                p.redis.set_upstream(addr);
+            }
+            components::redis(addr, &redis_dir)
+        })
+        .await?;
+        let broker = start_on_free_port(|addr| match &proxies {
+            Some(p) => {
+                p.broker.set_upstream(addr);
+                components::broker(addr, p.broker.addr(), &broker_dir)
+            }
+            None => components::broker(addr, addr, &broker_dir),
+        })
+        .await?;
         let flashsale = config.flashsale_bin.clone().unwrap_or_else(components::flashsale_program);
         let env = &config.service_env;
-        let payment = if config.payment || config.processors > 0 {
-            Some(start_on_free_port(|addr| components::payment(&flashsale, addr, env, &payment_dir)).await?)
+        let payment = if with_payment {
+            Some(
+                start_on_free_port(|addr| {
+                    if let Some(proxy) = proxies.as_ref().and_then(|p| p.payment.as_ref()) {
+                        proxy.set_upstream(addr);
+                    }
+                    components::payment(&flashsale, addr, env, &payment_dir)
+                })
+                .await?,
+            )
         } else {
             None
         };
@@ -112,6 +211,7 @@ impl Testbed {
             payment,
             broker,
             redis,
+            proxies,
             root,
             flashsale,
             service_env: config.service_env.clone(),
@@ -133,10 +233,23 @@ impl Testbed {
         Ok(testbed)
     }
 
+    /// Where the services connect: through the proxies when there are.
     fn deps(&self) -> SystemAddrs {
         SystemAddrs {
             redis: self.redis_addr(),
             kafka: self.kafka_addr(),
+            payment: match self.proxies.as_ref().and_then(|p| p.payment.as_ref()) {
+                Some(proxy) => Some(proxy.addr()),
+                None => self.payment.as_ref().map(probe_addr),
+            },
+        }
+    }
+
+    /// Where the lab's own tools connect: straight to the components.
+    fn direct(&self) -> SystemAddrs {
+        SystemAddrs {
+            redis: self.redis_direct_addr(),
+            kafka: self.kafka_direct_addr(),
             payment: self.payment.as_ref().map(probe_addr),
         }
     }
@@ -157,12 +270,83 @@ impl Testbed {
         &self.root
     }
 
+    /// Where the system's services reach Redis: its proxy when there is one.
     pub fn redis_addr(&self) -> SocketAddr {
+        match &self.proxies {
+            Some(p) => p.redis.addr(),
+            None => self.redis_direct_addr(),
+        }
+    }
+
+    /// Where Redis itself listens.
+    pub fn redis_direct_addr(&self) -> SocketAddr {
         probe_addr(&self.redis)
     }
 
+    /// Where the system's services reach the broker (the address it advertises): its proxy when
+    /// there is one.
     pub fn kafka_addr(&self) -> SocketAddr {
+        match &self.proxies {
+            Some(p) => p.broker.addr(),
+            None => self.kafka_direct_addr(),
+        }
+    }
+
+    /// Where the broker itself listens.
+    pub fn kafka_direct_addr(&self) -> SocketAddr {
         probe_addr(&self.broker)
+    }
+
+    /// The fault proxy in front of `target` (Redis, the broker or payment), if any.
+    pub fn proxy(&self, target: Target) -> Option<&FaultProxy> {
+        let proxies = self.proxies.as_ref()?;
+        match target {
+            Target::Redis => Some(&proxies.redis),
+            Target::Broker => Some(&proxies.broker),
+            Target::Payment => proxies.payment.as_ref(),
+            Target::Gateway(_) | Target::Processor(_) => None,
+        }
+    }
+
+    /// The process behind `target`, if the testbed has it.
+    pub fn process(&mut self, target: Target) -> Option<&mut Supervised> {
+        match target {
+            Target::Redis => Some(&mut self.redis),
+            Target::Broker => Some(&mut self.broker),
+            Target::Payment => self.payment.as_mut(),
+            Target::Gateway(i) => self.gateways.get_mut(i),
+            Target::Processor(i) => self.processors.get_mut(i),
+        }
+    }
+
+    /// Every component of this testbed, in start order.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::Redis, Target::Broker];
+        if self.payment.is_some() {
+            targets.push(Target::Payment);
+        }
+        targets.extend((0..self.processors.len()).map(Target::Processor));
+        targets.extend((0..self.gateways.len()).map(Target::Gateway));
+        targets
+    }
+
+    /// The readiness probe of `target`, aimed at the address its clients use (through its
+    /// proxy when it has one): what a client would see now.
+    pub fn client_probe(&self, target: Target) -> Option<Probe> {
+        let addr = self.proxy(target).map(FaultProxy::addr);
+        let process = match target {
+            Target::Redis => &self.redis,
+            Target::Broker => &self.broker,
+            Target::Payment => self.payment.as_ref()?,
+            Target::Gateway(i) => self.gateways.get(i)?,
+            Target::Processor(i) => self.processors.get(i)?,
+        };
+        Some(match (process.spec().probe.clone(), addr) {
+            (probe, None) => probe,
+            (Probe::RedisPing(_), Some(a)) => Probe::RedisPing(a),
+            (Probe::KafkaApiVersions(_), Some(a)) => Probe::KafkaApiVersions(a),
+            (Probe::HttpOk(_, path), Some(a)) => Probe::HttpOk(a, path),
+        })
     }
 
     pub fn gateway_addr(&self, index: usize) -> SocketAddr {
@@ -190,7 +374,8 @@ impl Testbed {
         self.gateways.len()
     }
 
-    /// `http://127.0.0.1:PORT` of the payment provider, if it runs.
+    /// `http://127.0.0.1:PORT` of the payment provider itself (not its proxy), if it runs: the
+    /// lab's control endpoint.
     pub fn payment_url(&self) -> Option<String> {
         self.payment.as_ref().map(|p| format!("http://{}", probe_addr(p)))
     }
@@ -213,9 +398,15 @@ impl Testbed {
     }
 
     /// The environment an admin command (`flashsale stock|dlq|reconcile|backup|restore`) needs
-    /// to reach this system.
+    /// to reach this system — directly, not through the proxies (Kafka clients still follow the
+    /// broker's advertised address, its proxy, after the bootstrap).
     pub fn admin_env(&self) -> Vec<(String, String)> {
-        self.deps().env()
+        self.direct().env()
+    }
+
+    /// The extra environment every flash-sale service was started with.
+    pub fn service_env(&self) -> &[(String, String)] {
+        &self.service_env
     }
 
     /// The `flashsale` binary the testbed runs.
@@ -226,6 +417,18 @@ impl Testbed {
     /// Stops everything gracefully, in dependency order; the first error is returned after every
     /// component was asked to stop.
     pub async fn stop(mut self) -> Result<(), TestbedError> {
+        self.stop_all().await
+    }
+
+    /// [`Testbed::stop`] for a testbed shared behind a lock; afterwards nothing runs.
+    pub async fn stop_all(&mut self) -> Result<(), TestbedError> {
+        if let Some(proxies) = &self.proxies {
+            // Whatever fault is still set, the shutdown goes through clean connections.
+            for proxy in [Some(&proxies.redis), Some(&proxies.broker), proxies.payment.as_ref()].into_iter().flatten() {
+                proxy.heal();
+                proxy.set_down(false);
+            }
+        }
         let mut first_error = None;
         for gateway in &mut self.gateways {
             if let Err(e) = gateway.stop().await {

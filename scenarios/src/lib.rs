@@ -1,5 +1,8 @@
 //! flashlab's command line and, as they arrive, its drills.
 //!
-//! - [`up`]: `flashlab up` — the flash-sale system on loopback until Ctrl-C.
+//! - [`up`]: `flashlab up` — the flash-sale system on loopback until Ctrl-C, with a fault
+//!   injector behind a control socket.
+//! - [`fault_cli`]: `flashlab fault ...` — inject, list and heal faults in a running `up`.
 
+pub mod fault_cli;
 pub mod up;

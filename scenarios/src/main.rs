@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use scenarios::fault_cli::{fault, FaultArgs};
 use scenarios::up::{parse_stock, up, UpOptions};
 
 #[derive(Parser)]
@@ -29,7 +30,19 @@ enum Command {
         /// How many processors.
         #[arg(long, default_value_t = 1)]
         processors: usize,
+        /// The control socket `flashlab fault` talks to.
+        #[arg(long, env = "FLASHLAB_CONTROL", default_value_os_t = chaos::control::default_socket_path())]
+        control: PathBuf,
+        /// Seeds the fault proxies' randomness (jitter, toxicity).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Connect the services straight to Redis, the broker and payment, without fault proxies
+        /// (to measure the system alone; network faults are then unavailable).
+        #[arg(long)]
+        no_proxies: bool,
     },
+    /// Inject, list and heal faults in a running `flashlab up` (from a second shell).
+    Fault(FaultArgs),
     /// Run the TCP fault proxy, without faults, from LISTEN to UPSTREAM until Ctrl-C (to
     /// measure its overhead, or to put a component behind it by hand).
     Proxy {
@@ -62,21 +75,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on(async {
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
         match cli.command {
-            Command::Up { port, dir, stock, processors } => {
-                up(UpOptions { gateway_port: port, dir, stock, processors }, stop_signal()).await
+            Command::Up { port, dir, stock, processors, control, seed, no_proxies } => {
+                let options =
+                    UpOptions { gateway_port: port, dir, stock, processors, control, seed, proxies: !no_proxies };
+                up(options, stop_signal()).await?;
+                Ok(ExitCode::SUCCESS)
             }
+            // 1: done, but the check did not confirm the fault (or the heal) took effect.
+            Command::Fault(args) => Ok(if fault(args).await? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
             Command::Proxy { listen, upstream } => {
                 let proxy = chaos::proxy::FaultProxy::start(listen, upstream, 1).await?;
                 println!("proxy {} -> {upstream}", proxy.addr());
                 stop_signal().await;
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("flashlab: {e:#}");
             ExitCode::from(2)

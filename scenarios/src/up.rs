@@ -1,12 +1,18 @@
 //! `flashlab up`: the whole flash-sale system on loopback — Redis, the broker, the payment
-//! provider, the processors and the gateway — until Ctrl-C or SIGTERM.
+//! provider, the processors and the gateway, the first three behind fault proxies — until Ctrl-C
+//! or SIGTERM. It owns a fault injector reachable through its control socket
+//! (`flashlab fault ...` in a second shell) and records faults in `DIR/events.jsonl`. On the way
+//! out every fault in force is healed before the components stop.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context};
-use chaos::{Testbed, TestbedConfig};
+use chaos::control::ControlSocket;
+use chaos::{EventLog, Injector, Testbed, TestbedConfig};
 
 /// What `flashlab up` starts.
 #[derive(Debug, Clone)]
@@ -19,6 +25,12 @@ pub struct UpOptions {
     pub stock: Vec<(String, u64)>,
     /// How many processors.
     pub processors: usize,
+    /// The control socket for `flashlab fault`.
+    pub control: PathBuf,
+    /// Seeds the fault proxies' randomness.
+    pub seed: u64,
+    /// Put Redis, the broker and payment behind fault proxies.
+    pub proxies: bool,
 }
 
 /// Parses `ITEM=QTY`.
@@ -33,12 +45,16 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
     if let Some(dir) = &options.dir {
         std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
     }
+    // Bound first: a second lab on the same socket is refused before anything starts.
+    let control = ControlSocket::bind(&options.control).await?;
     let config = TestbedConfig {
         dir: options.dir.clone(),
         gateways: 1,
         processors: options.processors,
         payment: true,
         gateway_port: (options.gateway_port != 0).then_some(options.gateway_port),
+        seed: options.seed,
+        proxies: options.proxies,
         ..TestbedConfig::default()
     };
     eprintln!("starting redis, broker, payment, {} processor(s) and the gateway ...", options.processors);
@@ -55,8 +71,13 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
     if let Some(url) = testbed.payment_url() {
         println!("  payment  {url}   (/ledger /control /metrics)");
     }
-    println!("  redis    {}", testbed.redis_addr());
-    println!("  kafka    {}", testbed.kafka_addr());
+    if options.proxies {
+        println!("  redis    {}   (fault proxy; redis itself {})", testbed.redis_addr(), testbed.redis_direct_addr());
+        println!("  kafka    {}   (fault proxy; broker itself {})", testbed.kafka_addr(), testbed.kafka_direct_addr());
+    } else {
+        println!("  redis    {}", testbed.redis_addr());
+        println!("  kafka    {}", testbed.kafka_addr());
+    }
     for (item, qty) in &options.stock {
         println!("  stock    {item} = {qty}");
     }
@@ -67,10 +88,25 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
     let env: Vec<String> = testbed.admin_env().iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("admin commands (flashsale stock|dlq|reconcile|backup|restore) need:");
     println!("  export {}", env.join(" "));
-    println!("Ctrl-C stops everything.");
-    stop.await;
+    let events_path = testbed.dir().join("events.jsonl");
+    let events = EventLog::to_file(&events_path).with_context(|| format!("{}", events_path.display()))?;
+    let testbed = Arc::new(tokio::sync::Mutex::new(testbed));
+    let injector = Injector::new(testbed.clone(), events);
+    println!("inject faults from another shell (events in {}):", events_path.display());
+    println!("  control  {}", control.path().display());
+    println!("  flashlab fault --control {} latency redis 200ms --jitter 50ms --for 60s", control.path().display());
+    println!("Ctrl-C heals every fault and stops everything.");
+    tokio::select! {
+        () = control.serve(injector.clone()) => {}
+        () = stop => {}
+    }
+    // The control socket is closed (its file removed) here: nobody injects while we heal.
+    let healed = injector.heal_all("lab stopping").await;
+    for report in &healed {
+        eprintln!("healed #{} {} ({})", report.id, report.description, report.check.observed);
+    }
     eprintln!("stopping: gateway drains, processors finish, then payment, broker, redis ...");
-    testbed.stop().await.context("stopping the system")?;
+    testbed.lock().await.stop_all().await.context("stopping the system")?;
     eprintln!("stopped.");
     Ok(())
 }
