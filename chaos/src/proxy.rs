@@ -305,7 +305,7 @@ async fn pump(
             return End::Abort;
         }
         let n = tokio::select! {
-            read = from.read(&mut buf) => match read { Ok(n) => n, Err(_) => 0 },
+            read = from.read(&mut buf) => read.unwrap_or(0),
             // A toxic changed: look again (a reset or a down applies to idle connections too).
             _ = changes.changed() => {
                 toxics = active(&shared, direction, draw);

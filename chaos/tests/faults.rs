@@ -279,6 +279,7 @@ async fn payment_faults_change_its_behaviour_and_heal_to_the_one_before() {
     // Capture then timeout: the caller gives up, yet the charge is in the ledger.
     let late = Action::PaymentCaptureThenTimeout { latency: Some(Duration::from_secs(2)) };
     let info = injector.inject(fault(Target::Payment, late, None)).await.unwrap();
+    assert!(info.check.ok, "{:?}", info.check);
     let answer = http
         .post(format!("{proxied}/charge"))
         .json(&serde_json::json!({"request_id": "late-1", "user_id": "u1", "amount": 3}))

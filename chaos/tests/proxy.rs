@@ -125,8 +125,9 @@ async fn bandwidth_and_slicer_slow_a_large_transfer() {
     // A 100 KB value, read back through a 500 KB/s downstream: at least 0.2 s.
     let value = "x".repeat(100_000);
     conn.write_all(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n{value}\r\n", value.len()).as_bytes()).await.unwrap();
-    let mut buf = [0u8; 16];
-    conn.read(&mut buf).await.unwrap();
+    let mut buf = [0u8; 5];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"+OK\r\n");
     proxy.set(Direction::Downstream, toxic(Toxic::Bandwidth { bytes_per_s: 500_000 }));
     let started = Instant::now();
     conn.write_all(b"GET k\r\n").await.unwrap();
