@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use scenarios::fault_cli::{fault, FaultArgs};
+use scenarios::load_cli::{load, LoadArgs};
 use scenarios::up::{parse_stock, up, UpOptions};
 
 #[derive(Parser)]
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Inject, list and heal faults in a running `flashlab up` (from a second shell).
     Fault(FaultArgs),
+    /// Flash-sale traffic against a gateway on an open arrival schedule; records every request.
+    Load(Box<LoadArgs>),
     /// Run the TCP fault proxy, without faults, from LISTEN to UPSTREAM until Ctrl-C (to
     /// measure its overhead, or to put a component behind it by hand).
     Proxy {
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
             }
             // 1: done, but the check did not confirm the fault (or the heal) took effect.
             Command::Fault(args) => Ok(if fault(args).await? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+            Command::Load(args) => {
+                load(*args, stop_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Proxy { listen, upstream } => {
                 let proxy = chaos::proxy::FaultProxy::start(listen, upstream, 1).await?;
                 println!("proxy {} -> {upstream}", proxy.addr());

@@ -1,0 +1,385 @@
+//! One load run: the arrival feeder, the goose attack that plays the orders, the recorder, the
+//! progress line, and the summary (`load-summary.json`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::history::{Percentiles, PhaseRecord, Recorder};
+use crate::schedule::ArrivalSchedule;
+use crate::traffic::Traffic;
+use crate::users::{self, unix_us_now, Behaviour, Clock, Shared};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The gateway's base URL, e.g. `http://127.0.0.1:8080`.
+    pub target: String,
+    pub schedule: ArrivalSchedule,
+    pub traffic: Traffic,
+    pub behaviour: Behaviour,
+    /// Where `history.jsonl`, `load-intervals.jsonl` and `load-summary.json` go.
+    pub out: PathBuf,
+    /// goose users: the most requests in flight at once.
+    pub max_in_flight: usize,
+    /// Arrivals that may wait for a free user; beyond this they are dropped (and counted).
+    pub max_backlog: usize,
+    /// After the schedule, how long the users may take to finish; arrivals still waiting then
+    /// are counted as not started.
+    pub drain: Duration,
+    /// Print a progress line on stderr every second.
+    pub progress: bool,
+}
+
+/// Per-phase figures in `load-summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseSummary {
+    pub name: String,
+    /// `warm:20s@100`.
+    pub spec: String,
+    pub duration_s: f64,
+    /// Arrivals the schedule offered.
+    pub offered: u64,
+    /// Arrivals started (each one order; a retrier's retries and an abuser's burst belong to it).
+    pub started: u64,
+    /// Arrivals dropped because every user was busy and the backlog was full.
+    pub dropped: u64,
+    /// Arrivals still waiting when the drain ended.
+    pub not_started: u64,
+    /// Arrivals started per second of the phase.
+    pub achieved_rate: f64,
+    /// `POST /buy` requests (retries and bursts included) and `GET /orders` polls.
+    pub buy_requests: u64,
+    pub polls: u64,
+    /// `POST /buy` requests by status code or error (`202`, `429`, `timeout`).
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+    /// By class: ok, fail, info.
+    pub classes: std::collections::BTreeMap<String, u64>,
+    /// From the intended send time (coordinated omission corrected).
+    pub corrected: Percentiles,
+    /// From the actual send time.
+    pub service: Percentiles,
+}
+
+/// goose's own view, as a cross-check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GooseCrossCheck {
+    /// Requests goose counted, by request name.
+    pub requests: std::collections::BTreeMap<String, u64>,
+    pub mean_ms: std::collections::BTreeMap<String, f64>,
+    pub max_ms: std::collections::BTreeMap<String, f64>,
+    pub users: usize,
+}
+
+/// `load-summary.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadSummary {
+    pub target: String,
+    pub seed: u64,
+    pub mix: String,
+    pub phases_spec: String,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: u64,
+    /// Interrupted (Ctrl-C / SIGTERM) before the schedule ended.
+    pub interrupted: bool,
+    pub history_lines: u64,
+    pub phases: Vec<PhaseSummary>,
+    pub total: PhaseSummary,
+    pub goose: Option<GooseCrossCheck>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("goose: {0}")]
+    Goose(String),
+}
+
+/// Polls that may wait for a free user.
+const POLL_QUEUE: usize = 10_000;
+
+/// The schedule's clock starts this long after the users are up.
+const START_DELAY: Duration = Duration::from_millis(50);
+/// The longest the feeder waits for goose to start every user.
+const USERS_READY_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs the schedule against the target; returns when every started order is done (bounded
+/// by the drain) or `stop` fires (the history is flushed either way).
+pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>) -> Result<LoadSummary, LoadError> {
+    if config.max_in_flight == 0 || config.max_backlog == 0 {
+        return Err(LoadError::Config("--max-in-flight and --max-backlog must be at least 1".into()));
+    }
+    std::fs::create_dir_all(&config.out)
+        .map_err(|source| LoadError::Io { path: config.out.display().to_string(), source })?;
+    let phases = &config.schedule.phases;
+    let names: Vec<String> = phases.iter().map(|p| p.name.clone()).collect();
+    let (recorder, recorded) = Recorder::start(&config.out, names.clone())
+        .map_err(|source| LoadError::Io { path: config.out.display().to_string(), source })?;
+
+    let (backlog_tx, backlog_rx) = flume::bounded(config.max_backlog);
+    let counters = || phases.iter().map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+    let shared = Arc::new(Shared {
+        backlog: backlog_rx,
+        polls: flume::bounded(POLL_QUEUE),
+        traffic: config.traffic.clone(),
+        behaviour: config.behaviour.clone(),
+        recorder,
+        clock: std::sync::OnceLock::new(),
+        ready: std::sync::atomic::AtomicUsize::new(0),
+        in_flight: AtomicI64::new(0),
+        started: counters(),
+        not_started: counters(),
+        errors: AtomicU64::new(0),
+    });
+    let offered: Arc<Vec<AtomicU64>> = Arc::new(counters());
+    let dropped: Arc<Vec<AtomicU64>> = Arc::new(counters());
+
+    let goose_config = GooseConfiguration::parse_args_default(&[
+        "--host",
+        &config.target,
+        "--users",
+        &config.max_in_flight.to_string(),
+        // All users within ~0.1 s.
+        "--increase-rate",
+        &(config.max_in_flight * 10).to_string(),
+        // One iteration each: the transaction loops over arrivals until the backlog closes.
+        "--iterations",
+        "1",
+        "--quiet",
+        "--no-print-metrics",
+        "--no-error-summary",
+        "--no-telnet",
+        "--no-websocket",
+        "--co-mitigation",
+        "disabled",
+        "--timeout",
+        &format!("{}", config.behaviour.timeout.as_secs_f64().max(0.001)),
+    ])
+    .map_err(|e| LoadError::Goose(e.to_string()))?;
+    let scenario = scenario!("flash-sale").register_transaction(users::transaction(shared.clone()));
+    let attack = GooseAttack::initialize_with_config(goose_config)
+        .map_err(|e| LoadError::Goose(e.to_string()))?
+        .register_scenario(scenario);
+
+    let feeder = tokio::spawn(feed(config.clone(), backlog_tx, shared.clone(), offered.clone(), dropped.clone()));
+    let progress = config.progress.then(|| tokio::spawn(progress(config.clone(), shared.clone(), offered.clone())));
+
+    // The whole run is bounded: schedule + drain + the longest a started order can take.
+    let behaviour = &config.behaviour;
+    let longest_order = behaviour.timeout * (behaviour.retries + behaviour.abuse_burst + behaviour.polls + 2)
+        + behaviour.retry_base * 2u32.pow(behaviour.retries.min(16))
+        + behaviour.poll_interval * behaviour.polls;
+    let limit = USERS_READY_LIMIT + START_DELAY + config.schedule.duration() + config.drain + longest_order;
+    let execute = tokio::time::timeout(limit, attack.execute());
+    tokio::pin!(execute);
+    tokio::pin!(stop);
+    let mut stopping = false;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut execute => break outcome,
+            () = &mut stop, if !stopping => {
+                // Users finish the order in hand and take no new one; goose then returns.
+                stopping = true;
+                goose::trigger_killswitch("flashlab load: stopped");
+            }
+        }
+    };
+    let goose_metrics = match outcome {
+        Ok(Ok(metrics)) => Some(metrics),
+        Ok(Err(e)) => return Err(LoadError::Goose(e.to_string())),
+        Err(_) => {
+            tracing::error!(?limit, "the attack outlived its bound; stopping it");
+            goose::trigger_killswitch("flashlab load: over its time bound");
+            None
+        }
+    };
+    let interrupted = goose::is_killswitch_triggered();
+    feeder.abort();
+    let _ = feeder.await;
+    if let Some(p) = progress {
+        p.abort();
+        let _ = p.await;
+    }
+    // Arrivals queued but never taken: not started.
+    while let Ok(arrival) = shared.backlog.try_recv() {
+        shared.not_started[arrival.phase].fetch_add(1, Ordering::Relaxed);
+    }
+    let load = |counters: &[AtomicU64]| counters.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>();
+    let counts = Counts {
+        offered: load(&offered),
+        started: load(&shared.started),
+        dropped: load(&dropped),
+        not_started: load(&shared.not_started),
+    };
+    let clock = shared.clock.get().copied();
+    // The users' senders go with `shared` (goose's copies went when it returned; users cut
+    // off by the bound stop at the killswitch); then the recorder finishes writing.
+    drop(shared);
+    let recorded = tokio::time::timeout(longest_order + Duration::from_secs(10), recorded)
+        .await
+        .map_err(|_| LoadError::Goose("the history recorder did not finish".into()))?
+        .map_err(|e| LoadError::Goose(format!("recorder: {e}")))?
+        .map_err(|source| LoadError::Io { path: config.out.join("history.jsonl").display().to_string(), source })?;
+    let expected: u64 = config.schedule.arrivals(config.traffic.seed).count() as u64;
+    let interrupted = interrupted || counts.offered.iter().sum::<u64>() < expected;
+    let start_unix_us = clock.map(|c| c.start_unix_us).unwrap_or_else(unix_us_now);
+    let summary = summarize(&config, start_unix_us, interrupted, &recorded, &counts, goose_metrics.as_ref());
+    let path = config.out.join("load-summary.json");
+    let text = serde_json::to_string_pretty(&summary).expect("a summary serializes");
+    std::fs::write(&path, text).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    Ok(summary)
+}
+
+/// Waits (bounded) for the goose users to be up, starts the clock, then puts each arrival in
+/// the backlog when it is due and counts what does not fit.
+async fn feed(
+    config: LoadConfig,
+    backlog: flume::Sender<crate::schedule::Arrival>,
+    shared: Arc<Shared>,
+    offered: Arc<Vec<AtomicU64>>,
+    dropped: Arc<Vec<AtomicU64>>,
+) {
+    let waiting = Instant::now();
+    while shared.ready.load(Ordering::Relaxed) < config.max_in_flight && waiting.elapsed() < USERS_READY_LIMIT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = Instant::now() + START_DELAY;
+    let clock = Clock {
+        start,
+        start_unix_us: unix_us_now() + START_DELAY.as_micros() as u64,
+        give_up_at: start + config.schedule.duration() + config.drain,
+    };
+    let _ = shared.clock.set(clock);
+    let start = shared.clock.get().map(|c| c.start).unwrap_or(start);
+    drop(shared);
+    for arrival in config.schedule.arrivals(config.traffic.seed) {
+        tokio::time::sleep_until(start + arrival.due).await;
+        offered[arrival.phase].fetch_add(1, Ordering::Relaxed);
+        if backlog.try_send(arrival).is_err() {
+            dropped[arrival.phase].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // Dropping the sender closes the backlog: users finish what is queued, then stop.
+}
+
+async fn progress(config: LoadConfig, shared: Arc<Shared>, offered: Arc<Vec<AtomicU64>>) {
+    let start = loop {
+        if let Some(clock) = shared.clock.get() {
+            break clock.start;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let starts = config.schedule.phase_starts();
+    let mut last_started = 0u64;
+    let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let elapsed = start.elapsed();
+        let phase = starts.iter().rposition(|s| *s <= elapsed).unwrap_or(0);
+        let phase_name = config.schedule.phases.get(phase).map(|p| p.name.as_str()).unwrap_or("drain");
+        let started: u64 = shared.started.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let total_offered: u64 = offered.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        eprintln!(
+            "[{phase_name} {}/{}] {:>6.1}s  offered {total_offered}  started {}/s  in-flight {}  backlog {}  errors {}",
+            phase + 1,
+            config.schedule.phases.len(),
+            elapsed.as_secs_f64(),
+            started - last_started,
+            shared.in_flight.load(Ordering::Relaxed),
+            shared.backlog.len(),
+            shared.errors.load(Ordering::Relaxed),
+        );
+        last_started = started;
+    }
+}
+
+fn phase_summary(name: &str, spec: String, duration: Duration, counts: [u64; 4], record: &PhaseRecord) -> PhaseSummary {
+    let [offered, started, dropped, not_started] = counts;
+    PhaseSummary {
+        name: name.to_string(),
+        spec,
+        duration_s: duration.as_secs_f64(),
+        offered,
+        started,
+        dropped,
+        not_started,
+        achieved_rate: if duration.is_zero() { 0.0 } else { started as f64 / duration.as_secs_f64() },
+        buy_requests: record.attempts,
+        polls: record.polls,
+        outcomes: record.outcomes.clone(),
+        classes: record.classes.iter().map(|(k, v)| (format!("{k:?}").to_lowercase(), *v)).collect(),
+        corrected: Percentiles::of(&record.corrected),
+        service: Percentiles::of(&record.service),
+    }
+}
+
+/// Per-phase arrival counters at the end of a run.
+struct Counts {
+    offered: Vec<u64>,
+    started: Vec<u64>,
+    dropped: Vec<u64>,
+    not_started: Vec<u64>,
+}
+
+fn summarize(
+    config: &LoadConfig,
+    start_unix_us: u64,
+    interrupted: bool,
+    recorded: &crate::history::Recorded,
+    counts: &Counts,
+    goose: Option<&GooseMetrics>,
+) -> LoadSummary {
+    let phases = &config.schedule.phases;
+    let mut total = PhaseRecord::default();
+    let mut sums = [0u64; 4];
+    let mut out = Vec::new();
+    for (i, phase) in phases.iter().enumerate() {
+        let record = recorded.phases.get(i).cloned().unwrap_or_default();
+        total.merge(&record);
+        let these = [counts.offered[i], counts.started[i], counts.dropped[i], counts.not_started[i]];
+        for (s, c) in sums.iter_mut().zip(these) {
+            *s += c;
+        }
+        out.push(phase_summary(&phase.name, phase.to_string(), phase.duration, these, &record));
+    }
+    let spec = phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+    LoadSummary {
+        target: config.target.clone(),
+        seed: config.traffic.seed,
+        mix: config.traffic.mix.to_string(),
+        phases_spec: spec.clone(),
+        started_unix_ms: start_unix_us / 1000,
+        ended_unix_ms: unix_us_now() / 1000,
+        interrupted,
+        history_lines: recorded.lines,
+        total: phase_summary("total", spec, config.schedule.duration(), sums, &total),
+        phases: out,
+        goose: goose.map(cross_check),
+    }
+}
+
+fn cross_check(metrics: &GooseMetrics) -> GooseCrossCheck {
+    let mut check = GooseCrossCheck {
+        requests: Default::default(),
+        mean_ms: Default::default(),
+        max_ms: Default::default(),
+        users: metrics.maximum_users,
+    };
+    for (name, aggregate) in &metrics.requests {
+        let data = &aggregate.raw_data;
+        check.requests.insert(name.clone(), data.counter as u64);
+        let mean = if data.counter == 0 { 0.0 } else { data.total_time_us as f64 / data.counter as f64 / 1000.0 };
+        check.mean_ms.insert(name.clone(), mean);
+        check.max_ms.insert(name.clone(), data.maximum_time_us as f64 / 1000.0);
+    }
+    check
+}
