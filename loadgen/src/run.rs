@@ -158,7 +158,6 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         "--no-print-metrics",
         "--no-error-summary",
         "--no-telnet",
-        "--no-websocket",
         "--co-mitigation",
         "disabled",
         "--timeout",
@@ -262,7 +261,10 @@ async fn feed(
     let start = shared.clock.get().map(|c| c.start).unwrap_or(start);
     drop(shared);
     for arrival in config.schedule.arrivals(config.traffic.seed) {
-        tokio::time::sleep_until(start + arrival.due).await;
+        let due = start + arrival.due;
+        if Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+        }
         offered[arrival.phase].fetch_add(1, Ordering::Relaxed);
         if backlog.try_send(arrival).is_err() {
             dropped[arrival.phase].fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -150,7 +150,8 @@ impl Traffic {
     /// The order of `arrival`: a function of the seed and the arrival's number only.
     pub fn order(&self, arrival: &Arrival) -> Order {
         let seed = self.seed ^ arrival.index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut rng = StdRng::seed_from_u64(seed);
+        // A small fast generator per order (seeding ChaCha per request showed in profiles).
+        let mut rng = SmallRng::seed_from_u64(seed);
         let kind = self.mix.pick(rng.gen_range(0..self.mix.total()));
         let user_id = match kind {
             UserKind::Abuser => format!("abuser-{}", rng.gen_range(0..self.catalogue.abusers.max(1))),

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use goose::prelude::*;
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
 use tokio::time::Instant;
 
 use crate::history::{Attempt, Class, Op, Recorder};
@@ -124,6 +123,9 @@ pub(crate) fn transaction(shared: Arc<Shared>) -> Transaction {
 const IDLE_CHECK: Duration = Duration::from_millis(100);
 
 async fn serve_arrivals(user: &mut GooseUser, shared: &Shared) -> TransactionResult {
+    // goose logs a warning for every failed request; the history records each one, and under
+    // overload the warnings would flood the terminal. (goose sets the level when it starts.)
+    log::set_max_level(log::LevelFilter::Error);
     shared.ready.fetch_add(1, Ordering::Relaxed);
     loop {
         // Stopped (Ctrl-C reaches goose's handler, SIGTERM ours; both pull the killswitch):
@@ -131,8 +133,12 @@ async fn serve_arrivals(user: &mut GooseUser, shared: &Shared) -> TransactionRes
         if goose::is_killswitch_triggered() {
             return Ok(());
         }
-        // Arrivals first (their latency counts from the due time), then due polls.
-        let next = tokio::select! {
+        // Arrivals first (their latency counts from the due time), then due polls. Under load
+        // an arrival is waiting: take it without arming a timer.
+        let next = match shared.backlog.try_recv() {
+            Ok(arrival) => Some(arrival),
+            Err(flume::TryRecvError::Disconnected) => None,
+            Err(flume::TryRecvError::Empty) => tokio::select! {
             biased;
             arrival = shared.backlog.recv_async() => arrival.ok(),
             poll = shared.polls.1.recv_async() => {
@@ -142,6 +148,7 @@ async fn serve_arrivals(user: &mut GooseUser, shared: &Shared) -> TransactionRes
                 continue;
             }
             () = tokio::time::sleep(IDLE_CHECK) => continue,
+            },
         };
         let Some(arrival) = next else {
             // The schedule is over and the backlog empty; polls still due are dropped with
@@ -175,13 +182,19 @@ struct Answer {
 }
 
 /// How a body is sent.
-enum Body {
-    Json(serde_json::Value),
+enum Body<'a> {
+    Json(BuyBody<'a>),
     /// Sent as `application/json` although it is not JSON.
     Raw(&'static str),
 }
 
-async fn send(user: &mut GooseUser, shared: &Shared, method: GooseMethod, path: &str, body: Option<Body>) -> Answer {
+async fn send(
+    user: &mut GooseUser,
+    shared: &Shared,
+    method: GooseMethod,
+    path: &str,
+    body: Option<Body<'_>>,
+) -> Answer {
     let name = if method == GooseMethod::Post { "POST /buy" } else { "GET /orders/{id}" };
     let builder = match user.get_request_builder(&method, path) {
         Ok(b) => b.timeout(shared.behaviour.timeout),
@@ -207,7 +220,9 @@ async fn send(user: &mut GooseUser, shared: &Shared, method: GooseMethod, path: 
                 // Read the body: the answer is complete when it has arrived (and the
                 // connection can be reused).
                 let body = match tokio::time::timeout(shared.behaviour.timeout, response.bytes()).await {
-                    Ok(Ok(bytes)) => Ok(serde_json::from_slice(&bytes).ok()),
+                    // Only a poll's answer is read further (the order's status).
+                    Ok(Ok(bytes)) if method == GooseMethod::Get => Ok(serde_json::from_slice(&bytes).ok()),
+                    Ok(Ok(_)) => Ok(None),
                     Ok(Err(e)) => Err(classify(&e)),
                     Err(_) => Err("timeout".to_string()),
                 };
@@ -260,8 +275,17 @@ fn buy_class(answer: &Answer) -> Class {
     }
 }
 
-fn order_body(order: &Order, request_id: &str, user_id: &str) -> serde_json::Value {
-    json!({"user_id": user_id, "item_id": order.item_id, "amount": order.amount, "request_id": request_id})
+/// `POST /buy`'s body.
+#[derive(serde::Serialize)]
+struct BuyBody<'a> {
+    user_id: &'a str,
+    item_id: &'a str,
+    amount: u32,
+    request_id: &'a str,
+}
+
+fn order_body<'a>(order: &'a Order, request_id: &'a str, user_id: &'a str) -> BuyBody<'a> {
+    BuyBody { user_id, item_id: &order.item_id, amount: order.amount, request_id }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -357,7 +381,7 @@ async fn poll_order(user: &mut GooseUser, shared: &Shared, poll: Poll) {
 }
 
 async fn retrier(user: &mut GooseUser, shared: &Shared, order: &Order, due: Instant) {
-    let mut rng = StdRng::seed_from_u64(order.seed);
+    let mut rng = SmallRng::seed_from_u64(order.seed);
     let mut intended = due;
     for number in 1..=shared.behaviour.retries + 1 {
         let answer = buy_once(user, shared, order, &order.request_id, &order.user_id, number, intended).await;

@@ -6,6 +6,9 @@
 //!   `start + i/rate` whether or not earlier ones have returned; latency is measured from the due
 //!   time (coordinated omission corrected) and from the send time (service time). Each request
 //!   carries a unique `request_id`. Prints one JSON line of results.
+//! - `goose`: raw goose, closed loop — N users each `POST /buy` with a fresh `request_id` as fast
+//!   as answers come, nothing recorded beyond goose's own metrics: the reference the lab's
+//!   generator (`flashlab load`) is compared against. Prints one JSON line.
 //!
 //! Load goes to loopback only, and every run is bounded by `--duration`.
 
@@ -53,6 +56,16 @@ enum Command {
         #[arg(long, default_value = "bench")]
         prefix: String,
     },
+    /// Raw goose, closed loop: `POST /buy` from N users for S seconds.
+    Goose {
+        /// e.g. http://127.0.0.1:8080 (loopback only).
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 64)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             Command::Openloop { addr, rate, duration, connections, prefix } => {
                 openloop(addr, rate, Duration::from_secs(duration), connections, &prefix).await
             }
+            Command::Goose { host, users, seconds } => raw_goose(&host, users, seconds).await,
         }
     })
 }
@@ -226,4 +240,48 @@ async fn exchange(
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(status)
+}
+
+static GOOSE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+async fn goose_buy(user: &mut goose::goose::GooseUser) -> goose::goose::TransactionResult {
+    let n = GOOSE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({"user_id": format!("g{}", n % 100_000), "item_id": "101", "amount": 1, "request_id": format!("goose-{n}")});
+    let _ = user.post_json("/buy", &body).await?;
+    Ok(())
+}
+
+async fn raw_goose(host: &str, users: usize, seconds: u64) -> anyhow::Result<()> {
+    use goose::prelude::*;
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"];
+    if !loopback.iter().any(|p| host.starts_with(p)) {
+        bail!("--host {host}: loopback only");
+    }
+    let config = goose::config::GooseConfiguration::parse_args_default(&[
+        "--host",
+        host,
+        "--users",
+        &users.to_string(),
+        "--increase-rate",
+        &(users * 10).to_string(),
+        "--run-time",
+        &format!("{seconds}s"),
+        "--quiet",
+        "--no-print-metrics",
+        "--no-error-summary",
+        "--no-telnet",
+        "--co-mitigation",
+        "disabled",
+    ])?;
+    let metrics = GooseAttack::initialize_with_config(config)?
+        .register_scenario(scenario!("buy").register_transaction(transaction!(goose_buy)))
+        .execute()
+        .await?;
+    let requests: usize = metrics.requests.values().map(|r| r.raw_data.counter).sum();
+    let duration = metrics.duration.max(1);
+    println!(
+        "{}",
+        serde_json::json!({"requests": requests, "duration_s": duration, "rate": requests as f64 / duration as f64, "users": users})
+    );
+    Ok(())
 }
