@@ -33,7 +33,7 @@ pub fn table(summary: &LoadSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>8} {:>8} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+        "{:<10} {:>8} {:>8} {:>7} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  POST /buy outcomes",
         "phase",
         "offered",
         "started",
@@ -45,7 +45,6 @@ pub fn table(summary: &LoadSummary) -> String {
         "p99 ms",
         "svc p99",
         "max ms",
-        "POST /buy outcomes"
     );
     for phase in &summary.phases {
         row(&mut out, phase);
