@@ -35,6 +35,24 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// Counters a caller can watch while the run goes (a drill's abort condition).
+    pub live: Option<Arc<Live>>,
+}
+
+/// `POST /buy` answers so far, good and bad as DESIGN.md counts availability: good are 2xx,
+/// 409 (a true duplicate), 429 (a user over the limit) and 400 (invalid input); bad are the
+/// other 5xx and 4xx, timeouts and connection errors.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub good: AtomicU64,
+    pub bad: AtomicU64,
+}
+
+impl Live {
+    /// Whether a `POST /buy` answer counts as good.
+    pub fn is_good(status: Option<u16>) -> bool {
+        matches!(status, Some(200..=299 | 400 | 409 | 429))
+    }
 }
 
 /// Per-phase figures in `load-summary.json`.
@@ -133,6 +151,7 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         traffic: config.traffic.clone(),
         behaviour: config.behaviour.clone(),
         recorder,
+        live: config.live.clone().unwrap_or_default(),
         clock: std::sync::OnceLock::new(),
         ready: std::sync::atomic::AtomicUsize::new(0),
         in_flight: AtomicI64::new(0),

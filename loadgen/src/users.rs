@@ -66,6 +66,7 @@ pub(crate) struct Shared {
     pub(crate) traffic: Traffic,
     pub(crate) behaviour: Behaviour,
     pub(crate) recorder: Recorder,
+    pub(crate) live: Arc<crate::run::Live>,
     /// The run's clock, set by the feeder once the users are up.
     pub(crate) clock: std::sync::OnceLock<Clock>,
     /// Users that entered their transaction.
@@ -338,6 +339,7 @@ async fn buy_once(
     let body = Body::Json(order_body(order, request_id, user_id));
     let answer = send(user, shared, GooseMethod::Post, "/buy", Some(body)).await;
     let class = buy_class(&answer);
+    count_live(shared, &answer);
     shared.recorder.send(attempt(shared, Op::Buy, order, request_id, user_id, number, intended, &answer, class)).await;
     answer
 }
@@ -416,6 +418,12 @@ async fn invalid(user: &mut GooseUser, shared: &Shared, order: &Order, due: Inst
     let garbage = GARBAGE[(order.seed % GARBAGE.len() as u64) as usize];
     let answer = send(user, shared, GooseMethod::Post, "/buy", Some(Body::Raw(garbage))).await;
     let class = buy_class(&answer);
+    count_live(shared, &answer);
     let record = attempt(shared, Op::Buy, order, &order.request_id, &order.user_id, 1, due, &answer, class);
     shared.recorder.send(record).await;
+}
+
+fn count_live(shared: &Shared, answer: &Answer) {
+    let counter = if crate::run::Live::is_good(answer.status) { &shared.live.good } else { &shared.live.bad };
+    counter.fetch_add(1, Ordering::Relaxed);
 }

@@ -57,6 +57,7 @@ async fn a_retrier_reuses_its_request_id_and_the_gateway_answers_409_or_the_orig
         max_backlog: 1000,
         drain: Duration::from_secs(10),
         progress: false,
+        live: None,
     };
     let summary = loadgen::run(config, std::future::pending()).await.expect("the run completes");
     assert_eq!(summary.phases[0].started, 20);
@@ -73,8 +74,14 @@ async fn a_retrier_reuses_its_request_id_and_the_gateway_answers_409_or_the_orig
     assert_eq!(by_id.len(), 20);
     let mut finals = BTreeMap::new();
     for (id, attempts) in &by_id {
-        assert_eq!(attempts[0].error.as_deref(), Some("timeout"), "{id}: the first attempt timed out");
-        assert_eq!(attempts[0].class, Class::Info, "a timeout is an unknown outcome");
+        // Timed out (usually) or refused with a 5xx by a gateway whose Redis is slow: retried.
+        let first = attempts[0];
+        let timed_out = first.error.as_deref() == Some("timeout");
+        assert!(timed_out || first.status.is_some_and(|s| s >= 500), "{id}: first attempt {first:?}");
+        if timed_out {
+            assert_eq!(first.class, Class::Info, "a timeout is an unknown outcome");
+        }
+        assert!(attempts.len() > 1, "{id} was retried");
         let last = attempts.last().unwrap();
         assert!(matches!(last.status, Some(202 | 409)), "{id}: ended with {:?} {:?}", last.status, last.error);
         *finals.entry(last.status.unwrap()).or_insert(0) += 1;

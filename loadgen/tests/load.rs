@@ -97,6 +97,7 @@ fn config(target: SocketAddr, phases: &str, mix: &str, out: &std::path::Path) ->
         max_backlog: 10_000,
         drain: Duration::from_secs(10),
         progress: false,
+        live: None,
     }
 }
 

@@ -7,4 +7,5 @@
 
 pub mod fault_cli;
 pub mod load_cli;
+pub mod scenario;
 pub mod up;

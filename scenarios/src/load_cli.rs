@@ -111,6 +111,7 @@ pub async fn load(args: LoadArgs, stop: impl std::future::Future<Output = ()>) -
         max_backlog: args.max_backlog,
         drain: args.drain,
         progress: !args.quiet,
+        live: None,
     };
     eprintln!(
         "load: {} against {} for {} (seed {}, mix {}), history in {}",

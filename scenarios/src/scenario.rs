@@ -1,0 +1,642 @@
+//! The scenario file: the system's shape, the traffic, the fault timeline and what must hold.
+//! TOML, documented field by field in `scenarios/README.md`. Unknown fields and bad values are
+//! errors naming the file, the line and the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chaos::faults::{Directions, Target};
+use chaos::proxy::Toxic;
+use chaos::{Action, Fault};
+use loadgen::{ArrivalSchedule, UserMix};
+use serde::{Deserialize, Serialize};
+
+use chaos::faults::{duration_text, option_duration_text};
+
+/// A parsed scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name; the run directory is `runs/<name>-<utc time>`.
+    pub name: String,
+    /// What incident it replays, for people.
+    pub description: String,
+    /// Seeds the traffic and the proxies.
+    #[serde(default = "one")]
+    pub seed: u64,
+    #[serde(default)]
+    pub topology: Topology,
+    /// Extra environment for every flash-sale service (e.g. `CIRCUIT_BREAKER_BASE_TIMEOUT`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Initial stock per item.
+    pub stock: BTreeMap<String, u64>,
+    pub load: Load,
+    /// The fault timeline, offsets from the start of the load.
+    #[serde(default)]
+    pub faults: Vec<TimelineEntry>,
+    #[serde(default)]
+    pub steady_state: SteadyState,
+    #[serde(default)]
+    pub slo: Slo,
+    #[serde(default)]
+    pub invariants: Invariants,
+    /// Stop the faults early when the error rate burns faster than this.
+    #[serde(default)]
+    pub abort: Option<Abort>,
+    /// After the load, how long the system may take to finish every order.
+    #[serde(default = "drain_default", with = "duration_text")]
+    pub drain_timeout: Duration,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn drain_default() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// How many of each component.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default = "one_usize")]
+    pub gateways: usize,
+    #[serde(default = "one_usize")]
+    pub processors: usize,
+    /// Partitions of the `orders` topic.
+    #[serde(default = "three")]
+    pub partitions: u32,
+}
+
+fn one_usize() -> usize {
+    1
+}
+
+fn three() -> u32 {
+    3
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology { gateways: 1, processors: 1, partitions: 3 }
+    }
+}
+
+/// The traffic (the generator's options).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// `NAME:DURATION@RATE` phases, as `flashlab load --phases`.
+    pub phases: String,
+    #[serde(default = "default_mix")]
+    pub mix: String,
+    #[serde(default = "default_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Distinct buyers.
+    #[serde(default = "default_buyers")]
+    pub buyers: u64,
+    #[serde(default = "default_polls")]
+    pub polls: u32,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_burst")]
+    pub abuse_burst: u32,
+}
+
+fn default_mix() -> String {
+    "buyer=90,retrier=5,abuser=4,invalid=1".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_in_flight() -> usize {
+    256
+}
+fn default_buyers() -> u64 {
+    100_000
+}
+fn default_polls() -> u32 {
+    2
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_burst() -> u32 {
+    20
+}
+
+/// One entry of the timeline: a fault from the injector's catalogue, or a lab action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    /// When, from the start of the load.
+    #[serde(with = "duration_text")]
+    pub at: Duration,
+    /// How long the fault lasts (healed after); none for instant faults and actions.
+    #[serde(default, rename = "for", with = "option_duration_text")]
+    pub duration: Option<Duration>,
+    /// A fault (`kill`, `terminate`, `pause`, `restart`, `latency`, `bandwidth`, `blackhole`,
+    /// `reset`, `slow_close`, `slicer`, `limit_data`, `down`, `payment_timeout`,
+    /// `payment_failures`, `payment_outage`, `payment_capture_then_timeout`, `redis_stall`,
+    /// `redis_loss`) or an action (`backup`, `dlq_replay`, `reconcile_fix`).
+    pub kind: String,
+    /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults only).
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default, with = "option_duration_text")]
+    pub latency: Option<Duration>,
+    #[serde(default, with = "option_duration_text")]
+    pub jitter: Option<Duration>,
+    #[serde(default, with = "option_duration_text")]
+    pub delay: Option<Duration>,
+    /// upstream, downstream, both (network faults).
+    #[serde(default)]
+    pub direction: Option<String>,
+    #[serde(default)]
+    pub toxicity: Option<f64>,
+    /// Bytes per second (bandwidth), bytes (slicer, limit_data).
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Failure share (payment_failures).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// redis_loss: restore from the last `backup` action.
+    #[serde(default)]
+    pub restore: bool,
+}
+
+/// What a timeline entry does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Fault(Fault),
+    /// `flashsale backup` to the run directory (`backup.jsonl`).
+    Backup,
+    /// `flashsale dlq replay`.
+    DlqReplay,
+    /// `flashsale reconcile --fix`.
+    ReconcileFix,
+}
+
+/// Checked before the first fault and after the last (with the recovery time allowed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteadyState {
+    /// Share of good answers (DESIGN.md's definition).
+    #[serde(default = "three_nines")]
+    pub availability: f64,
+    /// Corrected p99 limit, ms.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Every component's health endpoint answers before the load starts.
+    #[serde(default = "yes")]
+    pub healthy: bool,
+    /// After the last fault ends, the system has this long to recover before the "after"
+    /// window is judged.
+    #[serde(default = "recovery_default", with = "duration_text")]
+    pub recovery: Duration,
+}
+
+fn three_nines() -> f64 {
+    0.999
+}
+fn yes() -> bool {
+    true
+}
+fn recovery_default() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for SteadyState {
+    fn default() -> Self {
+        SteadyState { availability: 0.999, p99_ms: None, healthy: true, recovery: recovery_default() }
+    }
+}
+
+/// Service-level objectives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Overall availability target.
+    #[serde(default = "three_nines")]
+    pub availability: f64,
+    /// Availability outside the fault windows.
+    #[serde(default)]
+    pub availability_outside_faults: Option<f64>,
+    /// Availability during the fault windows (often lower by design).
+    #[serde(default)]
+    pub availability_during_faults: Option<f64>,
+    /// Corrected p95 / p99 limits per phase, ms.
+    #[serde(default)]
+    pub p95_ms: Option<f64>,
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Phases the latency limits do not apply to (e.g. the one with the outage).
+    #[serde(default)]
+    pub latency_exempt_phases: Vec<String>,
+    /// Fault end → availability back above target for 10 s.
+    #[serde(default, with = "option_duration_text")]
+    pub rto: Option<Duration>,
+    /// Acknowledged orders that may be lost.
+    #[serde(default)]
+    pub rpo: u64,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            availability: 0.999,
+            availability_outside_faults: None,
+            availability_during_faults: None,
+            p95_ms: None,
+            p99_ms: None,
+            latency_exempt_phases: Vec::new(),
+            rto: None,
+            rpo: 0,
+        }
+    }
+}
+
+/// Which of DESIGN.md's invariants are checked (all by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invariants {
+    #[serde(default = "yes")]
+    pub no_lost_or_doubled_orders: bool,
+    #[serde(default = "yes")]
+    pub no_oversell: bool,
+    #[serde(default = "yes")]
+    pub stock_conservation: bool,
+    #[serde(default = "yes")]
+    pub money_matches_stock: bool,
+    #[serde(default = "yes")]
+    pub refunds_and_dlq: bool,
+    #[serde(default = "yes")]
+    pub one_effect_per_request: bool,
+}
+
+impl Default for Invariants {
+    fn default() -> Self {
+        Invariants {
+            no_lost_or_doubled_orders: true,
+            no_oversell: true,
+            stock_conservation: true,
+            money_matches_stock: true,
+            refunds_and_dlq: true,
+            one_effect_per_request: true,
+        }
+    }
+}
+
+/// Stop the faults early (like AWS FIS stop conditions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abort {
+    /// Share of bad answers over `window` that stops the faults.
+    pub max_error_rate: f64,
+    #[serde(default = "abort_window", with = "duration_text")]
+    pub window: Duration,
+}
+
+fn abort_window() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// A scenario that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}:{line}: {field}: {message}")]
+    Invalid { path: String, line: usize, field: String, message: String },
+    #[error("no drill or file {0:?}; `flashlab drills` lists the drills")]
+    NotFound(String),
+}
+
+/// The shipped drills' directory.
+pub fn drills_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLASHLAB_DRILLS") {
+        return dir.into();
+    }
+    // Next to the sources in a checkout; the binary may live in target/*/.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("drills");
+    if manifest.is_dir() {
+        return manifest;
+    }
+    PathBuf::from("scenarios/drills")
+}
+
+/// A drill name (`kafka-outage`) or a path to a TOML file.
+pub fn resolve(name_or_file: &str) -> Result<PathBuf, ScenarioError> {
+    let path = Path::new(name_or_file);
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let shipped = drills_dir().join(format!("{name_or_file}.toml"));
+    if shipped.is_file() {
+        return Ok(shipped);
+    }
+    Err(ScenarioError::NotFound(name_or_file.to_string()))
+}
+
+/// Every shipped drill: (name, description).
+pub fn shipped() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(drills_dir()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                match load(&path) {
+                    Ok(s) => out.push((s.name, s.description)),
+                    Err(e) => out.push((path.display().to_string(), format!("INVALID: {e}"))),
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and checks scenario text; `path` names it in errors.
+pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
+    let scenario: Scenario = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        let message = e.message().to_string();
+        match line {
+            Some(line) => ScenarioError::Parse { path: format!("{path}:{line}"), message },
+            None => ScenarioError::Parse { path: path.to_string(), message },
+        }
+    })?;
+    let invalid = |needle: &str, field: &str, message: String| ScenarioError::Invalid {
+        path: path.to_string(),
+        line: find_line(text, needle),
+        field: field.to_string(),
+        message,
+    };
+    scenario
+        .load
+        .phases
+        .parse::<ArrivalSchedule>()
+        .map_err(|e| invalid("phases", "load.phases", e.0))?;
+    scenario.load.mix.parse::<UserMix>().map_err(|e| invalid("mix", "load.mix", e))?;
+    if scenario.stock.is_empty() {
+        return Err(invalid("[stock]", "stock", "at least one item".into()));
+    }
+    if scenario.topology.gateways == 0 || scenario.topology.gateways > 8 {
+        return Err(invalid("gateways", "topology.gateways", "1 to 8".into()));
+    }
+    if scenario.topology.processors > 8 {
+        return Err(invalid("processors", "topology.processors", "0 to 8".into()));
+    }
+    for (what, v) in [
+        ("availability", scenario.slo.availability),
+        ("availability", scenario.steady_state.availability),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid(what, what, format!("{v} must be between 0 and 1")));
+        }
+    }
+    let mut backup_seen = false;
+    for (i, entry) in scenario.faults.iter().enumerate() {
+        let field = format!("faults[{i}]");
+        let line = nth_line(text, "[[faults]]", i);
+        let step = entry.step(backup_seen).map_err(|message| ScenarioError::Invalid {
+            path: path.to_string(),
+            line,
+            field: format!("{field}.{}", message.0),
+            message: message.1,
+        })?;
+        if step == Step::Backup {
+            backup_seen = true;
+        }
+    }
+    Ok(scenario)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of the first line starting with `needle` (after spaces), or 1.
+fn find_line(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.trim_start().starts_with(needle)).map(|i| i + 1).unwrap_or(1)
+}
+
+/// The line of the `n`-th line that is exactly `needle`.
+fn nth_line(text: &str, needle: &str, n: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == needle)
+        .nth(n)
+        .map(|(i, _)| i + 1)
+        .unwrap_or(1)
+}
+
+/// The fault actions a timeline entry may name, and the lab actions.
+pub const KINDS: &str = "kill, terminate, pause, restart, latency, bandwidth, blackhole, reset, slow_close, slicer, \
+limit_data, down, payment_timeout, payment_failures, payment_outage, payment_capture_then_timeout, redis_stall, \
+redis_loss, backup, dlq_replay, reconcile_fix";
+
+impl TimelineEntry {
+    /// What the entry does; `Err((field, message))` names what is wrong.
+    pub fn step(&self, backup_before: bool) -> Result<Step, (String, String)> {
+        let need = |field: &str, v: Option<Duration>| {
+            v.ok_or_else(|| (field.to_string(), format!("{} needs {field}", self.kind)))
+        };
+        let target = || -> Result<Target, (String, String)> {
+            let t = self.target.as_deref().ok_or_else(|| ("target".to_string(), format!("{} needs a target", self.kind)))?;
+            t.parse::<Target>().map_err(|e| ("target".to_string(), e))
+        };
+        let directions = || -> Result<Directions, (String, String)> {
+            match &self.direction {
+                None => Ok(Directions::Both),
+                Some(d) => d.parse().map_err(|e| ("direction".to_string(), e)),
+            }
+        };
+        let network = |toxic: Toxic| -> Result<Step, (String, String)> {
+            Ok(Step::Fault(Fault {
+                target: target()?,
+                action: Action::Network { toxic, directions: directions()?, toxicity: self.toxicity.unwrap_or(1.0) },
+                duration: self.duration,
+            }))
+        };
+        let fault = |target: Target, action: Action| Ok(Step::Fault(Fault { target, action, duration: self.duration }));
+        let step = match self.kind.as_str() {
+            "kill" => fault(target()?, Action::Kill),
+            "terminate" => fault(target()?, Action::Terminate),
+            "pause" => fault(target()?, Action::Pause),
+            "restart" => fault(target()?, Action::Restart),
+            "latency" => network(Toxic::Latency {
+                latency: need("latency", self.latency)?,
+                jitter: self.jitter.unwrap_or(Duration::ZERO),
+            }),
+            "bandwidth" => network(Toxic::Bandwidth {
+                bytes_per_s: self.bytes.ok_or_else(|| ("bytes".to_string(), "bandwidth needs bytes".to_string()))?,
+            }),
+            "blackhole" => network(Toxic::Blackhole),
+            "reset" => network(Toxic::ResetPeer),
+            "slow_close" => network(Toxic::SlowClose { delay: need("delay", self.delay)? }),
+            "slicer" => network(Toxic::Slicer {
+                bytes: self.bytes.ok_or_else(|| ("bytes".to_string(), "slicer needs bytes".to_string()))? as usize,
+                delay: need("delay", self.delay)?,
+            }),
+            "limit_data" => network(Toxic::LimitData {
+                bytes: self.bytes.ok_or_else(|| ("bytes".to_string(), "limit_data needs bytes".to_string()))?,
+            }),
+            "down" => fault(target()?, Action::Down),
+            "payment_timeout" => fault(Target::Payment, Action::PaymentTimeout { latency: self.latency }),
+            "payment_failures" => fault(
+                Target::Payment,
+                Action::PaymentFailures {
+                    rate: self.rate.ok_or_else(|| ("rate".to_string(), "payment_failures needs rate".to_string()))?,
+                },
+            ),
+            "payment_outage" => fault(Target::Payment, Action::PaymentOutage),
+            "payment_capture_then_timeout" => {
+                fault(Target::Payment, Action::PaymentCaptureThenTimeout { latency: self.latency })
+            }
+            "redis_stall" => fault(Target::Redis, Action::RedisStall),
+            "redis_loss" => {
+                if self.restore && !backup_before {
+                    return Err(("restore".into(), "restore = true needs a backup entry earlier in the timeline".into()));
+                }
+                // The path is filled in by the runner (the run directory's backup).
+                let restore = self.restore.then(|| PathBuf::from("backup.jsonl"));
+                fault(Target::Redis, Action::RedisLoss { restore })
+            }
+            "backup" => Ok(Step::Backup),
+            "dlq_replay" => Ok(Step::DlqReplay),
+            "reconcile_fix" => Ok(Step::ReconcileFix),
+            other => Err(("kind".to_string(), format!("unknown kind {other:?}; valid: {KINDS}"))),
+        }?;
+        if let Step::Fault(f) = &step {
+            f.validate().map_err(|e| ("kind".to_string(), e.0))?;
+        } else if self.duration.is_some() {
+            return Err(("for".into(), format!("{} is an action and takes no duration", self.kind)));
+        }
+        Ok(step)
+    }
+}
+
+impl Scenario {
+    /// Shrinks durations by `factor` (phases, fault times and lengths, drain) and rates by the
+    /// same factor, for CI. A factor of 1 changes nothing.
+    pub fn scaled(mut self, factor: f64) -> Result<Scenario, String> {
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(format!("--scale {factor}: must be above 0 and at most 1"));
+        }
+        if factor == 1.0 {
+            return Ok(self);
+        }
+        let schedule: ArrivalSchedule = self.load.phases.parse().map_err(|e: loadgen::schedule::ScheduleError| e.0)?;
+        let scale_d = |d: Duration| Duration::from_secs_f64((d.as_secs_f64() * factor).max(0.001));
+        let phases: Vec<String> = schedule
+            .phases
+            .iter()
+            .map(|p| {
+                let rate = match p.rate {
+                    loadgen::schedule::Rate::Constant(r) => format!("{}", (r * factor).max(1.0).round()),
+                    loadgen::schedule::Rate::Ramp { from, to } => {
+                        format!("{}..{}", (from * factor).max(1.0).round(), (to * factor).max(1.0).round())
+                    }
+                };
+                let ms = scale_d(p.duration).as_millis().max(1);
+                format!("{}:{ms}ms@{rate}{}", p.name, if p.poisson { "~poisson" } else { "" })
+            })
+            .collect();
+        self.load.phases = phases.join(",");
+        for entry in &mut self.faults {
+            entry.at = scale_d(entry.at);
+            entry.duration = entry.duration.map(scale_d);
+        }
+        self.steady_state.recovery = scale_d(self.steady_state.recovery);
+        Ok(self)
+    }
+
+    /// The timeline's steps, with each entry's offset.
+    pub fn steps(&self) -> Vec<(Duration, Step)> {
+        let mut backup_seen = false;
+        self.faults
+            .iter()
+            .filter_map(|e| {
+                let step = e.step(backup_seen).ok()?;
+                backup_seen |= step == Step::Backup;
+                Some((e.at, step))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+description = "a test"
+[stock]
+"101" = 10
+[load]
+phases = "a:10s@10"
+[[faults]]
+at = "2s"
+for = "3s"
+kind = "kill"
+target = "broker"
+"#;
+
+    #[test]
+    fn a_good_scenario_parses_with_defaults() {
+        let s = parse(GOOD, "t.toml").unwrap();
+        assert_eq!(s.topology.gateways, 1);
+        assert_eq!(s.slo.availability, 0.999);
+        assert_eq!(
+            s.steps(),
+            vec![(
+                Duration::from_secs(2),
+                Step::Fault(Fault { target: Target::Broker, action: Action::Kill, duration: Some(Duration::from_secs(3)) })
+            )]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let unknown = GOOD.replace("[load]", "[load]\nspeed = 3");
+        let err = parse(&unknown, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:7") && err.contains("unknown field `speed`"), "{err}");
+        let bad_kind = GOOD.replace("kind = \"kill\"", "kind = \"explode\"");
+        let err = parse(&bad_kind, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:8: faults[0].kind: unknown kind \"explode\""), "{err}");
+        let bad_target = GOOD.replace("target = \"broker\"", "target = \"db\"");
+        let err = parse(&bad_target, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].target") && err.contains("valid: redis, broker"), "{err}");
+        let bad_phase = GOOD.replace("a:10s@10", "a:10s");
+        let err = parse(&bad_phase, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("load.phases") && err.contains("no '@'"), "{err}");
+        let bad_duration = GOOD.replace("at = \"2s\"", "at = \"soon\"");
+        let err = parse(&bad_duration, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:") && err.contains("expected a duration"), "{err}");
+    }
+
+    #[test]
+    fn scaling_shrinks_durations_and_rates() {
+        let s = parse(GOOD, "t.toml").unwrap().scaled(0.5).unwrap();
+        assert_eq!(s.load.phases, "a:5000ms@5");
+        assert_eq!(s.faults[0].at, Duration::from_secs(1));
+        assert_eq!(s.faults[0].duration, Some(Duration::from_millis(1500)));
+        assert!(parse(GOOD, "t.toml").unwrap().scaled(2.0).is_err());
+    }
+}
