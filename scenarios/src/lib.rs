@@ -4,7 +4,13 @@
 //!   injector behind a control socket.
 //! - [`fault_cli`]: `flashlab fault ...` — inject, list and heal faults in a running `up`.
 //! - [`load_cli`]: `flashlab load ...` — flash-sale traffic against a gateway, with a history.
+//! - [`scenario`]: the scenario file (TOML): topology, stock, load, fault timeline, SLOs,
+//!   invariants, abort conditions.
+//! - [`drill`]: `flashlab drill` — runs a scenario and writes the run directory; its
+//!   [`drill::checks`] judge SLOs and invariants, [`drill::final_state`] reads what the system
+//!   holds after the drain, [`drill::scrape`] records `/metrics`.
 
+pub mod drill;
 pub mod fault_cli;
 pub mod load_cli;
 pub mod scenario;

@@ -46,6 +46,26 @@ enum Command {
     Fault(FaultArgs),
     /// Flash-sale traffic against a gateway on an open arrival schedule; records every request.
     Load(Box<LoadArgs>),
+    /// Run a drill (a shipped one by name, or a scenario file) and print its verdict.
+    /// Exit code: 0 pass, 1 an SLO or invariant failed, 2 the drill could not run.
+    Drill {
+        /// A shipped drill (`flashlab drills` lists them) or a path to a TOML scenario.
+        scenario: String,
+        /// The run directory (default runs/<name>-<utc time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Shrinks durations and rates by this factor (0 < F ≤ 1), e.g. 0.2 for CI.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// No live view.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List the shipped drills.
+    Drills,
     /// Run the TCP fault proxy, without faults, from LISTEN to UPSTREAM until Ctrl-C (to
     /// measure its overhead, or to put a component behind it by hand).
     Proxy {
@@ -88,6 +108,22 @@ fn main() -> ExitCode {
             }
             // 1: done, but the check did not confirm the fault (or the heal) took effect.
             Command::Fault(args) => Ok(if fault(args).await? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+            Command::Drill { scenario, out, seed, scale, quiet } => {
+                let options = scenarios::drill::DrillOptions { scenario, out, seed, scale, quiet };
+                match scenarios::drill::drill(options, stop_signal()).await {
+                    Ok(run) => {
+                        print!("{}", scenarios::drill::table(&run));
+                        Ok(if run.verdict.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Command::Drills => {
+                for (name, description) in scenarios::scenario::shipped() {
+                    println!("{name:<24} {description}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Load(args) => {
                 load(*args, stop_signal()).await?;
                 Ok(ExitCode::SUCCESS)

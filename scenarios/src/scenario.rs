@@ -238,6 +238,10 @@ pub struct Slo {
     /// Phases the latency limits do not apply to (e.g. the one with the outage).
     #[serde(default)]
     pub latency_exempt_phases: Vec<String>,
+    /// Corrected p99 limits of single phases, ms, overriding `p99_ms` (e.g. fast 503s during
+    /// an outage: `phase_p99_ms = { outage = 100 }`).
+    #[serde(default)]
+    pub phase_p99_ms: BTreeMap<String, f64>,
     /// Fault end → availability back above target for 10 s.
     #[serde(default, with = "option_duration_text")]
     pub rto: Option<Duration>,
@@ -255,6 +259,7 @@ impl Default for Slo {
             p95_ms: None,
             p99_ms: None,
             latency_exempt_phases: Vec::new(),
+            phase_p99_ms: BTreeMap::new(),
             rto: None,
             rpo: 0,
         }

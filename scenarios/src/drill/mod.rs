@@ -1,0 +1,683 @@
+//! `flashlab drill`: run a scenario against the real system and return a verdict.
+//!
+//! The run: bring up the testbed (every client behind the fault proxies), set the stock, check
+//! the components are healthy, then run the load and the fault timeline on one clock while
+//! every component's `/metrics` is scraped each second; drain (bounded); collect the final
+//! state; run the checks; write the run directory (DESIGN.md):
+//!
+//! | file | what |
+//! |---|---|
+//! | `manifest.json` | the scenario as parsed and scaled, seed, commit, versions, topology, times |
+//! | `history.jsonl`, `load-summary.json`, `load-intervals.jsonl` | the generator's ([`loadgen`]) |
+//! | `events.jsonl` | load and phase changes, fault start/stop with their checks, actions, drain |
+//! | `metrics.jsonl` | the scrapes |
+//! | `final_state.json` | stock, order states, DLQ, ledger, outcome and order records |
+//! | `verdict.json` | every check: target, measured, pass, evidence |
+//! | `system/` | each component's data and log |
+
+pub mod checks;
+pub mod final_state;
+pub mod scrape;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chaos::{Action, EventLog, Injector, Target, Testbed, TestbedConfig};
+use loadgen::{ArrivalSchedule, Behaviour, Catalogue, Live, LoadConfig, Traffic, UserMix};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::scenario::{self, Scenario, Step};
+use checks::{CheckResult, Figures, Kind};
+use final_state::{FinalState, Sources};
+
+/// How a drill is asked for.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// A shipped drill's name or a TOML file.
+    pub scenario: String,
+    /// The run directory; default `runs/<name>-<utc time>`.
+    pub out: Option<PathBuf>,
+    pub seed: Option<u64>,
+    /// Shrinks durations and rates (0 < F ≤ 1).
+    pub scale: f64,
+    /// No live line.
+    pub quiet: bool,
+}
+
+/// `verdict.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verdict {
+    pub scenario: String,
+    pub description: String,
+    pub seed: u64,
+    pub scale: f64,
+    pub pass: bool,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: u64,
+    pub figures: Figures,
+    pub checks: Vec<CheckResult>,
+    /// Reserved for the monitoring issue: alert rules' verdicts from Prometheus/Alertmanager.
+    pub alerts: Vec<serde_json::Value>,
+}
+
+/// A drill that could not run (exit 2), as opposed to one that failed its checks (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("interrupted; the run directory {0} holds what was recorded")]
+    Interrupted(PathBuf),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The run directory and its verdict.
+#[derive(Debug)]
+pub struct DrillRun {
+    pub dir: PathBuf,
+    pub verdict: Verdict,
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a Unix time in seconds (UTC).
+pub fn utc_stamp(unix_s: u64) -> String {
+    let days = unix_s / 86_400;
+    let secs = unix_s % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text).with_context(|| path.display().to_string())
+}
+
+/// A command's first output line, bounded, for the manifest.
+fn version_of(program: &str, args: &[&str]) -> String {
+    let run = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output();
+    match run {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string(),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Runs the drill. `stop` (Ctrl-C, SIGTERM) heals every fault and stops the system early.
+pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<DrillRun, DrillError> {
+    let path = scenario::resolve(&options.scenario)?;
+    let mut scenario = scenario::load(&path)?.scaled(options.scale).map_err(DrillError::Setup)?;
+    if let Some(seed) = options.seed {
+        scenario.seed = seed;
+    }
+    let schedule: ArrivalSchedule = scenario.load.phases.parse().map_err(|e: loadgen::schedule::ScheduleError| DrillError::Setup(e.0))?;
+    let started_ms = chaos::events::unix_ms();
+    let dir = options
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", scenario.name, utc_stamp(started_ms / 1000))));
+    // A run directory holds one run: old data (Redis, broker) would be replayed into this one.
+    if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(DrillError::Setup(format!("{}: exists and is not empty; give another --out or remove it", dir.display())));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| DrillError::Setup(format!("{}: {e}", dir.display())))?;
+    let dir = dir.canonicalize().map_err(|e| DrillError::Setup(format!("{}: {e}", dir.display())))?;
+    let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
+        std::env::var("HOME").map(|h| format!("{h}/.cargo/bin/tansu")).unwrap_or_else(|_| "tansu".into())
+    });
+    let manifest = |ended: Option<u64>| {
+        json!({
+            "scenario": scenario,
+            "file": path.display().to_string(),
+            "seed": scenario.seed,
+            "scale": options.scale,
+            "commit": version_of("git", &["rev-parse", "HEAD"]),
+            "versions": {
+                "flashlab": env!("CARGO_PKG_VERSION"),
+                "redis": version_of("redis-server", &["--version"]),
+                "tansu": version_of(&tansu, &["--version"]),
+                "goose": "0.19",
+            },
+            "topology": scenario.topology,
+            "started_unix_ms": started_ms,
+            "ended_unix_ms": ended,
+        })
+    };
+    write_json(&dir.join("manifest.json"), &manifest(None))?;
+    let events = EventLog::to_file(&dir.join("events.jsonl")).map_err(|e| DrillError::Setup(format!("events.jsonl: {e}")))?;
+
+    // Ctrl-C / SIGTERM: a flag everything looks at.
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            stop.await;
+            stopped.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+    }
+    let stop_signal = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // The system.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("LOG_LEVEL".into(), "warn".into());
+    env.insert("ORDERS_PARTITIONS".into(), scenario.topology.partitions.to_string());
+    env.insert("PAYMENT_SEED".into(), scenario.seed.to_string());
+    env.extend(scenario.env.clone());
+    let config = TestbedConfig {
+        dir: Some(dir.join("system")),
+        gateways: scenario.topology.gateways,
+        processors: scenario.topology.processors,
+        payment: true,
+        service_env: env.into_iter().collect(),
+        seed: scenario.seed,
+        ..TestbedConfig::default()
+    };
+    if !options.quiet {
+        eprintln!("drill {}: {} (run directory {})", scenario.name, scenario.description, dir.display());
+        eprintln!("starting the system: redis, broker, payment, {} processor(s), {} gateway(s) ...", config.processors, config.gateways);
+    }
+    let testbed = tokio::select! {
+        bed = Testbed::start(config) => bed.map_err(|e| DrillError::Setup(format!("bringing up the system: {e}")))?,
+        _ = stop_signal() => return Err(DrillError::Interrupted(dir)),
+    };
+    let sources = Sources {
+        redis: testbed.redis_direct_addr(),
+        kafka: testbed.kafka_direct_addr(),
+        payment_url: testbed.payment_url().unwrap_or_default(),
+        flashsale: testbed.flashsale_bin().to_path_buf(),
+        admin_env: testbed.admin_env(),
+    };
+    let gateway_urls: Vec<String> = (0..testbed.gateway_count()).map(|i| testbed.gateway_url(i)).collect();
+    let mut scrape_targets: Vec<(String, std::net::SocketAddr)> =
+        (0..testbed.gateway_count()).map(|i| (format!("gateway[{i}]"), testbed.gateway_addr(i))).collect();
+    scrape_targets.extend((0..testbed.processor_count()).map(|i| (format!("processor[{i}]"), testbed.processor_addr(i))));
+    let processor_addrs: Vec<std::net::SocketAddr> = (0..testbed.processor_count()).map(|i| testbed.processor_addr(i)).collect();
+    if let Some(url) = testbed.payment_url() {
+        if let Ok(addr) = url.trim_start_matches("http://").parse() {
+            scrape_targets.push(("payment".into(), addr));
+        }
+    }
+    let targets = testbed.targets();
+    let probes: Vec<(Target, chaos::probe::Probe)> =
+        targets.iter().filter_map(|t| testbed.client_probe(*t).map(|p| (*t, p))).collect();
+    events.record("system_up", json!({"components": targets}));
+    let testbed = Arc::new(tokio::sync::Mutex::new(testbed));
+    let injector = Injector::new(testbed.clone(), events.clone());
+
+    // Everything below ends in `finish`, which heals and stops the system whatever happened.
+    let result = run_inside(
+        &scenario, &schedule, &dir, &events, &injector, &sources, gateway_urls, scrape_targets, processor_addrs, probes,
+        &options, stopped.clone(), stop_signal,
+    )
+    .await;
+    let healed = injector.heal_all(if stopped.load(Ordering::SeqCst) { "drill stopped" } else { "drill over" }).await;
+    if !options.quiet && !healed.is_empty() {
+        eprintln!("healed {} fault(s) still in force", healed.len());
+    }
+    let stopped_system = testbed.lock().await.stop_all().await;
+    events.record("system_down", json!({"ok": stopped_system.is_ok()}));
+    let ended_ms = chaos::events::unix_ms();
+    write_json(&dir.join("manifest.json"), &manifest(Some(ended_ms)))?;
+    if stopped.load(Ordering::SeqCst) {
+        return Err(DrillError::Interrupted(dir));
+    }
+    let (checks, figures) = result?;
+    let verdict = Verdict {
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        seed: scenario.seed,
+        scale: options.scale,
+        pass: checks.iter().all(|c| c.pass),
+        started_unix_ms: started_ms,
+        ended_unix_ms: ended_ms,
+        figures,
+        checks,
+        alerts: Vec::new(),
+    };
+    write_json(&dir.join("verdict.json"), &verdict)?;
+    Ok(DrillRun { dir, verdict })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_inside<F, Fut>(
+    scenario: &Scenario,
+    schedule: &ArrivalSchedule,
+    dir: &Path,
+    events: &EventLog,
+    injector: &Injector,
+    sources: &Sources,
+    gateway_urls: Vec<String>,
+    scrape_targets: Vec<(String, std::net::SocketAddr)>,
+    processor_addrs: Vec<std::net::SocketAddr>,
+    probes: Vec<(Target, chaos::probe::Probe)>,
+    options: &DrillOptions,
+    stopped: Arc<AtomicBool>,
+    stop_signal: F,
+) -> Result<(Vec<CheckResult>, Figures), DrillError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut results = Vec::new();
+    for (item, qty) in &scenario.stock {
+        final_state::admin(sources, &["stock", "set", item, &qty.to_string()]).await?;
+    }
+    events.record("stock_set", json!({"stock": scenario.stock}));
+
+    // Warm-up: one order per gateway for an item with no stock, until it is decided — the
+    // topics exist, producers and the consumer group are ready before the clock starts.
+    warm_up(&gateway_urls, !processor_addrs.is_empty(), events).await?;
+
+    // Steady state: every component answers its health probe through the client path.
+    if scenario.steady_state.healthy {
+        let mut unhealthy = Vec::new();
+        for (target, probe) in &probes {
+            if let Err(e) = probe.check(Duration::from_secs(2)).await {
+                unhealthy.push(format!("{target}: {e}"));
+            }
+        }
+        results.push(
+            CheckResult {
+                name: "steady state: every component healthy before the load".into(),
+                kind: Kind::SteadyState,
+                target: "all answer".into(),
+                measured: if unhealthy.is_empty() { format!("{} healthy", probes.len()) } else { unhealthy.join("; ") },
+                pass: unhealthy.is_empty(),
+                evidence: vec![],
+            },
+        );
+    }
+
+    let lowest = Arc::new(Mutex::new(BTreeMap::new()));
+    let scraper = {
+        let path = dir.join("metrics.jsonl");
+        let lowest = lowest.clone();
+        tokio::spawn(async move { scrape::run(scrape_targets, &path, lowest).await })
+    };
+    let live = Arc::new(Live::default());
+    let aborted = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let load_end = t0 + schedule.duration();
+
+    // The fault timeline.
+    let timeline = {
+        let steps = scenario.steps();
+        let injector = injector.clone();
+        let events = events.clone();
+        let sources = sources.clone();
+        let dir = dir.to_path_buf();
+        let stopped = stopped.clone();
+        let aborted = aborted.clone();
+        let quiet = options.quiet;
+        tokio::spawn(async move {
+            for (at, step) in steps {
+                tokio::time::sleep_until(t0 + at).await;
+                if stopped.load(Ordering::SeqCst) || aborted.load(Ordering::SeqCst) {
+                    break;
+                }
+                run_step(step, &injector, &events, &sources, &dir, quiet).await;
+            }
+        })
+    };
+
+    // Abort condition: the error rate over the last window above the limit stops the faults.
+    let abort_watch = scenario.abort.clone().map(|abort| {
+        let live = live.clone();
+        let injector = injector.clone();
+        let events = events.clone();
+        let aborted = aborted.clone();
+        tokio::spawn(async move {
+            let mut samples: std::collections::VecDeque<(Instant, u64, u64)> = Default::default();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let now = (Instant::now(), live.good.load(Ordering::Relaxed), live.bad.load(Ordering::Relaxed));
+                samples.push_back(now);
+                while samples.front().is_some_and(|s| now.0.duration_since(s.0) > abort.window) {
+                    samples.pop_front();
+                }
+                let first = samples.front().copied().unwrap_or(now);
+                let (good, bad) = (now.1 - first.1, now.2 - first.2);
+                let rate = if good + bad == 0 { 0.0 } else { bad as f64 / (good + bad) as f64 };
+                if good + bad >= 20 && rate > abort.max_error_rate {
+                    aborted.store(true, Ordering::SeqCst);
+                    events.record("abort", json!({"error_rate": rate, "limit": abort.max_error_rate, "window_s": abort.window.as_secs_f64()}));
+                    eprintln!("ABORT: error rate {:.1}% over {:?} > {:.1}%: healing every fault", rate * 100.0, abort.window, abort.max_error_rate * 100.0);
+                    injector.heal_all("abort condition").await;
+                    return;
+                }
+            }
+        })
+    });
+
+    // The live view.
+    let view = (!options.quiet).then(|| {
+        let live = live.clone();
+        let injector = injector.clone();
+        let schedule = schedule.clone();
+        tokio::spawn(async move {
+            let starts = schedule.phase_starts();
+            let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
+            let mut last = (0u64, 0u64);
+            loop {
+                tick.tick().await;
+                let elapsed = t0.elapsed();
+                let phase = starts.iter().rposition(|s| *s <= elapsed).map(|i| schedule.phases[i].name.as_str()).unwrap_or("-");
+                let phase = if Instant::now() > load_end { "drain" } else { phase };
+                let (good, bad) = (live.good.load(Ordering::Relaxed), live.bad.load(Ordering::Relaxed));
+                let faults: Vec<String> = injector.list().iter().map(|f| format!("#{} {}", f.id, f.description)).collect();
+                eprintln!(
+                    "[{phase}] {:>5.0}s  {}/s ok  {}/s bad  faults: {}",
+                    elapsed.as_secs_f64(),
+                    good - last.0,
+                    bad - last.1,
+                    if faults.is_empty() { "none".to_string() } else { faults.join(", ") }
+                );
+                last = (good, bad);
+            }
+        })
+    });
+
+    // The load, on the same clock.
+    let mix: UserMix = scenario.load.mix.parse().map_err(DrillError::Setup)?;
+    let config = LoadConfig {
+        target: gateway_urls[0].clone(),
+        schedule: schedule.clone(),
+        traffic: Traffic {
+            mix,
+            catalogue: Catalogue { items: scenario.stock.keys().cloned().collect(), buyers: scenario.load.buyers, ..Catalogue::default() },
+            seed: scenario.seed,
+        },
+        behaviour: Behaviour {
+            timeout: scenario.load.timeout,
+            polls: scenario.load.polls,
+            retries: scenario.load.retries,
+            abuse_burst: scenario.load.abuse_burst,
+            ..Behaviour::default()
+        },
+        out: dir.to_path_buf(),
+        max_in_flight: scenario.load.max_in_flight,
+        max_backlog: 100_000,
+        drain: Duration::from_secs(30),
+        progress: false,
+        live: Some(live.clone()),
+    };
+    events.record("load_start", json!({"phases": scenario.load.phases, "target": config.target}));
+    let summary = loadgen::run(config, stop_signal()).await.context("the load")?;
+    let phase_starts = schedule.phase_starts();
+    for (phase, start) in schedule.phases.iter().zip(phase_starts) {
+        events.record(
+            "phase",
+            json!({"name": phase.name, "spec": phase.to_string(), "start_ms": summary.started_unix_ms + start.as_millis() as u64, "duration_ms": phase.duration.as_millis() as u64}),
+        );
+    }
+    events.record("load_end", json!({"interrupted": summary.interrupted, "buy_requests": summary.total.buy_requests}));
+    if let Some(v) = view {
+        v.abort();
+    }
+    // Steps scheduled past the load still run (bounded by their offsets).
+    let _ = timeline.await;
+    if let Some(a) = abort_watch {
+        a.abort();
+    }
+    if stopped.load(Ordering::SeqCst) {
+        scraper.abort();
+        return Err(DrillError::Interrupted(dir.to_path_buf()));
+    }
+    let still = injector.heal_all("load over").await;
+    if !still.is_empty() && !options.quiet {
+        eprintln!("load over: healed {} fault(s) still in force", still.len());
+    }
+
+    // Drain: every processor idle (no lag, nothing in flight) twice in a row, bounded.
+    events.record("drain_start", json!({"timeout_ms": scenario.drain_timeout.as_millis() as u64}));
+    let drain_started = Instant::now();
+    let drained = drain(&processor_addrs, scenario.drain_timeout).await;
+    events.record("drain_end", json!({"drained": drained, "waited_ms": drain_started.elapsed().as_millis() as u64}));
+    results.push(CheckResult {
+        name: "drained".into(),
+        kind: Kind::SteadyState,
+        target: format!("every order processed within {:?}", scenario.drain_timeout),
+        measured: format!("{} after {:.1} s", if drained { "drained" } else { "NOT drained" }, drain_started.elapsed().as_secs_f64()),
+        pass: drained,
+        evidence: vec![],
+    });
+    scraper.abort();
+
+    // Final state and checks.
+    let history = read_history(&dir.join("history.jsonl"))?;
+    let mut request_ids: Vec<String> = history
+        .iter()
+        .filter(|a| a.op == loadgen::history::Op::Buy && a.kind != loadgen::UserKind::Invalid)
+        .map(|a| a.request_id.clone())
+        .collect();
+    request_ids.sort();
+    request_ids.dedup();
+    let items: Vec<String> = scenario.stock.keys().cloned().collect();
+    let state: FinalState = final_state::collect(sources, &items, &request_ids).await.context("collecting the final state")?;
+    write_json(&dir.join("final_state.json"), &state)?;
+    let all_events: Vec<serde_json::Value> = events.recent();
+    let lowest = lowest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let evidence = checks::Evidence {
+        scenario,
+        history: &history,
+        events: &all_events,
+        load: &summary,
+        state: &state,
+        lowest_stock_seen: &lowest,
+        run_end_ms: chaos::events::unix_ms(),
+    };
+    let (mut checked, figures) = checks::check(&evidence);
+    if aborted.load(Ordering::SeqCst) {
+        results.push(CheckResult {
+            name: "abort condition".into(),
+            kind: Kind::Slo,
+            target: format!("error rate ≤ {:.1}%", scenario.abort.as_ref().map(|a| a.max_error_rate * 100.0).unwrap_or(0.0)),
+            measured: "exceeded: faults stopped early".into(),
+            pass: false,
+            evidence: vec![],
+        });
+    }
+    results.append(&mut checked);
+    Ok((results, figures))
+}
+
+async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &Sources, dir: &Path, quiet: bool) {
+    match step {
+        Step::Fault(mut fault) => {
+            if let Action::RedisLoss { restore: Some(_) } = &fault.action {
+                fault.action = Action::RedisLoss { restore: Some(dir.join("backup.jsonl")) };
+            }
+            match injector.inject(fault.clone()).await {
+                Ok(info) if !quiet => eprintln!(
+                    "fault #{} {} — {}: {}",
+                    info.id,
+                    info.description,
+                    if info.check.ok { "verified" } else { "NOT VERIFIED" },
+                    info.check.observed
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("fault {fault}: {e}"),
+            }
+        }
+        Step::Backup | Step::DlqReplay | Step::ReconcileFix => {
+            let backup = dir.join("backup.jsonl");
+            let backup = backup.display().to_string();
+            let (name, args): (&str, Vec<&str>) = match step {
+                Step::Backup => ("backup", vec!["backup", &backup]),
+                Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
+                _ => ("reconcile_fix", vec!["reconcile", "--fix", "--json"]),
+            };
+            let result = final_state::admin(sources, &args).await;
+            let ok = result.is_ok();
+            let output = match result {
+                Ok(out) => out.chars().take(2000).collect::<String>(),
+                Err(e) => e.to_string(),
+            };
+            events.record("action", json!({"action": name, "ok": ok, "output": output}));
+            if !quiet {
+                eprintln!("action {name}: {}", if ok { "done" } else { "FAILED" });
+            }
+        }
+    }
+}
+
+/// How long the warm-up may take.
+const WARMUP_LIMIT: Duration = Duration::from_secs(90);
+
+async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let deadline = Instant::now() + WARMUP_LIMIT;
+    let started = Instant::now();
+    for (i, base) in gateways.iter().enumerate() {
+        let id = format!("{}{i}", checks::WARMUP_PREFIX);
+        let body = json!({"user_id": "warmup", "item_id": "warmup", "amount": 1, "request_id": id});
+        loop {
+            let status = http.post(format!("{base}/buy")).json(&body).send().await.map(|r| r.status().as_u16());
+            if matches!(status, Ok(202 | 409)) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "warm-up: gateway[{i}] did not take an order within {WARMUP_LIMIT:?} ({status:?})");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        while processors {
+            let answer: serde_json::Value = match http.get(format!("{base}/orders/{id}")).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            if answer["status"].as_str().is_some_and(|s| s != "PENDING") {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "warm-up: the order through gateway[{i}] was not decided within {WARMUP_LIMIT:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    events.record("warm_up", json!({"gateways": gateways.len(), "took_ms": started.elapsed().as_millis() as u64}));
+    Ok(())
+}
+
+/// Waits until every processor reports no lag and nothing in flight, twice in a row.
+async fn drain(processors: &[std::net::SocketAddr], limit: Duration) -> bool {
+    if processors.is_empty() {
+        return true;
+    }
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    let deadline = Instant::now() + limit;
+    let mut idle_in_a_row = 0;
+    while Instant::now() < deadline {
+        let mut idle = true;
+        for addr in processors {
+            let page = match http.get(format!("http://{addr}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let m = scrape::parse(&page);
+            if page.is_empty()
+                || scrape::sum(&m, "processor_consumer_lag") > 0.0
+                || scrape::sum(&m, "processor_orders_in_flight") > 0.0
+            {
+                idle = false;
+            }
+        }
+        idle_in_a_row = if idle { idle_in_a_row + 1 } else { 0 };
+        if idle_in_a_row >= 2 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+fn read_history(path: &Path) -> anyhow::Result<Vec<loadgen::history::Attempt>> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
+}
+
+/// The verdict as a table.
+pub fn table(run: &DrillRun) -> String {
+    let v = &run.verdict;
+    let mut out = String::new();
+    out.push_str(&format!("{:<4} {:<58} {:<34} {}\n", "", "check", "target", "measured"));
+    for c in &v.checks {
+        out.push_str(&format!(
+            "{:<4} {:<58} {:<34} {}\n",
+            if c.pass { "ok" } else { "FAIL" },
+            truncate(&c.name, 58),
+            truncate(&c.target, 34),
+            c.measured
+        ));
+        if !c.pass {
+            for e in &c.evidence {
+                out.push_str(&format!("       - {e}\n"));
+            }
+        }
+    }
+    let f = &v.figures;
+    out.push_str(&format!(
+        "availability {}; outside faults {}; during faults {}; error budget burned {:.3}% of 30 days; RPO {}\n",
+        f.availability.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
+        f.availability_outside_faults.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
+        f.availability_during_faults.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
+        f.error_budget_burned * 100.0,
+        f.rpo
+    ));
+    for (fault, rto) in &f.rto_s {
+        out.push_str(&format!("RTO {fault}: {}\n", rto.map(|s| format!("{s:.0} s")).unwrap_or("not recovered".into())));
+    }
+    out.push_str(&format!(
+        "verdict: {} — {} ({})\n",
+        if v.pass { "PASS" } else { "FAIL" },
+        v.scenario,
+        run.dir.display()
+    ));
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(1_795_248_000), "20261121T040000Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+    }
+}
