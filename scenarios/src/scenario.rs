@@ -391,11 +391,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         field: field.to_string(),
         message,
     };
-    scenario
-        .load
-        .phases
-        .parse::<ArrivalSchedule>()
-        .map_err(|e| invalid("phases", "load.phases", e.0))?;
+    scenario.load.phases.parse::<ArrivalSchedule>().map_err(|e| invalid("phases", "load.phases", e.0))?;
     scenario.load.mix.parse::<UserMix>().map_err(|e| invalid("mix", "load.mix", e))?;
     if scenario.stock.is_empty() {
         return Err(invalid("[stock]", "stock", "at least one item".into()));
@@ -406,10 +402,8 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
     if scenario.topology.processors > 8 {
         return Err(invalid("processors", "topology.processors", "0 to 8".into()));
     }
-    for (what, v) in [
-        ("availability", scenario.slo.availability),
-        ("availability", scenario.steady_state.availability),
-    ] {
+    for (what, v) in [("availability", scenario.slo.availability), ("availability", scenario.steady_state.availability)]
+    {
         if !(0.0..=1.0).contains(&v) {
             return Err(invalid(what, what, format!("{v} must be between 0 and 1")));
         }
@@ -442,12 +436,7 @@ fn find_line(text: &str, needle: &str) -> usize {
 
 /// The line of the `n`-th line that is exactly `needle`.
 fn nth_line(text: &str, needle: &str, n: usize) -> usize {
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim() == needle)
-        .nth(n)
-        .map(|(i, _)| i + 1)
-        .unwrap_or(1)
+    text.lines().enumerate().filter(|(_, l)| l.trim() == needle).nth(n).map(|(i, _)| i + 1).unwrap_or(1)
 }
 
 /// The fault actions a timeline entry may name, and the lab actions.
@@ -462,7 +451,10 @@ impl TimelineEntry {
             v.ok_or_else(|| (field.to_string(), format!("{} needs {field}", self.kind)))
         };
         let target = || -> Result<Target, (String, String)> {
-            let t = self.target.as_deref().ok_or_else(|| ("target".to_string(), format!("{} needs a target", self.kind)))?;
+            let t = self
+                .target
+                .as_deref()
+                .ok_or_else(|| ("target".to_string(), format!("{} needs a target", self.kind)))?;
             t.parse::<Target>().map_err(|e| ("target".to_string(), e))
         };
         let directions = || -> Result<Directions, (String, String)> {
@@ -516,7 +508,10 @@ impl TimelineEntry {
             "redis_stall" => fault(Target::Redis, Action::RedisStall),
             "redis_loss" => {
                 if self.restore && !backup_before {
-                    return Err(("restore".into(), "restore = true needs a backup entry earlier in the timeline".into()));
+                    return Err((
+                        "restore".into(),
+                        "restore = true needs a backup entry earlier in the timeline".into(),
+                    ));
                 }
                 // The path is filled in by the runner (the run directory's backup).
                 let restore = self.restore.then(|| PathBuf::from("backup.jsonl"));
@@ -612,7 +607,11 @@ target = "broker"
             s.steps(),
             vec![(
                 Duration::from_secs(2),
-                Step::Fault(Fault { target: Target::Broker, action: Action::Kill, duration: Some(Duration::from_secs(3)) })
+                Step::Fault(Fault {
+                    target: Target::Broker,
+                    action: Action::Kill,
+                    duration: Some(Duration::from_secs(3))
+                })
             )]
         );
     }

@@ -53,7 +53,14 @@ pub struct CheckResult {
 
 impl CheckResult {
     fn new(name: &str, kind: Kind, target: impl Into<String>, measured: impl Into<String>, pass: bool) -> Self {
-        CheckResult { name: name.into(), kind, target: target.into(), measured: measured.into(), pass, evidence: vec![] }
+        CheckResult {
+            name: name.into(),
+            kind,
+            target: target.into(),
+            measured: measured.into(),
+            pass,
+            evidence: vec![],
+        }
     }
 
     fn with(mut self, evidence: Vec<String>) -> Self {
@@ -278,7 +285,11 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
                     &format!("{label} latency, phase {} ({scope})", phase.name),
                     Kind::Slo,
                     format!("≤ {limit} ms (corrected)"),
-                    format!("{c:.1} ms corrected, {:.1} ms service, {} requests", quantile_ms(service, q), corrected.len()),
+                    format!(
+                        "{c:.1} ms corrected, {:.1} ms service, {} requests",
+                        quantile_ms(service, q),
+                        corrected.len()
+                    ),
                     c <= limit,
                 ));
             }
@@ -299,12 +310,11 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
         figures.rto_s.insert(w.description.clone(), rto);
     }
     if let Some(limit) = scenario.slo.rto {
-        let worst: Option<Option<f64>> =
-            figures.rto_s.values().copied().fold(None, |acc, v| match (acc, v) {
-                (None, v) => Some(v),
-                (Some(None), _) | (_, None) => Some(None),
-                (Some(Some(a)), Some(b)) => Some(Some(a.max(b))),
-            });
+        let worst: Option<Option<f64>> = figures.rto_s.values().copied().fold(None, |acc, v| match (acc, v) {
+            (None, v) => Some(v),
+            (Some(None), _) | (_, None) => Some(None),
+            (Some(Some(a)), Some(b)) => Some(Some(a.max(b))),
+        });
         let (measured, pass) = match worst {
             None => ("no fault ended".to_string(), true),
             Some(None) => ("never recovered".to_string(), false),
@@ -317,7 +327,8 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     if let Some(first) = windows.iter().map(|w| w.start_ms).min() {
         let last_end = windows.iter().map(|w| w.end_ms.unwrap_or(ev.run_end_ms)).max().unwrap_or(first);
         let after_from = last_end + scenario.steady_state.recovery.as_millis() as u64;
-        for (label, range) in [("before the first fault", (0, first)), ("after the last fault", (after_from, u64::MAX))] {
+        for (label, range) in [("before the first fault", (0, first)), ("after the last fault", (after_from, u64::MAX))]
+        {
             let (mut g, mut t) = (0u64, 0u64);
             for &(i, ok) in &judged {
                 let a = &ev.history[i];
@@ -346,7 +357,13 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     for e in ev.events {
         if let Some(kind @ ("fault_start" | "fault_stop" | "fault_error")) = e["event"].as_str() {
             let ok = e["check"]["ok"].as_bool().unwrap_or(false) && kind != "fault_error";
-            let what = if kind == "fault_start" { "applied" } else if kind == "fault_stop" { "healed" } else { "failed" };
+            let what = if kind == "fault_start" {
+                "applied"
+            } else if kind == "fault_stop" {
+                "healed"
+            } else {
+                "failed"
+            };
             let measured = e["check"]["observed"].as_str().or(e["error"].as_str()).unwrap_or_default();
             results.push(CheckResult::new(
                 &format!("fault #{} {what}: {}", e["id"], e["description"].as_str().unwrap_or_default()),
@@ -356,6 +373,19 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
                 ok,
             ));
         }
+    }
+
+    // --- Lab actions (backup, DLQ replay, reconcile --fix) succeeded.
+    for e in ev.events.iter().filter(|e| e["event"] == "action") {
+        let ok = e["ok"].as_bool().unwrap_or(false);
+        let output = e["output"].as_str().unwrap_or_default();
+        results.push(CheckResult::new(
+            &format!("action {}", e["action"].as_str().unwrap_or_default()),
+            Kind::Fault,
+            "succeeded",
+            output.lines().next().unwrap_or_default().chars().take(120).collect::<String>(),
+            ok,
+        ));
     }
 
     // --- Invariants.
@@ -419,11 +449,17 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
                 format!("{rid}: {where_}")
             })
             .collect();
-        figures.rpo = acked.iter().filter(|rid| !queued.contains(**rid) && !by_request.contains_key(**rid)).count() as u64;
+        figures.rpo =
+            acked.iter().filter(|rid| !queued.contains(**rid) && !by_request.contains_key(**rid)).count() as u64;
         let doubled: Vec<String> = conflicts
             .iter()
             .cloned()
-            .chain(by_request.keys().filter(|rid| completed_of(rid) > 1).map(|rid| format!("{rid}: completed {} times", completed_of(rid))))
+            .chain(
+                by_request
+                    .keys()
+                    .filter(|rid| completed_of(rid) > 1)
+                    .map(|rid| format!("{rid}: completed {} times", completed_of(rid))),
+            )
             .collect();
         let unexpected: Vec<String> = by_request
             .keys()
@@ -447,8 +483,14 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
             .with(lost),
         );
         results.push(
-            CheckResult::new("doubled orders", Kind::Invariant, "0", format!("{} doubled", doubled.len()), doubled.is_empty())
-                .with(doubled),
+            CheckResult::new(
+                "doubled orders",
+                Kind::Invariant,
+                "0",
+                format!("{} doubled", doubled.len()),
+                doubled.is_empty(),
+            )
+            .with(doubled),
         );
         results.push(
             CheckResult::new(
@@ -496,8 +538,14 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
             }
         }
         results.push(
-            CheckResult::new("no oversell", Kind::Invariant, "completed ≤ initial, stock ≥ 0", summary(&evidence), evidence.is_empty())
-                .with(evidence),
+            CheckResult::new(
+                "no oversell",
+                Kind::Invariant,
+                "completed ≤ initial, stock ≥ 0",
+                summary(&evidence),
+                evidence.is_empty(),
+            )
+            .with(evidence),
         );
     }
 
@@ -508,7 +556,10 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
         for (item, initial) in &ev.scenario.stock {
             let done = completed_qty.get(item.as_str()).copied().unwrap_or(0);
             let left = state.stock.get(item).copied().flatten();
-            measured.push(format!("{item}: {initial} = {} + {done}", left.map(|v| v.to_string()).unwrap_or("missing".into())));
+            measured.push(format!(
+                "{item}: {initial} = {} + {done}",
+                left.map(|v| v.to_string()).unwrap_or("missing".into())
+            ));
             if left != Some(*initial as i64 - done as i64) {
                 evidence.push(format!(
                     "item {item}: initial {initial}, remaining {}, completed {done}",
@@ -554,7 +605,12 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
                 "money matches stock",
                 Kind::Invariant,
                 "captures = completed orders, same amounts",
-                format!("{} captures, {} completed; {}", state.captures.len(), completed_keys.len(), summary(&evidence)),
+                format!(
+                    "{} captures, {} completed; {}",
+                    state.captures.len(),
+                    completed_keys.len(),
+                    summary(&evidence)
+                ),
                 evidence.is_empty(),
             )
             .with(evidence),

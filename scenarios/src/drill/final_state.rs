@@ -113,9 +113,7 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|c| {
-            Some(Capture { key: c["request_id"].as_str()?.to_string(), amount: c["amount"].as_u64()? })
-        })
+        .filter_map(|c| Some(Capture { key: c["request_id"].as_str()?.to_string(), amount: c["amount"].as_u64()? }))
         .collect();
 
     let dlq = admin(sources, &["dlq", "list", "--json"]).await?;

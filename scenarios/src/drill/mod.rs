@@ -118,13 +118,17 @@ fn version_of(program: &str, args: &[&str]) -> String {
 }
 
 /// Runs the drill. `stop` (Ctrl-C, SIGTERM) heals every fault and stops the system early.
-pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output = ()> + Send + 'static) -> Result<DrillRun, DrillError> {
+pub async fn drill(
+    options: DrillOptions,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<DrillRun, DrillError> {
     let path = scenario::resolve(&options.scenario)?;
     let mut scenario = scenario::load(&path)?.scaled(options.scale).map_err(DrillError::Setup)?;
     if let Some(seed) = options.seed {
         scenario.seed = seed;
     }
-    let schedule: ArrivalSchedule = scenario.load.phases.parse().map_err(|e: loadgen::schedule::ScheduleError| DrillError::Setup(e.0))?;
+    let schedule: ArrivalSchedule =
+        scenario.load.phases.parse().map_err(|e: loadgen::schedule::ScheduleError| DrillError::Setup(e.0))?;
     let started_ms = chaos::events::unix_ms();
     let dir = options
         .out
@@ -132,7 +136,10 @@ pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output 
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", scenario.name, utc_stamp(started_ms / 1000))));
     // A run directory holds one run: old data (Redis, broker) would be replayed into this one.
     if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(DrillError::Setup(format!("{}: exists and is not empty; give another --out or remove it", dir.display())));
+        return Err(DrillError::Setup(format!(
+            "{}: exists and is not empty; give another --out or remove it",
+            dir.display()
+        )));
     }
     std::fs::create_dir_all(&dir).map_err(|e| DrillError::Setup(format!("{}: {e}", dir.display())))?;
     let dir = dir.canonicalize().map_err(|e| DrillError::Setup(format!("{}: {e}", dir.display())))?;
@@ -158,7 +165,8 @@ pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output 
         })
     };
     write_json(&dir.join("manifest.json"), &manifest(None))?;
-    let events = EventLog::to_file(&dir.join("events.jsonl")).map_err(|e| DrillError::Setup(format!("events.jsonl: {e}")))?;
+    let events =
+        EventLog::to_file(&dir.join("events.jsonl")).map_err(|e| DrillError::Setup(format!("events.jsonl: {e}")))?;
 
     // Ctrl-C / SIGTERM: a flag everything looks at.
     let stopped = Arc::new(AtomicBool::new(false));
@@ -195,7 +203,10 @@ pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output 
     };
     if !options.quiet {
         eprintln!("drill {}: {} (run directory {})", scenario.name, scenario.description, dir.display());
-        eprintln!("starting the system: redis, broker, payment, {} processor(s), {} gateway(s) ...", config.processors, config.gateways);
+        eprintln!(
+            "starting the system: redis, broker, payment, {} processor(s), {} gateway(s) ...",
+            config.processors, config.gateways
+        );
     }
     let testbed = tokio::select! {
         bed = Testbed::start(config) => bed.map_err(|e| DrillError::Setup(format!("bringing up the system: {e}")))?,
@@ -211,8 +222,10 @@ pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output 
     let gateway_urls: Vec<String> = (0..testbed.gateway_count()).map(|i| testbed.gateway_url(i)).collect();
     let mut scrape_targets: Vec<(String, std::net::SocketAddr)> =
         (0..testbed.gateway_count()).map(|i| (format!("gateway[{i}]"), testbed.gateway_addr(i))).collect();
-    scrape_targets.extend((0..testbed.processor_count()).map(|i| (format!("processor[{i}]"), testbed.processor_addr(i))));
-    let processor_addrs: Vec<std::net::SocketAddr> = (0..testbed.processor_count()).map(|i| testbed.processor_addr(i)).collect();
+    scrape_targets
+        .extend((0..testbed.processor_count()).map(|i| (format!("processor[{i}]"), testbed.processor_addr(i))));
+    let processor_addrs: Vec<std::net::SocketAddr> =
+        (0..testbed.processor_count()).map(|i| testbed.processor_addr(i)).collect();
     if let Some(url) = testbed.payment_url() {
         if let Ok(addr) = url.trim_start_matches("http://").parse() {
             scrape_targets.push(("payment".into(), addr));
@@ -227,8 +240,19 @@ pub async fn drill(options: DrillOptions, stop: impl std::future::Future<Output 
 
     // Everything below ends in `finish`, which heals and stops the system whatever happened.
     let result = run_inside(
-        &scenario, &schedule, &dir, &events, &injector, &sources, gateway_urls, scrape_targets, processor_addrs, probes,
-        &options, stopped.clone(), stop_signal,
+        &scenario,
+        &schedule,
+        &dir,
+        &events,
+        &injector,
+        &sources,
+        gateway_urls,
+        scrape_targets,
+        processor_addrs,
+        probes,
+        &options,
+        stopped.clone(),
+        stop_signal,
     )
     .await;
     let healed = injector.heal_all(if stopped.load(Ordering::SeqCst) { "drill stopped" } else { "drill over" }).await;
@@ -297,16 +321,14 @@ where
                 unhealthy.push(format!("{target}: {e}"));
             }
         }
-        results.push(
-            CheckResult {
-                name: "steady state: every component healthy before the load".into(),
-                kind: Kind::SteadyState,
-                target: "all answer".into(),
-                measured: if unhealthy.is_empty() { format!("{} healthy", probes.len()) } else { unhealthy.join("; ") },
-                pass: unhealthy.is_empty(),
-                evidence: vec![],
-            },
-        );
+        results.push(CheckResult {
+            name: "steady state: every component healthy before the load".into(),
+            kind: Kind::SteadyState,
+            target: "all answer".into(),
+            measured: if unhealthy.is_empty() { format!("{} healthy", probes.len()) } else { unhealthy.join("; ") },
+            pass: unhealthy.is_empty(),
+            evidence: vec![],
+        });
     }
 
     let lowest = Arc::new(Mutex::new(BTreeMap::new()));
@@ -383,10 +405,12 @@ where
             loop {
                 tick.tick().await;
                 let elapsed = t0.elapsed();
-                let phase = starts.iter().rposition(|s| *s <= elapsed).map(|i| schedule.phases[i].name.as_str()).unwrap_or("-");
+                let phase =
+                    starts.iter().rposition(|s| *s <= elapsed).map(|i| schedule.phases[i].name.as_str()).unwrap_or("-");
                 let phase = if Instant::now() > load_end { "drain" } else { phase };
                 let (good, bad) = (live.good.load(Ordering::Relaxed), live.bad.load(Ordering::Relaxed));
-                let faults: Vec<String> = injector.list().iter().map(|f| format!("#{} {}", f.id, f.description)).collect();
+                let faults: Vec<String> =
+                    injector.list().iter().map(|f| format!("#{} {}", f.id, f.description)).collect();
                 eprintln!(
                     "[{phase}] {:>5.0}s  {}/s ok  {}/s bad  faults: {}",
                     elapsed.as_secs_f64(),
@@ -406,7 +430,11 @@ where
         schedule: schedule.clone(),
         traffic: Traffic {
             mix,
-            catalogue: Catalogue { items: scenario.stock.keys().cloned().collect(), buyers: scenario.load.buyers, ..Catalogue::default() },
+            catalogue: Catalogue {
+                items: scenario.stock.keys().cloned().collect(),
+                buyers: scenario.load.buyers,
+                ..Catalogue::default()
+            },
             seed: scenario.seed,
         },
         behaviour: Behaviour {
@@ -459,7 +487,11 @@ where
         name: "drained".into(),
         kind: Kind::SteadyState,
         target: format!("every order processed within {:?}", scenario.drain_timeout),
-        measured: format!("{} after {:.1} s", if drained { "drained" } else { "NOT drained" }, drain_started.elapsed().as_secs_f64()),
+        measured: format!(
+            "{} after {:.1} s",
+            if drained { "drained" } else { "NOT drained" },
+            drain_started.elapsed().as_secs_f64()
+        ),
         pass: drained,
         evidence: vec![],
     });
@@ -475,7 +507,8 @@ where
     request_ids.sort();
     request_ids.dedup();
     let items: Vec<String> = scenario.stock.keys().cloned().collect();
-    let state: FinalState = final_state::collect(sources, &items, &request_ids).await.context("collecting the final state")?;
+    let state: FinalState =
+        final_state::collect(sources, &items, &request_ids).await.context("collecting the final state")?;
     write_json(&dir.join("final_state.json"), &state)?;
     let all_events: Vec<serde_json::Value> = events.recent();
     let lowest = lowest.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -493,7 +526,10 @@ where
         results.push(CheckResult {
             name: "abort condition".into(),
             kind: Kind::Slo,
-            target: format!("error rate ≤ {:.1}%", scenario.abort.as_ref().map(|a| a.max_error_rate * 100.0).unwrap_or(0.0)),
+            target: format!(
+                "error rate ≤ {:.1}%",
+                scenario.abort.as_ref().map(|a| a.max_error_rate * 100.0).unwrap_or(0.0)
+            ),
             measured: "exceeded: faults stopped early".into(),
             pass: false,
             evidence: vec![],
@@ -558,7 +594,10 @@ async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> an
             if matches!(status, Ok(202 | 409)) {
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "warm-up: gateway[{i}] did not take an order within {WARMUP_LIMIT:?} ({status:?})");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "warm-up: gateway[{i}] did not take an order within {WARMUP_LIMIT:?} ({status:?})"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         while processors {
@@ -569,7 +608,10 @@ async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> an
             if answer["status"].as_str().is_some_and(|s| s != "PENDING") {
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "warm-up: the order through gateway[{i}] was not decided within {WARMUP_LIMIT:?}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "warm-up: the order through gateway[{i}] was not decided within {WARMUP_LIMIT:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -58,7 +58,8 @@ pub async fn run(
                     *entry = entry.min(*v);
                 }
             }
-            let line = serde_json::json!({"ts_ms": chaos::events::unix_ms(), "component": name, "up": up, "metrics": metrics});
+            let line =
+                serde_json::json!({"ts_ms": chaos::events::unix_ms(), "component": name, "up": up, "metrics": metrics});
             serde_json::to_writer(&mut file, &line)?;
             file.write_all(b"\n")?;
         }
@@ -66,7 +67,10 @@ pub async fn run(
     }
 }
 
-async fn futures_join(http: &reqwest::Client, targets: &[(String, SocketAddr)]) -> Vec<(String, Option<BTreeMap<String, f64>>)> {
+async fn futures_join(
+    http: &reqwest::Client,
+    targets: &[(String, SocketAddr)],
+) -> Vec<(String, Option<BTreeMap<String, f64>>)> {
     let mut handles = Vec::new();
     for (name, addr) in targets {
         let http = http.clone();
