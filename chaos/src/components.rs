@@ -222,7 +222,9 @@ pub fn gateway(
 /// up, for test binaries in `target/*/deps/`).
 pub fn flashsale_program() -> PathBuf {
     if let Some(path) = std::env::var_os("FLASHSALE_BIN") {
-        return path.into();
+        // Children run in their own directories: a relative path must not depend on that.
+        let path = PathBuf::from(path);
+        return std::path::absolute(&path).unwrap_or(path);
     }
     if let Ok(exe) = std::env::current_exe() {
         for dir in exe.ancestors().skip(1).take(2) {

@@ -21,6 +21,7 @@
 //! whole topic), [`logging`] (JSON logs), [`shutdown`] (SIGTERM/SIGINT).
 
 pub mod backup;
+pub mod bugs;
 pub mod config;
 pub mod dlq;
 pub mod gateway;

@@ -702,6 +702,31 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
                 }
             }
         }
+        // A 409 says "you already have this order": only true when an earlier attempt of the
+        // id was accepted or may have been.
+        let mut taken: BTreeSet<&str> = BTreeSet::new();
+        let mut buys: Vec<&Attempt> = ev.history.iter().filter(|a| a.op == Op::Buy).collect();
+        buys.sort_by_key(|a| a.done_us);
+        let mut false_duplicates = Vec::new();
+        for a in buys {
+            if a.status == Some(409) && !taken.contains(a.request_id.as_str()) {
+                false_duplicates
+                    .push(format!("{} attempt {}: 409, yet no earlier attempt was taken", a.request_id, a.attempt));
+            }
+            if a.status == Some(202) || a.class == Class::Info {
+                taken.insert(&a.request_id);
+            }
+        }
+        results.push(
+            CheckResult::new(
+                "409 only for true duplicates",
+                Kind::Invariant,
+                "0 false duplicates",
+                summary(&false_duplicates),
+                false_duplicates.is_empty(),
+            )
+            .with(false_duplicates),
+        );
         results.push(
             CheckResult::new(
                 "one effect per request_id, no status backwards",

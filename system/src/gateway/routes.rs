@@ -238,8 +238,12 @@ async fn place(
             state.breaker.record(ticket, false, Instant::now());
             log_breaker_change(before, state.breaker.state(Instant::now()));
             tracing::warn!(service = SERVICE, event = "order_queue_failed", correlation_id = cid, request_id = %order.request_id, error = %e, "Order could not be queued");
-            if let Err(release_error) = state.claims.release(&order.request_id).await {
-                tracing::error!(service = SERVICE, event = "release_failed", correlation_id = cid, request_id = %order.request_id, error = %release_error, "request_id stays taken until its status expires");
+            // `bugs::GatewayBurnsIdOn503`: the id stays taken; the client's retry gets a 409.
+            let burn = crate::bugs::active(crate::bugs::Bug::GatewayBurnsIdOn503);
+            if !burn {
+                if let Err(release_error) = state.claims.release(&order.request_id).await {
+                    tracing::error!(service = SERVICE, event = "release_failed", correlation_id = cid, request_id = %order.request_id, error = %release_error, "request_id stays taken until its status expires");
+                }
             }
             unavailable("order could not be queued; retry later", Duration::from_secs(1))
         }

@@ -278,10 +278,16 @@ async fn consume(
         let shared = shared.clone();
         let consumer = consumer.clone();
         let retry_limit = config.order_retry_limit;
+        // `bugs::CommitBeforeProcessing`: the offset is stored as the order arrives, so a crash
+        // loses the orders in hand.
+        let committed_early = crate::bugs::active(crate::bugs::Bug::CommitBeforeProcessing);
+        if committed_early {
+            finish(&consumer, &shared, slot);
+        }
         tokio::spawn(async move {
             let _permit = permit;
             let done = process_exclusively(&worker, &shared, &order, origin, retry_limit).await;
-            if done {
+            if done && !committed_early {
                 finish(&consumer, &shared, slot);
             }
             worker.metrics.in_flight.set(lock(&shared.tracker).in_flight() as i64);

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use redis::Script;
 
+use crate::bugs::{self, Bug};
 use crate::keys;
 use crate::order::OrderMessage;
 use crate::redis_conn::{Redis, RedisError};
@@ -61,6 +62,33 @@ end
 return {status or 'MISSING', -1}
 "#;
 
+/// `bugs::NotIdempotentConsumer`: RESERVE_LUA without its first lines — a redelivered order is
+/// reserved again.
+const RESERVE_AGAIN_LUA: &str = r#"
+local attempt = tonumber(ARGV[2])
+local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local next = 'FAILED_SOLD_OUT'
+if stock >= tonumber(ARGV[1]) then
+  stock = redis.call('DECRBY', KEYS[1], ARGV[1])
+  next = 'RESERVED'
+end
+redis.call('HSET', KEYS[2], 'status', next, 'attempt', attempt)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], next, 'PX', ARGV[3])
+return {next, next, stock}
+"#;
+
+/// `bugs::NoRefundOnPaymentFailure`: the status moves, the units do not come back.
+const NO_REFUND_LUA: &str = r#"
+local status = redis.call('HGET', KEYS[2], 'status')
+if status == 'RESERVED' and tonumber(redis.call('HGET', KEYS[2], 'attempt')) == tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[2], 'status', 'FAILED_PAYMENT')
+  redis.call('SET', KEYS[3], 'FAILED_PAYMENT', 'PX', ARGV[3])
+  return {'FAILED_PAYMENT', tonumber(redis.call('GET', KEYS[1]) or '0')}
+end
+return {status or 'MISSING', -1}
+"#;
+
 /// What [`Reservations::reserve`] found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reserve {
@@ -101,7 +129,15 @@ impl Reservations {
     }
 
     pub async fn reserve(&self, order: &OrderMessage) -> Result<Reserve, RedisError> {
-        let mut call = self.reserve.prepare_invoke();
+        if bugs::active(Bug::NonAtomicReserve) {
+            return self.reserve_in_two_steps(order).await;
+        }
+        let script = if bugs::active(Bug::NotIdempotentConsumer) {
+            Script::new(RESERVE_AGAIN_LUA)
+        } else {
+            self.reserve.clone()
+        };
+        let mut call = script.prepare_invoke();
         call.key(keys::inventory(&order.item_id))
             .key(keys::order_state(&order.request_id))
             .key(keys::order_status(&order.request_id))
@@ -134,7 +170,9 @@ impl Reservations {
     /// `RESERVED` → `FAILED_PAYMENT`, giving the units back; returns the status after the call
     /// and the stock if it was refunded now.
     pub async fn refund(&self, order: &OrderMessage) -> Result<(String, Option<i64>), RedisError> {
-        let mut call = self.refund.prepare_invoke();
+        let script =
+            if bugs::active(Bug::NoRefundOnPaymentFailure) { Script::new(NO_REFUND_LUA) } else { self.refund.clone() };
+        let mut call = script.prepare_invoke();
         call.key(keys::inventory(&order.item_id))
             .key(keys::order_state(&order.request_id))
             .key(keys::order_status(&order.request_id))
@@ -144,5 +182,70 @@ impl Reservations {
         let (status, stock): (String, i64) =
             self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok((status, (stock >= 0).then_some(stock)))
+    }
+
+    /// `bugs::NonAtomicReserve`: the stock is read, then decremented in a second call — two
+    /// copies of the processor (or two orders in flight) both see the last unit.
+    async fn reserve_in_two_steps(&self, order: &OrderMessage) -> Result<Reserve, RedisError> {
+        let state = keys::order_state(&order.request_id);
+        let s = state.clone();
+        let (status, current): (Option<String>, Option<u32>) =
+            self.redis
+                .call(|mut c| async move {
+                    redis::cmd("HMGET").arg(s).arg("status").arg("attempt").query_async(&mut c).await
+                })
+                .await?;
+        if let Some(status) = status {
+            let current = current.unwrap_or(0);
+            if order.attempt == current && status == "RESERVED" {
+                return Ok(Reserve::Resume);
+            }
+            if order.attempt <= current || status != "FAILED_PAYMENT" {
+                return Ok(Reserve::Decided { status, current });
+            }
+        }
+        let inventory = keys::inventory(&order.item_id);
+        let i = inventory.clone();
+        let stock: Option<i64> =
+            self.redis.call(|mut c| async move { redis::cmd("GET").arg(i).query_async(&mut c).await }).await?;
+        // A network hop between the check and the act.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let (next, stock) = if stock.unwrap_or(0) >= i64::from(order.amount) {
+            let amount = order.amount;
+            let left: i64 = self
+                .redis
+                .call(|mut c| async move { redis::cmd("DECRBY").arg(inventory).arg(amount).query_async(&mut c).await })
+                .await?;
+            ("RESERVED", left)
+        } else {
+            ("FAILED_SOLD_OUT", stock.unwrap_or(0))
+        };
+        let (attempt, status_key) = (order.attempt, keys::order_status(&order.request_id));
+        let (status_ttl, state_ttl) = (self.status_ttl.as_millis() as u64, self.state_ttl.as_millis() as u64);
+        self.redis
+            .call(|mut c| async move {
+                redis::pipe()
+                    .cmd("HSET")
+                    .arg(&state)
+                    .arg("status")
+                    .arg(next)
+                    .arg("attempt")
+                    .arg(attempt)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&state)
+                    .arg(state_ttl)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(&status_key)
+                    .arg(next)
+                    .arg("PX")
+                    .arg(status_ttl)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(if next == "RESERVED" { Reserve::Reserved { stock } } else { Reserve::SoldOut { stock } })
     }
 }
