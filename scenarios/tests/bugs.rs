@@ -1,0 +1,87 @@
+//! Proof that the checks can fail: each known bug, switched on in a `flashsale` built with the
+//! `bugs` feature, is caught by the drill meant for it — on the right check, with evidence.
+//! (That every shipped drill passes on the correct build is `ci/drills`, run by `ci/test`.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const FLASHLAB: &str = env!("CARGO_BIN_EXE_flashlab");
+
+/// `flashsale` with the `bugs` feature, built once into `target/bugs`.
+fn buggy_flashsale() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let target = root.join("target/bugs");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "flashsale", "--features", "bugs", "--target-dir"])
+            .arg(&target)
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building flashsale with --features bugs");
+        target.join("debug/flashsale")
+    })
+    .clone()
+}
+
+/// Runs `drill` with `bug` on; returns the exit code and the verdict.
+fn drill_with_bug(drill: &str, bug: &str) -> (Option<i32>, serde_json::Value, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let output = Command::new(FLASHLAB)
+        .args(["drill", drill, "--scale", "0.3", "--quiet", "--out"])
+        .arg(&run)
+        .env("FLASHSALE_BIN", buggy_flashsale())
+        .env("FLASHSALE_BUG", bug)
+        .output()
+        .expect("flashlab drill runs");
+    let verdict = std::fs::read_to_string(run.join("verdict.json")).unwrap_or_else(|_| {
+        panic!("{drill} with {bug}: no verdict; stderr:\n{}", String::from_utf8_lossy(&output.stderr))
+    });
+    (output.status.code(), serde_json::from_str(&verdict).unwrap(), out)
+}
+
+/// The drill fails (exit 1) and `check` is among the failed checks, with evidence containing
+/// `evidence`.
+fn caught(drill: &str, bug: &str, check: &str, evidence: &str) {
+    let (code, verdict, _dir) = drill_with_bug(drill, bug);
+    let failed: Vec<&serde_json::Value> =
+        verdict["checks"].as_array().unwrap().iter().filter(|c| c["pass"] == false).collect();
+    let names: Vec<&str> = failed.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(code, Some(1), "{drill} with {bug} must fail; failed checks: {names:?}");
+    assert_eq!(verdict["pass"], false);
+    let hit = failed
+        .iter()
+        .find(|c| c["name"] == check)
+        .unwrap_or_else(|| panic!("{drill} with {bug}: {check:?} did not fail; failed: {names:?}"));
+    let examples: Vec<&str> = hit["evidence"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
+    assert!(examples.iter().any(|e| e.contains(evidence)), "{check}: evidence {examples:?} lacks {evidence:?}");
+}
+
+#[test]
+fn a_non_atomic_reservation_oversells() {
+    caught("flash-sale-spike", "non_atomic_reserve", "no oversell", "completed of");
+}
+
+#[test]
+fn a_consumer_that_is_not_idempotent_breaks_conservation() {
+    caught("processor-crash", "not_idempotent_consumer", "stock conservation", "initial 100000");
+}
+
+#[test]
+fn committing_before_processing_loses_orders() {
+    caught("processor-crash", "commit_before_processing", "lost orders", "queued, never decided");
+}
+
+#[test]
+fn no_refund_on_payment_failure_breaks_conservation() {
+    caught("payment-outage", "no_refund_on_payment_failure", "stock conservation", "initial 100000");
+}
+
+#[test]
+fn a_gateway_burning_the_id_on_503_answers_false_duplicates() {
+    caught("kafka-outage", "gateway_burns_id_on_503", "409 only for true duplicates", "no earlier attempt was taken");
+}
