@@ -96,8 +96,11 @@ struct Toxics {
 
 #[derive(Debug)]
 struct Shared {
-    /// Where connections go; can change (a component is restarted on a new port).
-    upstream_addr: Mutex<SocketAddr>,
+    /// Where connections go; can change (a component is restarted on a new port). With several,
+    /// each new connection goes to the next in turn, skipping one that refuses (a front for
+    /// several gateways).
+    upstream_addrs: Mutex<Vec<SocketAddr>>,
+    next_upstream: std::sync::atomic::AtomicUsize,
     toxics: RwLock<Toxics>,
     rng: Mutex<StdRng>,
     /// Bumped on every change, so that pumps blocked in a toxic notice.
@@ -133,7 +136,8 @@ impl FaultProxy {
         let listen = listener.local_addr()?;
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            upstream_addr: Mutex::new(upstream),
+            upstream_addrs: Mutex::new(vec![upstream]),
+            next_upstream: std::sync::atomic::AtomicUsize::new(0),
             toxics: RwLock::new(Toxics::default()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             changes,
@@ -151,12 +155,20 @@ impl FaultProxy {
 
     /// Where new connections go.
     pub fn upstream(&self) -> SocketAddr {
-        *self.shared.upstream_addr.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.upstream_addrs.lock().unwrap_or_else(|p| p.into_inner())[0]
     }
 
     /// Sends new connections to `upstream` from now on.
     pub fn set_upstream(&self, upstream: SocketAddr) {
-        *self.shared.upstream_addr.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+        self.set_upstreams(vec![upstream]);
+    }
+
+    /// Spreads new connections over `upstreams` in turn, skipping those that refuse. An empty
+    /// list is ignored.
+    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        if !upstreams.is_empty() {
+            *self.shared.upstream_addrs.lock().unwrap_or_else(|p| p.into_inner()) = upstreams;
+        }
     }
 
     /// The toxics in force in `direction`.
@@ -238,10 +250,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let upstream_addr = *shared.upstream_addr.lock().unwrap_or_else(|p| p.into_inner());
-            let Ok(Ok(upstream)) =
-                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(upstream_addr)).await
-            else {
+            let Some(upstream) = connect_upstream(&shared).await else {
                 let _ = client.set_zero_linger();
                 return;
             };
@@ -262,6 +271,22 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// Each upstream's connect limit.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The next upstream in turn that accepts a connection (each tried once, bounded).
+async fn connect_upstream(shared: &Shared) -> Option<TcpStream> {
+    let upstreams = shared.upstream_addrs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let first = shared.next_upstream.fetch_add(1, Ordering::Relaxed);
+    for k in 0..upstreams.len() {
+        let addr = upstreams[(first + k) % upstreams.len()];
+        if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            return Some(stream);
+        }
+    }
+    None
 }
 
 fn active(shared: &Shared, direction: Direction, draw: f64) -> Vec<Toxic> {

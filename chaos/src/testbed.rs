@@ -88,6 +88,9 @@ struct Proxies {
     redis: FaultProxy,
     broker: FaultProxy,
     payment: Option<FaultProxy>,
+    /// With several gateways: one address for clients, spreading connections over the gateways
+    /// that accept (a load balancer's part in a rolling restart).
+    front: Option<FaultProxy>,
     // Last: the proxies stop before their runtime goes.
     _runtime: ProxyRuntime,
 }
@@ -170,6 +173,7 @@ impl Testbed {
                 redis: runtime.proxy(seed).await?,
                 broker: runtime.proxy(seed.wrapping_add(1)).await?,
                 payment: if with_payment { Some(runtime.proxy(seed.wrapping_add(2)).await?) } else { None },
+                front: if config.gateways > 1 { Some(runtime.proxy(seed.wrapping_add(3)).await?) } else { None },
                 _runtime: runtime,
             })
         } else {
@@ -229,6 +233,9 @@ impl Testbed {
                 _ => start_on_free_port(spec).await?,
             };
             testbed.gateways.push(gateway);
+        }
+        if let Some(front) = testbed.proxies.as_ref().and_then(|p| p.front.as_ref()) {
+            front.set_upstreams(testbed.gateways.iter().map(probe_addr).collect());
         }
         Ok(testbed)
     }
@@ -351,6 +358,15 @@ impl Testbed {
 
     pub fn gateway_addr(&self, index: usize) -> SocketAddr {
         probe_addr(&self.gateways[index])
+    }
+
+    /// Where clients send orders: the front over every gateway when there are several (and
+    /// proxies), else gateway 0.
+    pub fn front_url(&self) -> String {
+        match self.proxies.as_ref().and_then(|p| p.front.as_ref()) {
+            Some(front) => format!("http://{}", front.addr()),
+            None => self.gateway_url(0),
+        }
     }
 
     /// `http://127.0.0.1:PORT` of gateway `index`.

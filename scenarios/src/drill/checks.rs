@@ -355,6 +355,9 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
 
     // --- Faults: each took effect and healed.
     for e in ev.events {
+        if e["event"] == "fault_stop" && e["reason"] == "instant" {
+            continue; // an instant fault's one check is its start's
+        }
         if let Some(kind @ ("fault_start" | "fault_stop" | "fault_error")) = e["event"].as_str() {
             let ok = e["check"]["ok"].as_bool().unwrap_or(false) && kind != "fault_error";
             let what = if kind == "fault_start" {

@@ -220,6 +220,7 @@ pub async fn drill(
         admin_env: testbed.admin_env(),
     };
     let gateway_urls: Vec<String> = (0..testbed.gateway_count()).map(|i| testbed.gateway_url(i)).collect();
+    let front_url = testbed.front_url();
     let mut scrape_targets: Vec<(String, std::net::SocketAddr)> =
         (0..testbed.gateway_count()).map(|i| (format!("gateway[{i}]"), testbed.gateway_addr(i))).collect();
     scrape_targets
@@ -239,22 +240,10 @@ pub async fn drill(
     let injector = Injector::new(testbed.clone(), events.clone());
 
     // Everything below ends in `finish`, which heals and stops the system whatever happened.
-    let result = run_inside(
-        &scenario,
-        &schedule,
-        &dir,
-        &events,
-        &injector,
-        &sources,
-        gateway_urls,
-        scrape_targets,
-        processor_addrs,
-        probes,
-        &options,
-        stopped.clone(),
-        stop_signal,
-    )
-    .await;
+    let system = System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes };
+    let result =
+        run_inside(&scenario, &schedule, &dir, &events, &injector, system, &options, stopped.clone(), stop_signal)
+            .await;
     let healed = injector.heal_all(if stopped.load(Ordering::SeqCst) { "drill stopped" } else { "drill over" }).await;
     if !options.quiet && !healed.is_empty() {
         eprintln!("healed {} fault(s) still in force", healed.len());
@@ -284,17 +273,25 @@ pub async fn drill(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Where the running system answers, taken from the testbed before it is shared.
+struct System {
+    sources: Sources,
+    gateway_urls: Vec<String>,
+    /// Where the load goes (the front over several gateways, or the gateway).
+    front_url: String,
+    scrape_targets: Vec<(String, std::net::SocketAddr)>,
+    processor_addrs: Vec<std::net::SocketAddr>,
+    probes: Vec<(Target, chaos::probe::Probe)>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_inside<F, Fut>(
     scenario: &Scenario,
     schedule: &ArrivalSchedule,
     dir: &Path,
     events: &EventLog,
     injector: &Injector,
-    sources: &Sources,
-    gateway_urls: Vec<String>,
-    scrape_targets: Vec<(String, std::net::SocketAddr)>,
-    processor_addrs: Vec<std::net::SocketAddr>,
-    probes: Vec<(Target, chaos::probe::Probe)>,
+    system: System,
     options: &DrillOptions,
     stopped: Arc<AtomicBool>,
     stop_signal: F,
@@ -303,6 +300,8 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes } = system;
+    let sources = &sources;
     let mut results = Vec::new();
     for (item, qty) in &scenario.stock {
         final_state::admin(sources, &["stock", "set", item, &qty.to_string()]).await?;
@@ -426,7 +425,7 @@ where
     // The load, on the same clock.
     let mix: UserMix = scenario.load.mix.parse().map_err(DrillError::Setup)?;
     let config = LoadConfig {
-        target: gateway_urls[0].clone(),
+        target: front_url,
         schedule: schedule.clone(),
         traffic: Traffic {
             mix,
