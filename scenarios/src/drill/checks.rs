@@ -327,9 +327,9 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     if let Some(first) = windows.iter().map(|w| w.start_ms).min() {
         let last_end = windows.iter().map(|w| w.end_ms.unwrap_or(ev.run_end_ms)).max().unwrap_or(first);
         let after_from = last_end + scenario.steady_state.recovery.as_millis() as u64;
-        for (label, range) in [("before the first fault", (0, first)), ("after the last fault", (after_from, u64::MAX))]
-        {
+        for (label, range) in [("before the first fault", (0, first)), ("after the last fault", (after_from, u64::MAX))] {
             let (mut g, mut t) = (0u64, 0u64);
+            let mut latencies = Vec::new();
             for &(i, ok) in &judged {
                 let a = &ev.history[i];
                 // Before: done before the first fault; after: intended after the recovery.
@@ -337,6 +337,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
                 if inside {
                     t += 1;
                     g += u64::from(ok);
+                    latencies.push(a.corrected_us());
                 }
             }
             let v = share(g, t);
@@ -350,6 +351,17 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
                 measured,
                 pass,
             ));
+            if let (Some(limit), true) = (scenario.steady_state.p99_ms, t >= MIN_REQUESTS) {
+                latencies.sort_unstable();
+                let p99 = quantile_ms(&latencies, 0.99);
+                results.push(CheckResult::new(
+                    &format!("steady state {label}: p99"),
+                    Kind::SteadyState,
+                    format!("≤ {limit} ms (corrected)"),
+                    format!("{p99:.1} ms"),
+                    p99 <= limit,
+                ));
+            }
         }
     }
 
