@@ -18,7 +18,7 @@ pub mod summary;
 pub mod traffic;
 pub mod users;
 
-pub use run::{run, Live, LoadConfig, LoadError, LoadSummary};
+pub use run::{run, stop_requested, Live, LoadConfig, LoadError, LoadSummary};
 pub use schedule::ArrivalSchedule;
 pub use traffic::{Catalogue, Traffic, UserKind, UserMix};
 pub use users::Behaviour;

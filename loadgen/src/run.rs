@@ -122,6 +122,12 @@ pub enum LoadError {
     Goose(String),
 }
 
+/// Whether a stop was asked for by a Ctrl-C caught while a run went (goose catches SIGINT
+/// itself from its first run on, so a caller's own SIGINT handler may never see it).
+pub fn stop_requested() -> bool {
+    goose::is_killswitch_triggered()
+}
+
 /// Polls that may wait for a free user.
 const POLL_QUEUE: usize = 10_000;
 

@@ -366,6 +366,9 @@ fn schedule_poll(shared: &Shared, order: Order, number: u32) {
 }
 
 async fn poll_order(user: &mut GooseUser, shared: &Shared, poll: Poll) {
+    if goose::is_killswitch_triggered() {
+        return;
+    }
     let order = &poll.order;
     let path = format!("/orders/{}", order.request_id);
     let answer = send(user, shared, GooseMethod::Get, &path, None).await;
@@ -391,16 +394,33 @@ async fn retrier(user: &mut GooseUser, shared: &Shared, order: &Order, due: Inst
         if !retry {
             return;
         }
+        if goose::is_killswitch_triggered() {
+            return; // stopping: no more retries
+        }
         let backoff = shared.behaviour.retry_base * 2u32.pow(number - 1);
         intended = Instant::now() + backoff.mul_f64(rng.gen_range(0.5..1.5));
-        if number <= shared.behaviour.retries {
-            tokio::time::sleep_until(intended).await;
+        if number <= shared.behaviour.retries && !sleep_unless_stopped(intended).await {
+            return;
         }
     }
 }
 
+/// Sleeps until `until`, waking early (and answering `false`) when the run is stopped.
+async fn sleep_unless_stopped(until: Instant) -> bool {
+    while Instant::now() < until {
+        if goose::is_killswitch_triggered() {
+            return false;
+        }
+        tokio::time::sleep_until(until.min(Instant::now() + IDLE_CHECK)).await;
+    }
+    !goose::is_killswitch_triggered()
+}
+
 async fn abuser(user: &mut GooseUser, shared: &Shared, order: &Order, due: Instant) {
     for k in 0..shared.behaviour.abuse_burst.max(1) {
+        if k > 0 && goose::is_killswitch_triggered() {
+            return;
+        }
         let request_id = format!("{}-{k}", order.request_id);
         // The whole burst is due at once: each waits for the one before.
         buy_once(user, shared, order, &request_id, &order.user_id, 1, due).await;

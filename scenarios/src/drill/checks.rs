@@ -327,7 +327,8 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     if let Some(first) = windows.iter().map(|w| w.start_ms).min() {
         let last_end = windows.iter().map(|w| w.end_ms.unwrap_or(ev.run_end_ms)).max().unwrap_or(first);
         let after_from = last_end + scenario.steady_state.recovery.as_millis() as u64;
-        for (label, range) in [("before the first fault", (0, first)), ("after the last fault", (after_from, u64::MAX))] {
+        for (label, range) in [("before the first fault", (0, first)), ("after the last fault", (after_from, u64::MAX))]
+        {
             let (mut g, mut t) = (0u64, 0u64);
             let mut latencies = Vec::new();
             for &(i, ok) in &judged {

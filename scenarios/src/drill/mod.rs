@@ -174,7 +174,16 @@ pub async fn drill(
     {
         let stopped = stopped.clone();
         tokio::spawn(async move {
-            stop.await;
+            // Our SIGINT/SIGTERM handler, or goose's (it takes SIGINT over once the load starts).
+            let goose_caught = async {
+                while !loadgen::stop_requested() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            tokio::select! {
+                () = stop => {}
+                () = goose_caught => {}
+            }
             stopped.store(true, Ordering::SeqCst);
             let _ = stop_tx.send(true);
         });
@@ -358,6 +367,11 @@ where
                     break;
                 }
                 run_step(step, &injector, &events, &sources, &dir, quiet).await;
+                if aborted.load(Ordering::SeqCst) {
+                    // The abort fired while this step was being applied.
+                    injector.heal_all("abort condition").await;
+                    break;
+                }
             }
         })
     };
@@ -460,6 +474,9 @@ where
         );
     }
     events.record("load_end", json!({"interrupted": summary.interrupted, "buy_requests": summary.total.buy_requests}));
+    if summary.interrupted {
+        stopped.store(true, Ordering::SeqCst);
+    }
     if let Some(v) = view {
         v.abort();
     }
@@ -721,7 +738,8 @@ mod tests {
     #[test]
     fn utc_stamps() {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(1_795_248_000), "20261121T040000Z");
+        assert_eq!(utc_stamp(1_795_248_000), "20261121T080000Z");
+        assert_eq!(utc_stamp(1_795_248_000 + 3_723), "20261121T090203Z");
         assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
     }
 }

@@ -1,0 +1,151 @@
+//! `flashlab drill` as a user runs it: the shipped drills listed, a bad scenario file refused
+//! with its line, an abort condition that stops the faults early, and Ctrl-C mid-drill leaving
+//! no child process and no fault behind.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FLASHLAB: &str = env!("CARGO_BIN_EXE_flashlab");
+
+fn flashlab(args: &[&str]) -> std::process::Output {
+    Command::new(FLASHLAB).args(args).output().expect("flashlab runs")
+}
+
+/// Pids of live processes whose working directory is inside `dir`.
+fn processes_in(dir: &Path) -> Vec<u32> {
+    let dir = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")))
+        .collect()
+}
+
+#[test]
+fn the_shipped_drills_are_listed() {
+    let out = flashlab(&["drills"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "flash-sale-spike",
+        "ramp-10-to-100",
+        "kafka-outage",
+        "processor-crash",
+        "processor-stall",
+        "payment-outage",
+        "payment-slow-success",
+        "redis-latency",
+        "redis-loss-and-restore",
+        "rate-limit-storm",
+        "rolling-restart",
+        "dlq-growth",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{text}");
+    }
+    assert!(!text.contains("INVALID"), "{text}");
+}
+
+#[test]
+fn a_bad_scenario_is_refused_with_its_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"bad\"\ndescription = \"x\"\n[stock]\n\"101\" = 1\n[load]\nphases = \"a:1s@1\"\n[[faults]]\nat = \"1s\"\nkind = \"kill\"\ntarget = \"database\"\n",
+    )
+    .unwrap();
+    let out = flashlab(&["drill", file.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:7: faults[0].target") && err.contains("valid: redis, broker"), "{err}");
+    let out = flashlab(&["drill", "no-such-drill"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`flashlab drills` lists the drills"));
+}
+
+const ABORTING: &str = r#"
+name = "abort-test"
+description = "Payment latency far past the timeout; the abort condition heals it early."
+drain_timeout = "60s"
+[env]
+RATE_LIMIT_MAX_REQUESTS = "1000"
+REDIS_TIMEOUT = "300ms"
+[stock]
+"101" = 100000
+[load]
+phases = "a:25s@40"
+mix = "buyer=1"
+timeout = "1s"
+[[faults]]
+at = "3s"
+for = "60s"
+kind = "latency"
+target = "redis"
+latency = "500ms"
+[abort]
+max_error_rate = 0.5
+window = "3s"
+"#;
+
+#[test]
+fn an_abort_condition_heals_the_faults_early_and_fails_the_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("abort.toml");
+    std::fs::write(&file, ABORTING).unwrap();
+    let run = dir.path().join("run");
+    let started = Instant::now();
+    let out = flashlab(&["drill", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = events.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let abort = events.iter().find(|e| e["event"] == "abort").expect("an abort event");
+    let stop = events.iter().find(|e| e["event"] == "fault_stop").expect("the fault healed");
+    assert_eq!(stop["reason"], "abort condition");
+    let fault_start = events.iter().find(|e| e["event"] == "fault_start").unwrap();
+    let lasted = stop["ts_ms"].as_u64().unwrap() - fault_start["ts_ms"].as_u64().unwrap();
+    assert!(lasted < 20_000, "healed after {lasted} ms, not the fault's 60 s");
+    assert!(abort["error_rate"].as_f64().unwrap() > 0.5);
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("verdict.json")).unwrap()).unwrap();
+    let row = verdict["checks"].as_array().unwrap().iter().find(|c| c["name"] == "abort condition").unwrap();
+    assert_eq!(row["pass"], false);
+}
+
+#[test]
+fn ctrl_c_mid_drill_heals_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = Command::new(FLASHLAB)
+        .args(["drill", "kafka-outage", "--scale", "0.5", "--quiet", "--out"])
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the broker is killed (the fault is in force).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap_or_default();
+        if events.contains("\"fault_start\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fault never started: {events}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "interrupted: the drill could not run to its end");
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    let stop: serde_json::Value = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "fault_stop")
+        .expect("the fault was healed");
+    assert_eq!(stop["reason"], "drill stopped");
+    assert!(events.contains("\"system_down\""));
+    assert_eq!(processes_in(&run), Vec::<u32>::new(), "no child process left");
+}
