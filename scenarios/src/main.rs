@@ -66,6 +66,11 @@ enum Command {
     },
     /// List the shipped drills.
     Drills,
+    /// Render (or re-render) a run directory's report.html, summary.md, junit.xml and plots/.
+    Report {
+        /// The run directory.
+        dir: PathBuf,
+    },
     /// Run the TCP fault proxy, without faults, from LISTEN to UPSTREAM until Ctrl-C (to
     /// measure its overhead, or to put a component behind it by hand).
     Proxy {
@@ -113,10 +118,23 @@ fn main() -> ExitCode {
                 match scenarios::drill::drill(options, stop_signal()).await {
                     Ok(run) => {
                         print!("{}", scenarios::drill::table(&run));
+                        // The report is a view of the run: failing to draw it does not change the verdict.
+                        match reports::render(&run.dir) {
+                            Ok(r) => println!("report: {}", r.html.display()),
+                            Err(e) => eprintln!("flashlab: the report could not be rendered: {e}"),
+                        }
                         Ok(if run.verdict.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+            Command::Report { dir } => {
+                let rendered = reports::render(&dir)?;
+                println!("{}", rendered.html.display());
+                println!("{}", rendered.markdown.display());
+                println!("{}", rendered.junit.display());
+                println!("{} plots in {}", rendered.plots.len(), dir.join("plots").display());
+                Ok(ExitCode::SUCCESS)
             }
             Command::Drills => {
                 for (name, description) in scenarios::scenario::shipped() {

@@ -1,0 +1,289 @@
+//! What a report shows, read from a run directory alone (DESIGN.md): the verdict, the
+//! manifest, the events (fault windows, phases), and per-second series built from
+//! `history.jsonl` (streamed: one pass, memory bounded by the run's length), `metrics.jsonl` and
+//! `final_state.json`.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse { path: String, line: usize, message: String },
+    #[error("{0}")]
+    Render(String),
+}
+
+/// One line of `history.jsonl`, the fields a report reads.
+#[derive(Debug, Deserialize)]
+struct Line {
+    op: String,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    error: Option<String>,
+    intended_us: u64,
+    sent_us: u64,
+    done_us: u64,
+}
+
+/// The outcome groups of the throughput plot, in stacking order.
+pub const OUTCOMES: [&str; 7] = ["202", "409", "429", "400", "503", "other 5xx", "timeout/error"];
+
+fn outcome_group(status: Option<u16>) -> usize {
+    match status {
+        Some(200..=299) => 0,
+        Some(409) => 1,
+        Some(429) => 2,
+        Some(400..=499) => 3,
+        Some(503) => 4,
+        Some(_) => 5,
+        None => 6,
+    }
+}
+
+/// A shaded window on every plot.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub label: String,
+    /// Seconds from the start of the run.
+    pub from_s: f64,
+    pub to_s: f64,
+}
+
+/// Per-second series of the run, seconds counted from its first request.
+#[derive(Debug, Default)]
+pub struct Series {
+    /// Unix ms of second 0.
+    pub start_ms: u64,
+    pub seconds: usize,
+    /// `[second][OUTCOMES index]` counts of `POST /buy` answers, by completion second.
+    pub outcomes: Vec<[u64; 7]>,
+    /// p50, p95, p99 of corrected and of service latency per second (ms), by intended second.
+    pub corrected: Vec<[f64; 3]>,
+    pub service: Vec<[f64; 3]>,
+    /// `(second, value)` per component and series name, from `metrics.jsonl`.
+    pub metrics: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Completed units per item, cumulative, by decision time.
+    pub completed: BTreeMap<String, Vec<(f64, f64)>>,
+    pub requests: u64,
+}
+
+/// Everything a report needs.
+#[derive(Debug)]
+pub struct Run {
+    pub verdict: Value,
+    pub manifest: Value,
+    pub events: Vec<Value>,
+    pub windows: Vec<Window>,
+    pub series: Series,
+}
+
+fn read(path: &Path) -> Result<String, ReportError> {
+    std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.display().to_string(), source })
+}
+
+fn json(path: &Path) -> Result<Value, ReportError> {
+    serde_json::from_str(&read(path)?).map_err(|e| ReportError::Parse {
+        path: path.display().to_string(),
+        line: e.line(),
+        message: e.to_string(),
+    })
+}
+
+fn jsonl(path: &Path) -> Result<Vec<Value>, ReportError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    read(path)?
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| ReportError::Parse {
+                path: path.display().to_string(),
+                line: i + 1,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The `q` quantile of `v` (sorted in place), in ms.
+fn quantile_ms(v: &mut [u32], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    let (_, x, _) = v.select_nth_unstable(rank - 1);
+    *x as f64 / 1000.0
+}
+
+/// Reads a run directory.
+pub fn load(dir: &Path) -> Result<Run, ReportError> {
+    let verdict = json(&dir.join("verdict.json"))?;
+    let manifest = json(&dir.join("manifest.json")).unwrap_or(Value::Null);
+    let events = jsonl(&dir.join("events.jsonl"))?;
+    let series = series(dir, &events)?;
+    let at = |ms: u64| (ms as f64 - series.start_ms as f64) / 1000.0;
+    let mut windows = Vec::new();
+    let mut open: BTreeMap<u64, (String, u64)> = BTreeMap::new();
+    for e in &events {
+        let id = e["id"].as_u64().unwrap_or(0);
+        match e["event"].as_str() {
+            Some("fault_start") => {
+                open.insert(
+                    id,
+                    (e["description"].as_str().unwrap_or_default().to_string(), e["ts_ms"].as_u64().unwrap_or(0)),
+                );
+            }
+            Some("fault_stop") => {
+                if let Some((label, start)) = open.remove(&id) {
+                    let end = e["undone_ms"].as_u64().or(e["ts_ms"].as_u64()).unwrap_or(start);
+                    windows.push(Window {
+                        label: format!("#{id} {label}"),
+                        from_s: at(start),
+                        to_s: at(end.max(start + 200)),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    for (id, (label, start)) in open {
+        windows.push(Window { label: format!("#{id} {label}"), from_s: at(start), to_s: series.seconds as f64 });
+    }
+    Ok(Run { verdict, manifest, events, windows, series })
+}
+
+fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
+    let path = dir.join("history.jsonl");
+    let file =
+        std::fs::File::open(&path).map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
+    // Second 0: the load's start if recorded, else the first request's.
+    let load_start = events.iter().find(|e| e["event"] == "load_start").and_then(|e| e["ts_ms"].as_u64());
+    let mut start_ms = load_start;
+    let mut outcomes: Vec<[u64; 7]> = Vec::new();
+    let mut corrected: Vec<Vec<u32>> = Vec::new();
+    let mut service: Vec<Vec<u32>> = Vec::new();
+    let mut requests = 0u64;
+    for (i, line) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
+        let line = line.map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let a: Line = serde_json::from_str(&line).map_err(|e| ReportError::Parse {
+            path: path.display().to_string(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        if a.op != "buy" {
+            continue;
+        }
+        requests += 1;
+        let start = *start_ms.get_or_insert(a.intended_us / 1000);
+        let second = |us: u64| ((us / 1000).saturating_sub(start) / 1000) as usize;
+        let done_s = second(a.done_us);
+        let intended_s = second(a.intended_us);
+        let needed = done_s.max(intended_s) + 1;
+        if outcomes.len() < needed {
+            outcomes.resize(needed, [0; 7]);
+            corrected.resize_with(needed, Vec::new);
+            service.resize_with(needed, Vec::new);
+        }
+        let group = if a.error.is_some() && a.status.is_none() { 6 } else { outcome_group(a.status) };
+        outcomes[done_s][group] += 1;
+        corrected[intended_s].push(a.done_us.saturating_sub(a.intended_us).min(u32::MAX as u64) as u32);
+        service[intended_s].push(a.done_us.saturating_sub(a.sent_us).min(u32::MAX as u64) as u32);
+    }
+    let start_ms = start_ms.unwrap_or(0);
+    let pct = |v: &mut Vec<u32>| [quantile_ms(v, 0.5), quantile_ms(v, 0.95), quantile_ms(v, 0.99)];
+    let corrected: Vec<[f64; 3]> = corrected.iter_mut().map(pct).collect();
+    let service: Vec<[f64; 3]> = service.iter_mut().map(pct).collect();
+    let at = |ms: u64| (ms as f64 - start_ms as f64) / 1000.0;
+
+    // Metrics: the series the plots use, per component.
+    let mut metrics: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut processing: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new(); // component → (t, sum, count)
+    for scrape in jsonl(&dir.join("metrics.jsonl"))? {
+        let t = at(scrape["ts_ms"].as_u64().unwrap_or(start_ms));
+        let component = scrape["component"].as_str().unwrap_or("?").to_string();
+        let Some(m) = scrape["metrics"].as_object() else { continue };
+        let sum_of = |prefix: &str| -> Option<f64> {
+            let values: Vec<f64> = m
+                .iter()
+                .filter(|(k, _)| k.as_str() == prefix || k.starts_with(&format!("{prefix}{{")))
+                .filter_map(|(_, v)| v.as_f64())
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum())
+        };
+        for (name, metric) in [
+            ("breaker", "gateway_circuit_breaker_state"),
+            ("lag", "processor_consumer_lag"),
+            ("dlq depth", "processor_dlq_size"),
+            ("dlq oldest age s", "processor_dlq_oldest_message_age_seconds"),
+        ] {
+            if let Some(v) = sum_of(metric) {
+                metrics.entry(format!("{name}|{component}")).or_default().push((t, v));
+            }
+        }
+        for (k, v) in m {
+            if let Some(item) =
+                k.strip_prefix("processor_inventory_level{item_id=\"").and_then(|r| r.strip_suffix("\"}"))
+            {
+                if let Some(v) = v.as_f64() {
+                    metrics.entry(format!("stock|{item}|{component}")).or_default().push((t, v));
+                }
+            }
+        }
+        if let (Some(sum), Some(count)) = (
+            sum_of("processor_order_processing_duration_seconds_sum"),
+            sum_of("processor_order_processing_duration_seconds_count"),
+        ) {
+            if let Some((_, s0, c0)) = processing.get(&component) {
+                if count > *c0 {
+                    metrics
+                        .entry(format!("processing ms|{component}"))
+                        .or_default()
+                        .push((t, (sum - s0) / (count - c0) * 1000.0));
+                }
+            }
+            processing.insert(component, (t, sum, count));
+        }
+    }
+
+    // Completed units per item from the outcome records (first decision per attempt).
+    let mut completed: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    if let Ok(state) = json(&dir.join("final_state.json")) {
+        let mut seen = std::collections::HashSet::new();
+        let mut done: Vec<(u64, String, u64)> = state["outcomes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| seen.insert((o["request_id"].as_str().unwrap_or("").to_string(), o["attempt"].as_u64())))
+            .filter(|o| o["outcome"] == "COMPLETED")
+            .map(|o| {
+                (
+                    o["decided_at_ms"].as_u64().unwrap_or(0),
+                    o["item_id"].as_str().unwrap_or("?").to_string(),
+                    o["amount"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        done.sort();
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for (ms, item, amount) in done {
+            let total = totals.entry(item.clone()).or_default();
+            *total += amount;
+            completed.entry(item).or_default().push((at(ms), *total as f64));
+        }
+    }
+    let seconds = outcomes.len();
+    Ok(Series { start_ms, seconds, outcomes, corrected, service, metrics, completed, requests })
+}

@@ -1,0 +1,59 @@
+//! Everything rendered from a run directory alone (DESIGN.md).
+//!
+//! - [`data`]: reads the run directory — verdict, manifest, events (fault windows), and
+//!   per-second series from `history.jsonl` (streamed), `metrics.jsonl`, `final_state.json`.
+//! - [`plots`]: latency, throughput by outcome, stock against completed units, DLQ, breaker
+//!   state, consumer lag, processing time — SVG and PNG, fault windows shaded and labelled, with
+//!   a bundled font.
+//! - [`documents`]: `report.html` (self-contained), `summary.md`, `junit.xml`.
+//!
+//! [`render`] writes them all into the run directory.
+
+pub mod data;
+pub mod documents;
+pub mod plots;
+
+use std::path::{Path, PathBuf};
+
+pub use data::ReportError;
+
+/// What [`render`] wrote.
+#[derive(Debug)]
+pub struct Rendered {
+    pub html: PathBuf,
+    pub markdown: PathBuf,
+    pub junit: PathBuf,
+    pub plots: Vec<PathBuf>,
+    pub pass: bool,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+    std::fs::write(path, text).map_err(|source| ReportError::Read { path: path.display().to_string(), source })
+}
+
+/// Renders (or re-renders) the reports of the run in `dir`.
+pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
+    let run = data::load(dir)?;
+    let plots_dir = dir.join("plots");
+    std::fs::create_dir_all(&plots_dir)
+        .map_err(|source| ReportError::Read { path: plots_dir.display().to_string(), source })?;
+    let mut svgs = Vec::new();
+    let mut files = Vec::new();
+    for plot in plots::plots(&run) {
+        let svg = plots::svg(&plot, &run).map_err(|e| ReportError::Render(format!("{}: {e}", plot.name)))?;
+        let svg_path = plots_dir.join(format!("{}.svg", plot.name));
+        write(&svg_path, &svg)?;
+        let png_path = plots_dir.join(format!("{}.png", plot.name));
+        plots::png(&plot, &run, &png_path).map_err(|e| ReportError::Render(format!("{}: {e}", plot.name)))?;
+        files.push(svg_path);
+        files.push(png_path);
+        svgs.push((plot.name.to_string(), svg));
+    }
+    let html = dir.join("report.html");
+    write(&html, &documents::html(&run, &svgs))?;
+    let markdown = dir.join("summary.md");
+    write(&markdown, &documents::markdown(&run))?;
+    let junit = dir.join("junit.xml");
+    write(&junit, &documents::junit(&run))?;
+    Ok(Rendered { html, markdown, junit, plots: files, pass: run.verdict["pass"].as_bool().unwrap_or(false) })
+}

@@ -1,0 +1,89 @@
+//! Renders a recorded run directory (a real `kafka-outage` drill at scale 0.3, with the broker
+//! killed for 9 s) and checks what the documents hold.
+
+use std::path::Path;
+
+fn recorded_run() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kafka-outage");
+    for entry in std::fs::read_dir(fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_report_holds_the_verdict_one_plot_each_and_the_fault_window() {
+    let dir = recorded_run();
+    let rendered = reports::render(dir.path()).expect("renders");
+    assert!(rendered.pass);
+    let html = std::fs::read_to_string(&rendered.html).unwrap();
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("verdict.json")).unwrap()).unwrap();
+    // The verdict table first, a row per check.
+    let table = html.find("id=\"checks\"").expect("verdict table");
+    assert!(table < html.find("<svg").expect("inline svg"), "the verdict comes before the plots");
+    for check in verdict["checks"].as_array().unwrap() {
+        let name = reports::documents::escape(check["name"].as_str().unwrap());
+        assert!(html.contains(&name), "row {name} missing");
+    }
+    // One inline SVG per plot, each with the fault window shaded and labelled.
+    for plot in ["latency", "throughput", "stock", "dlq", "breaker", "lag", "processing"] {
+        let start = html.find(&format!("id=\"plot-{plot}\"")).unwrap_or_else(|| panic!("plot {plot}"));
+        let figure = &html[start..start + html[start..].find("</figure>").unwrap()];
+        assert!(figure.contains("#1 kill broker"), "{plot}: the fault window is labelled");
+        assert!(figure.contains("<rect"), "{plot}: shaded");
+        assert!(dir.path().join(format!("plots/{plot}.svg")).is_file());
+        let png = std::fs::read(dir.path().join(format!("plots/{plot}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+    assert!(!html.contains("<script"), "no JavaScript");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no external asset");
+    assert!(html.contains("id=\"timeline\"") && html.contains("fault_start"));
+    // Markdown and JUnit.
+    let md = std::fs::read_to_string(&rendered.markdown).unwrap();
+    assert!(md.starts_with("## ✅ PASS — flashlab drill `kafka-outage`"), "{md}");
+    let junit = std::fs::read_to_string(&rendered.junit).unwrap();
+    let cases = verdict["checks"].as_array().unwrap().len();
+    assert_eq!(junit.matches("<testcase ").count(), cases);
+    assert!(junit.contains("failures=\"0\""));
+}
+
+#[test]
+fn a_failed_check_carries_its_evidence_everywhere() {
+    let dir = recorded_run();
+    let path = dir.path().join("verdict.json");
+    let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    verdict["pass"] = false.into();
+    let lost = verdict["checks"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "lost orders").unwrap();
+    lost["pass"] = false.into();
+    lost["measured"] = "1 lost".into();
+    lost["evidence"] = serde_json::json!(["lg1-42: queued, never decided"]);
+    std::fs::write(&path, verdict.to_string()).unwrap();
+    let rendered = reports::render(dir.path()).unwrap();
+    assert!(!rendered.pass);
+    let html = std::fs::read_to_string(&rendered.html).unwrap();
+    assert!(html.contains("class=\"verdict fail\"") && html.contains("lg1-42: queued, never decided"));
+    let md = std::fs::read_to_string(&rendered.markdown).unwrap();
+    assert!(md.starts_with("## ❌ FAIL"));
+    assert!(md.find("**FAIL** | lost orders").unwrap() < md.find("| ok |").unwrap(), "failed rows first");
+    assert!(md.contains("- `lg1-42: queued, never decided`"));
+    let junit = std::fs::read_to_string(&rendered.junit).unwrap();
+    assert!(
+        junit.contains("failures=\"1\"")
+            && junit.contains("<failure message=\"target 0 of")
+            && junit.contains("lg1-42")
+    );
+}
+
+#[test]
+fn a_broken_run_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = reports::render(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("verdict.json") && err.contains("No such file"), "{err}");
+    let dir = recorded_run();
+    std::fs::write(dir.path().join("history.jsonl"), "{\"op\":\"buy\"\n").unwrap();
+    let err = reports::render(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("history.jsonl:1:"), "{err}");
+}
