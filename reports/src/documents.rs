@@ -133,7 +133,7 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
         );
     }
     let manifest = serde_json::to_string_pretty(&run.manifest).unwrap_or_default();
-    let _ = write!(out, "</table><h2>Manifest</h2><pre>{}</pre></body></html>\n", escape(&manifest));
+    let _ = writeln!(out, "</table><h2>Manifest</h2><pre>{}</pre></body></html>", escape(&manifest));
     out
 }
 

@@ -6,9 +6,11 @@
 //!   state, consumer lag, processing time — SVG and PNG, fault windows shaded and labelled, with
 //!   a bundled font.
 //! - [`documents`]: `report.html` (self-contained), `summary.md`, `junit.xml`.
+//! - [`compare`]: two runs side by side — deltas, regressions past a limit, overlaid plots.
 //!
 //! [`render`] writes them all into the run directory.
 
+pub mod compare;
 pub mod data;
 pub mod documents;
 pub mod plots;
@@ -56,4 +58,14 @@ pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
     let junit = dir.join("junit.xml");
     write(&junit, &documents::junit(&run))?;
     Ok(Rendered { html, markdown, junit, plots: files, pass: run.verdict["pass"].as_bool().unwrap_or(false) })
+}
+
+/// Compares `run` with `baseline`, writes `run/compare.md` and `run/compare.html`; returns the
+/// comparison (its [`compare::Comparison::regressed`] decides the exit code).
+pub fn compare_runs(baseline: &Path, run: &Path, limit: f64) -> Result<compare::Comparison, ReportError> {
+    let (comparison, b, r) = compare::compare(baseline, run, limit)?;
+    write(&run.join("compare.md"), &compare::markdown(&comparison, baseline, run))?;
+    let html = compare::html(&comparison, &b, &r).map_err(ReportError::Render)?;
+    write(&run.join("compare.html"), &html)?;
+    Ok(comparison)
 }

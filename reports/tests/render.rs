@@ -87,3 +87,38 @@ fn a_broken_run_directory_is_a_clear_error() {
     let err = reports::render(dir.path()).unwrap_err().to_string();
     assert!(err.contains("history.jsonl:1:"), "{err}");
 }
+
+#[test]
+fn compare_flags_regressions_past_the_limit_and_newly_failing_checks() {
+    let baseline = recorded_run();
+    let same = recorded_run();
+    let c = reports::compare_runs(baseline.path(), same.path(), 0.10).unwrap();
+    assert!(!c.regressed(), "{}", reports::compare::table(&c));
+
+    // The run: p99 of the phase "after" 50% slower, and a check that passed now failing.
+    let run = recorded_run();
+    let path = run.path().join("load-summary.json");
+    let mut summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let after = summary["phases"].as_array_mut().unwrap().iter_mut().find(|p| p["name"] == "after").unwrap();
+    let p99 = after["corrected"]["p99_ms"].as_f64().unwrap();
+    after["corrected"]["p99_ms"] = (p99 * 1.5).into();
+    std::fs::write(&path, summary.to_string()).unwrap();
+    let path = run.path().join("verdict.json");
+    let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let row = verdict["checks"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "stock conservation").unwrap();
+    row["pass"] = false.into();
+    std::fs::write(&path, verdict.to_string()).unwrap();
+
+    let c = reports::compare_runs(baseline.path(), run.path(), 0.10).unwrap();
+    assert!(c.regressed());
+    let regressed: Vec<&str> = c.rows.iter().filter(|r| r.regressed).map(|r| r.name.as_str()).collect();
+    assert_eq!(regressed, vec!["p99 after"]);
+    assert_eq!(c.newly_failing, vec!["stock conservation".to_string()]);
+    // A looser limit lets the latency through, not the failing check.
+    let c = reports::compare_runs(baseline.path(), run.path(), 0.60).unwrap();
+    assert!(c.rows.iter().all(|r| !r.regressed) && c.regressed());
+    let md = std::fs::read_to_string(run.path().join("compare.md")).unwrap();
+    assert!(md.contains("❌ regression") && md.contains("- stock conservation"));
+    let html = std::fs::read_to_string(run.path().join("compare.html")).unwrap();
+    assert!(html.contains("id=\"compare-p99\"") && html.contains("baseline"));
+}

@@ -66,6 +66,15 @@ enum Command {
     },
     /// List the shipped drills.
     Drills,
+    /// Compare a run with a baseline run: SLI deltas, checks newly failing; exit 1 on a
+    /// regression past the limit.
+    Compare {
+        baseline: PathBuf,
+        run: PathBuf,
+        /// Allowed relative regression of a figure, e.g. 10%.
+        #[arg(long, default_value = "10%", value_parser = parse_percent)]
+        max_regression: f64,
+    },
     /// Render (or re-render) a run directory's report.html, summary.md, junit.xml and plots/.
     Report {
         /// The run directory.
@@ -79,6 +88,19 @@ enum Command {
         #[arg(long, value_parser = parse_loopback)]
         upstream: std::net::SocketAddr,
     },
+}
+
+/// `10%` or `0.1`.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?}: expected a share such as 10% or 0.1"))?;
+    if !(0.0..=10.0).contains(&v) {
+        return Err(format!("{s:?}: between 0% and 1000%"));
+    }
+    Ok(v)
 }
 
 fn parse_loopback(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -127,6 +149,12 @@ fn main() -> ExitCode {
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+            Command::Compare { baseline, run, max_regression } => {
+                let comparison = reports::compare_runs(&baseline, &run, max_regression)?;
+                print!("{}", reports::compare::table(&comparison));
+                println!("{}", run.join("compare.html").display());
+                Ok(if comparison.regressed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
             Command::Report { dir } => {
                 let rendered = reports::render(&dir)?;
