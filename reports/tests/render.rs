@@ -122,3 +122,39 @@ fn compare_flags_regressions_past_the_limit_and_newly_failing_checks() {
     let html = std::fs::read_to_string(run.path().join("compare.html")).unwrap();
     assert!(html.contains("id=\"compare-p99\"") && html.contains("baseline"));
 }
+
+/// Headless Chromium (Debian `chromium`, installed by ci/setup) opens `report.html` from disk:
+/// its DOM holds the verdict table, and the screenshot of the first screen shows it.
+#[test]
+fn chromium_shows_the_verdict_table() {
+    let dir = recorded_run();
+    let rendered = reports::render(dir.path()).unwrap();
+    let url = format!("file://{}", rendered.html.display());
+    let chromium = |extra: &[&str]| {
+        std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+            .args(["--hide-scrollbars", "--window-size=1200,900", "--timeout=20000"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs (ci/setup installs it)")
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("id=\"checks\"") && dom.contains("lost orders"), "the DOM has the verdict table");
+    let shot = dir.path().join("screenshot.png");
+    let out = chromium(&[&format!("--screenshot={}", shot.display())]);
+    assert!(shot.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1200, 900));
+    let step = info.color_type.samples();
+    let rgb: Vec<&[u8]> = pixels[..info.buffer_size()].chunks(step).collect();
+    // The table's header cells (#f5f5f5) and the PASS verdict's green are on the first screen.
+    let header = rgb.iter().filter(|p| p[0] == 245 && p[1] == 245 && p[2] == 245).count();
+    let green = rgb.iter().filter(|p| p[1] > 100 && p[0] < 80 && p[2] < 80).count();
+    assert!(header > 2_000, "table header pixels: {header}");
+    assert!(green > 200, "green PASS pixels: {green}");
+}
