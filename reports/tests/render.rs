@@ -132,7 +132,13 @@ fn chromium_shows_the_verdict_table() {
     let url = format!("file://{}", rendered.html.display());
     let chromium = |extra: &[&str]| {
         std::process::Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+            ])
             .args(["--hide-scrollbars", "--window-size=1200,900", "--timeout=20000"])
             .args(extra)
             .arg(&url)

@@ -395,11 +395,22 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     for e in ev.events.iter().filter(|e| e["event"] == "action") {
         let ok = e["ok"].as_bool().unwrap_or(false);
         let output = e["output"].as_str().unwrap_or_default();
+        // reconcile --json: say what it fixed and what stays wrong.
+        let measured = match serde_json::from_str::<Value>(output) {
+            Ok(r) if r.get("fixed_items").is_some() => format!(
+                "fixed {} item(s) and {} order state(s); {} completed without capture, {} captures without order",
+                r["fixed_items"],
+                r["fixed_states"],
+                r["completed_without_capture"].as_array().map_or(0, Vec::len),
+                r["captures_without_order"].as_array().map_or(0, Vec::len)
+            ),
+            _ => output.lines().next().unwrap_or_default().chars().take(200).collect::<String>(),
+        };
         results.push(CheckResult::new(
             &format!("action {}", e["action"].as_str().unwrap_or_default()),
             Kind::Fault,
             "succeeded",
-            output.lines().next().unwrap_or_default().chars().take(120).collect::<String>(),
+            measured,
             ok,
         ));
     }

@@ -152,3 +152,29 @@ pub async fn admin(sources: &Sources, args: &[&str]) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8_lossy(&output.stdout).to_string())
 }
+
+/// Like [`admin`], but a failure keeps what the command printed on stdout (a report of findings).
+pub async fn admin_with_output(sources: &Sources, args: &[&str]) -> anyhow::Result<String> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new(&sources.flashsale)
+            .args(args)
+            .envs(sources.admin_env.iter().cloned())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("flashsale {}: no end within 180 s", args.join(" ")))??;
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        anyhow::bail!(
+            "flashsale {} exited {}: {} {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            stdout.chars().take(1500).collect::<String>()
+        );
+    }
+    Ok(stdout)
+}

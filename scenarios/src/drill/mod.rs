@@ -360,11 +360,23 @@ where
         let stopped = stopped.clone();
         let aborted = aborted.clone();
         let quiet = options.quiet;
+        let processors = processor_addrs.clone();
+        let drain_limit = scenario.drain_timeout;
         tokio::spawn(async move {
             for (at, step) in steps {
                 tokio::time::sleep_until(t0 + at).await;
                 if stopped.load(Ordering::SeqCst) || aborted.load(Ordering::SeqCst) {
                     break;
+                }
+                if step == Step::ReconcileFix {
+                    // The runbook's order: reconcile once nothing is in flight (an order reserved
+                    // but not yet decided would be "fixed" back into the stock).
+                    let started = Instant::now();
+                    let drained = drain(&processors, drain_limit).await;
+                    events.record(
+                        "drain_for_reconcile",
+                        json!({"drained": drained, "waited_ms": started.elapsed().as_millis() as u64}),
+                    );
                 }
                 run_step(step, &injector, &events, &sources, &dir, quiet).await;
                 if aborted.load(Ordering::SeqCst) {
@@ -581,7 +593,12 @@ async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &
                 Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
                 _ => ("reconcile_fix", vec!["reconcile", "--fix", "--json"]),
             };
-            let result = final_state::admin(sources, &args).await;
+            let result = if step == Step::ReconcileFix {
+                // Exit 1 with a report means findings remain (money cannot be fixed): keep both.
+                final_state::admin_with_output(sources, &args).await
+            } else {
+                final_state::admin(sources, &args).await
+            };
             let ok = result.is_ok();
             let output = match result {
                 Ok(out) => out.chars().take(2000).collect::<String>(),
