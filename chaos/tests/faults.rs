@@ -157,8 +157,11 @@ async fn process_faults_take_effect_and_heal() {
     let info = injector.inject(fault(Target::Redis, Action::Kill, Some(Duration::from_secs(1)))).await.unwrap();
     assert!(info.check.ok, "{:?}", info.check);
     assert!(!std::path::Path::new(&format!("/proc/{before}")).exists(), "the killed pid is gone");
-    let mut conn = TcpStream::connect(redis).await.unwrap();
-    assert!(ping(&mut conn, Duration::from_millis(500)).await.is_err(), "nothing answers while killed");
+    // The proxy accepts, then resets the connection its upstream refused: the connect itself
+    // may already see the reset.
+    if let Ok(mut conn) = TcpStream::connect(redis).await {
+        assert!(ping(&mut conn, Duration::from_millis(500)).await.is_err(), "nothing answers while killed");
+    }
     let stop = healed_by_itself(&injector, info.id, Duration::from_secs(30)).await;
     assert!(stop["check"]["ok"].as_bool().unwrap(), "{stop}");
     let mut conn = TcpStream::connect(redis).await.unwrap();
