@@ -227,8 +227,9 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         }
     };
     let interrupted = goose::is_killswitch_triggered();
+    // Finished already unless the run was cut short; `true` when every arrival was offered.
     feeder.abort();
-    let _ = feeder.await;
+    let fed_all = matches!(feeder.await, Ok(true));
     if let Some(p) = progress {
         p.abort();
         let _ = p.await;
@@ -253,8 +254,7 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         .map_err(|_| LoadError::Goose("the history recorder did not finish".into()))?
         .map_err(|e| LoadError::Goose(format!("recorder: {e}")))?
         .map_err(|source| LoadError::Io { path: config.out.join("history.jsonl").display().to_string(), source })?;
-    let expected: u64 = config.schedule.arrivals(config.traffic.seed).count() as u64;
-    let interrupted = interrupted || counts.offered.iter().sum::<u64>() < expected;
+    let interrupted = interrupted || !fed_all;
     let start_unix_us = clock.map(|c| c.start_unix_us).unwrap_or_else(unix_us_now);
     let summary = summarize(&config, start_unix_us, interrupted, &recorded, &counts, goose_metrics.as_ref());
     let path = config.out.join("load-summary.json");
@@ -264,14 +264,15 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
 }
 
 /// Waits (bounded) for the goose users to be up, starts the clock, then puts each arrival in
-/// the backlog when it is due and counts what does not fit.
+/// the backlog when it is due and counts what does not fit. `true` once every arrival was
+/// offered.
 async fn feed(
     config: LoadConfig,
     backlog: flume::Sender<crate::schedule::Arrival>,
     shared: Arc<Shared>,
     offered: Arc<Vec<AtomicU64>>,
     dropped: Arc<Vec<AtomicU64>>,
-) {
+) -> bool {
     let waiting = Instant::now();
     while shared.ready.load(Ordering::Relaxed) < config.max_in_flight && waiting.elapsed() < USERS_READY_LIMIT {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -296,6 +297,7 @@ async fn feed(
         }
     }
     // Dropping the sender closes the backlog: users finish what is queued, then stop.
+    true
 }
 
 async fn progress(config: LoadConfig, shared: Arc<Shared>, offered: Arc<Vec<AtomicU64>>) {

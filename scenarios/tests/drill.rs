@@ -2,26 +2,17 @@
 //! with its line, an abort condition that stops the faults early, and Ctrl-C mid-drill leaving
 //! no child process and no fault behind.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::processes_in;
 
 const FLASHLAB: &str = env!("CARGO_BIN_EXE_flashlab");
 
 fn flashlab(args: &[&str]) -> std::process::Output {
     Command::new(FLASHLAB).args(args).output().expect("flashlab runs")
-}
-
-/// Pids of live processes whose working directory is inside `dir`.
-fn processes_in(dir: &Path) -> Vec<u32> {
-    let dir = dir.canonicalize().unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)))
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")))
-        .collect()
 }
 
 #[test]

@@ -6,22 +6,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FLASHLAB: &str = env!("CARGO_BIN_EXE_flashlab");
+mod common;
 
-/// Pids of processes whose working directory is inside `dir`.
-fn processes_in(dir: &Path) -> Vec<u32> {
-    let dir = dir.canonicalize().unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&dir)))
-        .filter(|pid| {
-            // A zombie is dead already (waiting for its parent to reap it).
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-        })
-        .collect()
-}
+use common::processes_in;
+
+const FLASHLAB: &str = env!("CARGO_BIN_EXE_flashlab");
 
 /// Starts `flashlab up` in `dir` and returns it once it printed the gateway's URL.
 fn start_up(dir: &Path) -> (Child, String) {

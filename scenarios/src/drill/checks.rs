@@ -416,7 +416,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     }
 
     // --- Invariants.
-    invariants(ev, &mut results, &mut figures);
+    invariants(ev, &judged, &mut results, &mut figures);
     (results, figures)
 }
 
@@ -442,7 +442,8 @@ fn decisions(outcomes: &[Outcome]) -> (BTreeMap<(String, u32), &Outcome>, Vec<St
     (out, conflicts)
 }
 
-fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
+/// `judged`: [`judge`]'s verdict on each `POST /buy` attempt.
+fn invariants(ev: &Evidence<'_>, judged: &[(usize, bool)], results: &mut Vec<CheckResult>, figures: &mut Figures) {
     let wanted = &ev.scenario.invariants;
     let state = ev.state;
     let (decided, conflicts) = decisions(&state.outcomes);
@@ -731,19 +732,13 @@ fn invariants(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut F
         }
         // A 409 says "you already have this order": only true when an earlier attempt of the
         // id was accepted or may have been.
-        let mut taken: BTreeSet<&str> = BTreeSet::new();
-        let mut buys: Vec<&Attempt> = ev.history.iter().filter(|a| a.op == Op::Buy).collect();
-        buys.sort_by_key(|a| a.done_us);
-        let mut false_duplicates = Vec::new();
-        for a in buys {
-            if a.status == Some(409) && !taken.contains(a.request_id.as_str()) {
-                false_duplicates
-                    .push(format!("{} attempt {}: 409, yet no earlier attempt was taken", a.request_id, a.attempt));
-            }
-            if a.status == Some(202) || a.class == Class::Info {
-                taken.insert(&a.request_id);
-            }
-        }
+        // `judge` has decided which 409s are: a bad 409 is a false duplicate.
+        let false_duplicates: Vec<String> = judged
+            .iter()
+            .map(|&(i, good)| (&ev.history[i], good))
+            .filter(|(a, good)| a.status == Some(409) && !good)
+            .map(|(a, _)| format!("{} attempt {}: 409, yet no earlier attempt was taken", a.request_id, a.attempt))
+            .collect();
         results.push(
             CheckResult::new(
                 "409 only for true duplicates",

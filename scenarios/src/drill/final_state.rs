@@ -134,27 +134,9 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
     Ok(state)
 }
 
-/// Runs `flashsale ARGS` against the system; its stdout, or an error with its stderr.
+/// Runs `flashsale ARGS` against the system; its stdout, or an error with its exit status, its
+/// stderr and the start of its stdout (`reconcile` exits 1 with a report of what stays wrong).
 pub async fn admin(sources: &Sources, args: &[&str]) -> anyhow::Result<String> {
-    let output = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(&sources.flashsale)
-            .args(args)
-            .envs(sources.admin_env.iter().cloned())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .with_context(|| format!("flashsale {}: no end within 180 s", args.join(" ")))??;
-    if !output.status.success() {
-        anyhow::bail!("flashsale {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).to_string())
-}
-
-/// Like [`admin`], but a failure keeps what the command printed on stdout (a report of findings).
-pub async fn admin_with_output(sources: &Sources, args: &[&str]) -> anyhow::Result<String> {
     let output = tokio::time::timeout(
         Duration::from_secs(180),
         tokio::process::Command::new(&sources.flashsale)

@@ -109,11 +109,12 @@ fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// A command's first output line, bounded, for the manifest.
-fn version_of(program: &str, args: &[&str]) -> String {
-    let run = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output();
-    match run {
-        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string(),
-        Err(_) => "unknown".into(),
+async fn version_of(program: &str, args: &[&str]) -> String {
+    let run =
+        tokio::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output();
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string(),
+        _ => "unknown".into(),
     }
 }
 
@@ -146,17 +147,21 @@ pub async fn drill(
     let tansu = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
         std::env::var("HOME").map(|h| format!("{h}/.cargo/bin/tansu")).unwrap_or_else(|_| "tansu".into())
     });
+    // Asked once (bounded), written at the start and again with the end time.
+    let commit = version_of("git", &["rev-parse", "HEAD"]).await;
+    let redis_version = version_of("redis-server", &["--version"]).await;
+    let tansu_version = version_of(&tansu, &["--version"]).await;
     let manifest = |ended: Option<u64>| {
         json!({
             "scenario": scenario,
             "file": path.display().to_string(),
             "seed": scenario.seed,
             "scale": options.scale,
-            "commit": version_of("git", &["rev-parse", "HEAD"]),
+            "commit": commit,
             "versions": {
                 "flashlab": env!("CARGO_PKG_VERSION"),
-                "redis": version_of("redis-server", &["--version"]),
-                "tansu": version_of(&tansu, &["--version"]),
+                "redis": redis_version,
+                "tansu": tansu_version,
                 "goose": "0.19",
             },
             "topology": scenario.topology,
@@ -593,12 +598,7 @@ async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &
                 Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
                 _ => ("reconcile_fix", vec!["reconcile", "--fix", "--json"]),
             };
-            let result = if step == Step::ReconcileFix {
-                // Exit 1 with a report means findings remain (money cannot be fixed): keep both.
-                final_state::admin_with_output(sources, &args).await
-            } else {
-                final_state::admin(sources, &args).await
-            };
+            let result = final_state::admin(sources, &args).await;
             let ok = result.is_ok();
             let output = match result {
                 Ok(out) => out.chars().take(2000).collect::<String>(),

@@ -21,14 +21,11 @@ use crate::keys;
 use crate::order::OrderMessage;
 use crate::redis_conn::{Redis, RedisError};
 
-const RESERVE_LUA: &str = r#"
-local status = redis.call('HGET', KEYS[2], 'status')
-local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
-local attempt = tonumber(ARGV[2])
-if status then
-  if attempt == current and status == 'RESERVED' then return {'resume', status, current} end
-  if attempt <= current or status ~= 'FAILED_PAYMENT' then return {'decided', status, current} end
-end
+/// The reservation itself: the part of [`RESERVE_LUA`] after its check that the attempt has no
+/// decision yet (a macro, so that both scripts are one literal each).
+macro_rules! reserve_stock_lua {
+    () => {
+        r#"
 local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
 local next = 'FAILED_SOLD_OUT'
 if stock >= tonumber(ARGV[1]) then
@@ -39,7 +36,21 @@ redis.call('HSET', KEYS[2], 'status', next, 'attempt', attempt)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[3], next, 'PX', ARGV[3])
 return {next, next, stock}
-"#;
+"#
+    };
+}
+
+const RESERVE_LUA: &str = concat!(
+    r#"
+local status = redis.call('HGET', KEYS[2], 'status')
+local current = tonumber(redis.call('HGET', KEYS[2], 'attempt') or '0')
+local attempt = tonumber(ARGV[2])
+if status then
+  if attempt == current and status == 'RESERVED' then return {'resume', status, current} end
+  if attempt <= current or status ~= 'FAILED_PAYMENT' then return {'decided', status, current} end
+end"#,
+    reserve_stock_lua!()
+);
 
 const COMPLETE_LUA: &str = r#"
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -62,21 +73,9 @@ end
 return {status or 'MISSING', -1}
 "#;
 
-/// `bugs::NotIdempotentConsumer`: RESERVE_LUA without its first lines — a redelivered order is
+/// `bugs::NotIdempotentConsumer`: RESERVE_LUA without its check — a redelivered order is
 /// reserved again.
-const RESERVE_AGAIN_LUA: &str = r#"
-local attempt = tonumber(ARGV[2])
-local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
-local next = 'FAILED_SOLD_OUT'
-if stock >= tonumber(ARGV[1]) then
-  stock = redis.call('DECRBY', KEYS[1], ARGV[1])
-  next = 'RESERVED'
-end
-redis.call('HSET', KEYS[2], 'status', next, 'attempt', attempt)
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('SET', KEYS[3], next, 'PX', ARGV[3])
-return {next, next, stock}
-"#;
+const RESERVE_AGAIN_LUA: &str = concat!("\nlocal attempt = tonumber(ARGV[2])", reserve_stock_lua!());
 
 /// `bugs::NoRefundOnPaymentFailure`: the status moves, the units do not come back.
 const NO_REFUND_LUA: &str = r#"
