@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use flashsale::order::Decision;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -33,87 +33,121 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// One case may take this long (a wedged case fails instead of hanging).
+const CASE_LIMIT: Duration = Duration::from_secs(150);
+/// Shrinking stops after this long: the whole test is bounded by about
+/// `CASES × CASE_LIMIT + MAX_SHRINK` (~18 min) in the worst case, ~2 min when it passes.
+const MAX_SHRINK: Duration = Duration::from_secs(240);
+const CASES: u32 = 6;
+
+/// Each case runs on a testbed of its own: a case that breaks the system (or meets a broker
+/// bug) cannot make the next cases, or the shrinking, fail for a reason of its own.
 #[test]
 fn stock_is_conserved_and_money_matches_stock_under_any_interleaving() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let bed = std::cell::RefCell::new(runtime.block_on(full_testbed(1, &[("PAYMENT_TIMEOUT", "500ms")])));
-    let mut runner = TestRunner::new(Config { cases: 6, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        failure_persistence: None,
+        max_shrink_time: MAX_SHRINK.as_millis() as u32,
+        ..Config::default()
+    });
     let case = std::cell::Cell::new(0);
     let strategy = (1u64..=6, prop::collection::vec(op(), 3..14));
     let result = runner.run(&strategy, |(initial, ops)| {
         case.set(case.get() + 1);
-        let item = format!("prop-{}", case.get());
-        let mut bed = bed.borrow_mut();
+        let n = case.get();
         runtime.block_on(async {
-            assert_eq!(admin(&bed, &["stock", "set", &item, &initial.to_string()]).await.0, 0);
-            let http = client();
-            let mut restocked = 0;
-            let mut accepted = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                match op {
-                    Op::Order { amount } => {
-                        let id = format!("{item}-o{i}");
-                        let (status, _, _) =
-                            buy(&http, &bed.gateway_url(0), &order("prop-user", &item, *amount, &id)).await;
-                        assert_eq!(status, 202);
-                        accepted.push(id);
-                    }
-                    Op::Restock { quantity } => {
-                        assert_eq!(admin(&bed, &["stock", "add", &item, &quantity.to_string()]).await.0, 0);
-                        restocked += quantity;
-                    }
-                    Op::PaymentFailing(on) => {
-                        payment_control(&bed, json!({"failure_rate": if *on { 1.0 } else { 0.0 }})).await;
-                    }
-                    Op::RestartProcessor => bed.processor(0).restart().await.expect("processor restarts"),
-                    Op::ReplayDlq => assert_eq!(admin(&bed, &["dlq", "replay"]).await.0, 0),
-                }
+            let mut bed = full_testbed(1, &[("PAYMENT_TIMEOUT", "500ms")]).await;
+            let outcome = tokio::time::timeout(CASE_LIMIT, run_case(&mut bed, n, initial, &ops)).await;
+            let outcome = match outcome {
+                Err(_) => Err(format!("case {n} took more than {CASE_LIMIT:?}")),
+                Ok(Err(why)) => Err(format!("case {n}: {why}")),
+                Ok(Ok(())) => match admin(&bed, &["reconcile"]).await {
+                    (0, _) => Ok(()),
+                    (code, report) => Err(format!("case {n}: reconcile exited {code}: {report}")),
+                },
+            };
+            if let Err(e) = bed.stop().await {
+                eprintln!("case {n}: stopping the testbed: {e}");
             }
-            payment_control(&bed, json!({"failure_rate": 0.0})).await;
-            wait_decided(&bed, &accepted, 1, Duration::from_secs(60)).await;
-            // Replays in flight (attempt > 1) are decided too before the books are checked.
-            let replayed = |d: &std::collections::BTreeMap<(String, u32), flashsale::order::Outcome>| {
-                d.keys().filter(|(id, attempt)| *attempt > 1 && id.starts_with(&format!("{item}-"))).count()
-            };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            let decided = loop {
-                let (_, listing) = admin(&bed, &["dlq", "list"]).await;
-                let replays_sent =
-                    listing.lines().filter(|l| l.starts_with("replayed ") && l.contains(&format!("{item}-"))).count();
-                let decided = decisions(&bed);
-                assert!(tokio::time::Instant::now() < deadline, "replays of {item} not decided");
-                if replayed(&decided) >= replays_sent {
-                    break decided;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            let ours: Vec<_> = decided.values().filter(|o| o.item_id == item).collect();
-            let completed: Vec<_> = ours.iter().filter(|o| o.outcome == Decision::Completed).collect();
-            let units: u64 = completed.iter().map(|o| u64::from(o.amount)).sum();
-            let left = stock(&bed, &item).await;
-            assert!(left >= 0, "stock never negative");
-            assert_eq!(initial + restocked, left as u64 + units, "stock conservation for {item}: ops {ops:?}");
-            // Each order has at most one completed attempt.
-            let ids: HashSet<&str> = completed.iter().map(|o| o.request_id.as_str()).collect();
-            assert_eq!(ids.len(), completed.len(), "an order completed twice");
-            // Money: the captures of this item's orders are exactly the completed attempts.
-            let captures = ledger(&bed).await;
-            let mut ours_captured: Vec<(String, u64)> = captures
-                .iter()
-                .filter(|c| c["request_id"].as_str().unwrap().starts_with(&format!("{item}-")))
-                .map(|c| (c["request_id"].as_str().unwrap().to_string(), c["amount"].as_u64().unwrap()))
-                .collect();
-            let mut expected: Vec<(String, u64)> =
-                completed.iter().map(|o| (format!("{}/{}", o.request_id, o.attempt), u64::from(o.amount))).collect();
-            ours_captured.sort();
-            expected.sort();
-            assert_eq!(ours_captured, expected, "money ↔ stock for {item}: ops {ops:?}");
-        });
-        Ok(())
+            outcome.map_err(|why| {
+                eprintln!("FAILED {why}\n  initial stock {initial}, ops {ops:?}");
+                TestCaseError::fail(format!("{why}; initial stock {initial}, ops {ops:?}"))
+            })
+        })
     });
-    let bed = bed.into_inner();
-    let (code, report) = runtime.block_on(admin(&bed, &["reconcile"]));
-    runtime.block_on(bed.stop()).unwrap();
-    result.unwrap();
-    assert_eq!(code, 0, "{report}");
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Runs `ops` against `bed` and checks the books; `Err` says what broke.
+async fn run_case(bed: &mut chaos::Testbed, case: u32, initial: u64, ops: &[Op]) -> Result<(), String> {
+    let item = format!("prop-{case}");
+    let ensure = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+    ensure(admin(bed, &["stock", "set", &item, &initial.to_string()]).await.0 == 0, "stock set failed".into())?;
+    let http = client();
+    let mut restocked = 0;
+    let mut accepted = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Order { amount } => {
+                let id = format!("{item}-o{i}");
+                let (status, _, body) = buy(&http, &bed.gateway_url(0), &order("prop-user", &item, *amount, &id)).await;
+                ensure(status == 202, format!("order {id} answered {status}: {body}"))?;
+                accepted.push(id);
+            }
+            Op::Restock { quantity } => {
+                ensure(admin(bed, &["stock", "add", &item, &quantity.to_string()]).await.0 == 0, "stock add failed".into())?;
+                restocked += quantity;
+            }
+            Op::PaymentFailing(on) => {
+                payment_control(bed, json!({"failure_rate": if *on { 1.0 } else { 0.0 }})).await;
+            }
+            Op::RestartProcessor => bed.processor(0).restart().await.map_err(|e| format!("restart: {e}"))?,
+            Op::ReplayDlq => ensure(admin(bed, &["dlq", "replay"]).await.0 == 0, "dlq replay failed".into())?,
+        }
+    }
+    payment_control(bed, json!({"failure_rate": 0.0})).await;
+    try_wait_decided(bed, &accepted, 1, Duration::from_secs(60)).await?;
+    // Replays in flight (attempt > 1) are decided too before the books are checked.
+    let replayed = |d: &std::collections::BTreeMap<(String, u32), flashsale::order::Outcome>| {
+        d.keys().filter(|(id, attempt)| *attempt > 1 && id.starts_with(&format!("{item}-"))).count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let decided = loop {
+        let (_, listing) = admin(bed, &["dlq", "list"]).await;
+        let replays_sent =
+            listing.lines().filter(|l| l.starts_with("replayed ") && l.contains(&format!("{item}-"))).count();
+        let decided = decisions(bed);
+        if replayed(&decided) >= replays_sent {
+            break decided;
+        }
+        ensure(tokio::time::Instant::now() < deadline, format!("replays of {item} not decided within 30 s"))?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ours: Vec<_> = decided.values().filter(|o| o.item_id == item).collect();
+    let completed: Vec<_> = ours.iter().filter(|o| o.outcome == Decision::Completed).collect();
+    let units: u64 = completed.iter().map(|o| u64::from(o.amount)).sum();
+    let left = stock(bed, &item).await;
+    ensure(left >= 0, format!("stock of {item} negative: {left}"))?;
+    ensure(
+        initial + restocked == left as u64 + units,
+        format!("stock conservation for {item}: {initial} + {restocked} ≠ {left} left + {units} completed"),
+    )?;
+    // Each order has at most one completed attempt.
+    let ids: HashSet<&str> = completed.iter().map(|o| o.request_id.as_str()).collect();
+    ensure(ids.len() == completed.len(), "an order completed twice".into())?;
+    // Money: the captures of this item's orders are exactly the completed attempts.
+    let captures = ledger(bed).await;
+    let mut ours_captured: Vec<(String, u64)> = captures
+        .iter()
+        .filter(|c| c["request_id"].as_str().unwrap_or_default().starts_with(&format!("{item}-")))
+        .map(|c| (c["request_id"].as_str().unwrap_or_default().to_string(), c["amount"].as_u64().unwrap_or(0)))
+        .collect();
+    let mut expected: Vec<(String, u64)> =
+        completed.iter().map(|o| (format!("{}/{}", o.request_id, o.attempt), u64::from(o.amount))).collect();
+    ours_captured.sort();
+    expected.sort();
+    ensure(ours_captured == expected, format!("money ↔ stock for {item}: captured {ours_captured:?}, completed {expected:?}"))
 }

@@ -67,6 +67,11 @@ impl CommitTracker {
         Some(point)
     }
 
+    /// Orders of `partition` still in flight (of its current generation).
+    pub fn in_flight_in(&self, partition: i32) -> usize {
+        self.partitions.get(&partition).map_or(0, |s| s.in_flight.len())
+    }
+
     /// Orders still in flight, over all partitions.
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|s| s.in_flight.len()).sum()

@@ -1,6 +1,8 @@
 //! The processor's Prometheus metrics, by the runbook's names, plus consumer lag.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 #[derive(Debug, Clone)]
 pub struct ProcessorMetrics {
@@ -19,6 +21,8 @@ pub struct ProcessorMetrics {
     pub inventory: IntGaugeVec,
     pub lag: IntGaugeVec,
     pub in_flight: IntGauge,
+    /// The group watchdog's repairs, by remedy (`probe`, `rejoin`).
+    pub group_repairs: IntCounterVec,
 }
 
 impl ProcessorMetrics {
@@ -39,6 +43,12 @@ impl ProcessorMetrics {
             registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
+        let group_repairs = IntCounterVec::new(
+            Opts::new("processor_group_repairs_total", "Stalled partitions repaired by the group watchdog"),
+            &["remedy"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(group_repairs.clone())).expect("unique metric");
         let duration = Histogram::with_opts(
             HistogramOpts::new("processor_order_processing_duration_seconds", "Processing time")
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
@@ -58,6 +68,7 @@ impl ProcessorMetrics {
             inventory: gauge_vec("processor_inventory_level", "Inventory level per item", "item_id"),
             lag: gauge_vec("processor_consumer_lag", "Messages behind the end of each assigned partition", "partition"),
             in_flight: gauge("processor_orders_in_flight", "Orders being processed now"),
+            group_repairs,
             registry,
         }
     }

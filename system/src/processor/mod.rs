@@ -13,6 +13,7 @@ pub mod handle;
 pub mod metrics;
 pub mod publish;
 pub mod reservation;
+pub mod watchdog;
 
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
@@ -73,6 +74,9 @@ pub struct ProcessorConfig {
     /// `ORDER_RETRY_LIMIT` (10m): how long one order is retried while Redis or Kafka fail before
     /// the processor reports itself unhealthy and leaves the order uncommitted.
     pub order_retry_limit: Duration,
+    /// `PROCESSOR_WATCHDOG` (`on`): the [group watchdog](watchdog) repairs partitions the
+    /// broker left without a working consumer. `off` only to show what it prevents.
+    pub watchdog: bool,
     /// `KAFKA_DEBUG`: librdkafka debug contexts for the consumer (e.g. `cgrp`), logged as JSON.
     pub kafka_debug: Option<String>,
 }
@@ -96,6 +100,7 @@ impl ProcessorConfig {
             startup_timeout: env.duration("STARTUP_TIMEOUT", Duration::from_secs(30))?,
             shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
             order_retry_limit: env.duration("ORDER_RETRY_LIMIT", Duration::from_secs(600))?,
+            watchdog: env.boolean("PROCESSOR_WATCHDOG", true)?,
             kafka_debug: Some(env.string("KAFKA_DEBUG", "")).filter(|v| !v.is_empty()),
         })
     }
@@ -197,7 +202,17 @@ pub async fn run(
         .map_err(|source| ProcessorError::Bind { addr: config.metrics_addr, source })?;
     let http = tokio::spawn(serve_http(listener, metrics.clone(), redis.clone(), shared.clone()));
     let gauges = tokio::spawn(refresh_gauges(metrics.clone(), redis.clone(), consumer.clone()));
-    let probes = tokio::spawn(group_repair::run_probes(probe_requests, config.kafka_addr.clone(), GROUP));
+    let probes =
+        tokio::spawn(group_repair::run_probes(probe_requests.clone(), config.kafka_addr.clone(), GROUP));
+    let watchdog = config.watchdog.then(|| {
+        tokio::spawn(watch_group(
+            consumer.clone(),
+            shared.clone(),
+            probe_requests,
+            metrics.clone(),
+            config.orders_partitions,
+        ))
+    });
     tracing::info!(service = SERVICE, event = "started", metrics = %config.metrics_addr, "Processor consuming orders");
 
     consume(&config, &consumer, &worker, &shared, shutdown).await;
@@ -226,6 +241,9 @@ pub async fn run(
     .await;
     gauges.abort();
     probes.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     http.abort();
     tracing::info!(service = SERVICE, event = "stopped", "Processor stopped");
     Ok(())
@@ -355,6 +373,75 @@ fn finish(consumer: &GroupConsumer, shared: &Shared, slot: commits::Slot) {
             let _ = consumer.store_offsets(&list);
         }
     }
+}
+
+/// The [group watchdog](watchdog): reads the group's commit points every
+/// [`watchdog::CHECK_EVERY`] and applies the remedy for a stalled partition.
+async fn watch_group(
+    consumer: Arc<GroupConsumer>,
+    shared: Arc<Shared>,
+    probes: Arc<Notify>,
+    metrics: ProcessorMetrics,
+    partitions: i32,
+) {
+    use watchdog::{Remedy, StallTracker};
+    let mut tracker = StallTracker::default();
+    loop {
+        tokio::time::sleep(watchdog::CHECK_EVERY).await;
+        let c = consumer.clone();
+        let read = tokio::task::spawn_blocking(move || read_group(&c, partitions)).await;
+        let Ok(Some((readings, ours))) = read else {
+            // The broker did not answer: nothing is known, every clock starts again.
+            tracker.reset();
+            continue;
+        };
+        let remedy =
+            tracker.observe(std::time::Instant::now(), &readings, &ours, |p| lock(&shared.tracker).in_flight_in(p));
+        match remedy {
+            Remedy::Nothing => {}
+            Remedy::Probe { stalled } => {
+                tracing::warn!(service = SERVICE, event = "partition_stalled", remedy = "probe", ?stalled, ours = ?ours, "Partitions with waiting orders make no progress; probing the group");
+                metrics.group_repairs.with_label_values(&["probe"]).inc();
+                probes.notify_one();
+            }
+            Remedy::Rejoin { stalled } => {
+                tracing::warn!(service = SERVICE, event = "partition_stalled", remedy = "rejoin", ?stalled, ours = ?ours, "Partitions with waiting orders make no progress; rejoining the group");
+                metrics.group_repairs.with_label_values(&["rejoin"]).inc();
+                let c = consumer.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    c.unsubscribe();
+                    if let Err(e) = c.subscribe(&[ORDERS_TOPIC]) {
+                        tracing::error!(service = SERVICE, event = "rejoin_failed", error = %e, "Could not subscribe again");
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// The group's commit point and the end of every `orders` partition, and our assignment;
+/// `None` when the broker does not answer (each call bounded).
+fn read_group(c: &GroupConsumer, partitions: i32) -> Option<(Vec<watchdog::Reading>, std::collections::BTreeSet<i32>)> {
+    let limit = Duration::from_secs(2);
+    let ours = c.assignment().ok()?.elements_for_topic(ORDERS_TOPIC).iter().map(|e| e.partition()).collect();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(ORDERS_TOPIC, p);
+    }
+    let committed = c.committed_offsets(list, limit).ok()?;
+    let mut readings = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let (low, high) = c.fetch_watermarks(ORDERS_TOPIC, p, limit).ok()?;
+        // Never committed: consumption starts at the beginning (auto.offset.reset=earliest).
+        let committed = committed
+            .find_partition(ORDERS_TOPIC, p)
+            .and_then(|e| e.offset().to_raw())
+            .filter(|o| *o >= 0)
+            .unwrap_or(low);
+        readings.push(watchdog::Reading { partition: p, committed, high });
+    }
+    Some((readings, ours))
 }
 
 /// DLQ depth and age from `dlq:pending`, consumer lag from the broker; every second.

@@ -189,12 +189,7 @@ pub fn decisions(bed: &Testbed) -> std::collections::BTreeMap<(String, u32), fla
 
 /// Raw outcome records of `request_id` (duplicates included).
 pub fn outcome_records(bed: &Testbed, request_id: &str) -> Vec<flashsale::order::Outcome> {
-    flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "order-outcomes", Duration::from_secs(60))
-        .expect("outcomes readable")
-        .iter()
-        .map(|r| serde_json::from_slice::<flashsale::order::Outcome>(&r.payload).unwrap())
-        .filter(|o| o.request_id == request_id)
-        .collect()
+    outcome_records_all(bed).into_iter().filter(|o| o.request_id == request_id).collect()
 }
 
 /// Waits until every id in `ids` has a decision for attempt `attempt`.
@@ -204,19 +199,30 @@ pub async fn wait_decided(
     attempt: u32,
     limit: Duration,
 ) -> std::collections::BTreeMap<(String, u32), flashsale::order::Outcome> {
+    try_wait_decided(bed, ids, attempt, limit).await.unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// [`wait_decided`] that says why instead of panicking.
+pub async fn try_wait_decided(
+    bed: &Testbed,
+    ids: &[String],
+    attempt: u32,
+    limit: Duration,
+) -> Result<std::collections::BTreeMap<(String, u32), flashsale::order::Outcome>, String> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let decided = decisions(bed);
         let missing: Vec<&String> = ids.iter().filter(|id| !decided.contains_key(&((*id).clone(), attempt))).collect();
         if missing.is_empty() {
-            return decided;
+            return Ok(decided);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} orders undecided after {limit:?}, e.g. {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} orders undecided after {limit:?}, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -240,4 +246,13 @@ pub async fn stock(bed: &Testbed, item: &str) -> i64 {
     let (code, out) = admin(bed, &["stock", "get", item]).await;
     assert_eq!(code, 0, "stock get {item}");
     out.trim().parse().expect("a number")
+}
+
+/// Every record on `order-outcomes`, duplicates included.
+pub fn outcome_records_all(bed: &Testbed) -> Vec<flashsale::order::Outcome> {
+    flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "order-outcomes", Duration::from_secs(60))
+        .expect("outcomes readable")
+        .iter()
+        .map(|r| serde_json::from_slice::<flashsale::order::Outcome>(&r.payload).unwrap())
+        .collect()
 }
