@@ -35,6 +35,10 @@ pub enum Op {
     Buy,
     /// `GET /orders/{id}` (a buyer's poll).
     Status,
+    /// An arrival the generator never sent: `error` says why (`dropped`: every user busy and
+    /// the backlog full; `not_started`: the run ended first). A user the lab failed to serve is
+    /// a failed request in availability, never left out.
+    Unserved,
 }
 
 /// What an attempt says about the order (DESIGN.md): `ok` it was accepted (or answered),
@@ -130,6 +134,8 @@ fn histogram() -> Histogram<u64> {
 pub struct PhaseRecord {
     pub attempts: u64,
     pub polls: u64,
+    /// Arrivals recorded as [`Op::Unserved`].
+    pub unserved: u64,
     pub outcomes: BTreeMap<String, u64>,
     pub classes: BTreeMap<Class, u64>,
     pub corrected: Histogram<u64>,
@@ -141,6 +147,7 @@ impl Default for PhaseRecord {
         PhaseRecord {
             attempts: 0,
             polls: 0,
+            unserved: 0,
             outcomes: BTreeMap::new(),
             classes: BTreeMap::new(),
             corrected: histogram(),
@@ -151,9 +158,16 @@ impl Default for PhaseRecord {
 
 impl PhaseRecord {
     fn add(&mut self, a: &Attempt) {
-        if a.op == Op::Status {
-            self.polls += 1;
-            return;
+        match a.op {
+            Op::Status => {
+                self.polls += 1;
+                return;
+            }
+            Op::Unserved => {
+                self.unserved += 1;
+                return;
+            }
+            Op::Buy => {}
         }
         self.attempts += 1;
         *self.outcomes.entry(a.outcome()).or_default() += 1;
@@ -166,6 +180,7 @@ impl PhaseRecord {
     pub fn merge(&mut self, other: &PhaseRecord) {
         self.attempts += other.attempts;
         self.polls += other.polls;
+        self.unserved += other.unserved;
         for (k, v) in &other.outcomes {
             *self.outcomes.entry(k.clone()).or_default() += v;
         }

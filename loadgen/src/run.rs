@@ -235,8 +235,12 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         let _ = p.await;
     }
     // Arrivals queued but never taken: not started.
+    let clock = shared.clock.get().copied();
     while let Ok(arrival) = shared.backlog.try_recv() {
         shared.not_started[arrival.phase].fetch_add(1, Ordering::Relaxed);
+        if let Some(clock) = &clock {
+            shared.recorder.send(users::unserved(&shared.traffic, clock, &arrival, "not_started")).await;
+        }
     }
     let load = |counters: &[AtomicU64]| counters.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>();
     let counts = Counts {
@@ -245,7 +249,6 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         dropped: load(&dropped),
         not_started: load(&shared.not_started),
     };
-    let clock = shared.clock.get().copied();
     // The users' senders go with `shared` (goose's copies went when it returned; users cut
     // off by the bound stop at the killswitch); then the recorder finishes writing.
     drop(shared);
@@ -284,19 +287,29 @@ async fn feed(
         give_up_at: start + config.schedule.duration() + config.drain,
     };
     let _ = shared.clock.set(clock);
-    let start = shared.clock.get().map(|c| c.start).unwrap_or(start);
+    let clock = shared.clock.get().copied().unwrap_or(clock);
+    let recorder = shared.recorder.clone();
+    let traffic = shared.traffic.clone();
     drop(shared);
+    // Dropped arrivals are recorded after the schedule: waiting on the recorder here would
+    // delay the arrivals behind them. Bounded by the schedule's arrival count.
+    let mut unserved = Vec::new();
     for arrival in config.schedule.arrivals(config.traffic.seed) {
-        let due = start + arrival.due;
+        let due = clock.start + arrival.due;
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
         }
         offered[arrival.phase].fetch_add(1, Ordering::Relaxed);
         if backlog.try_send(arrival).is_err() {
             dropped[arrival.phase].fetch_add(1, Ordering::Relaxed);
+            unserved.push(users::unserved(&traffic, &clock, &arrival, "dropped"));
         }
     }
-    // Dropping the sender closes the backlog: users finish what is queued, then stop.
+    drop(backlog);
+    for attempt in unserved {
+        recorder.send(attempt).await;
+    }
+    // The backlog is closed above: users finish what is queued, then stop.
     true
 }
 

@@ -106,6 +106,31 @@ impl Shared {
     }
 }
 
+/// The history record of an arrival that was never sent (`reason`: `dropped`, `not_started`):
+/// the order it would have been, due at its time, failed at once.
+pub(crate) fn unserved(traffic: &Traffic, clock: &Clock, arrival: &Arrival, reason: &str) -> Attempt {
+    let order = traffic.order(arrival);
+    let now = unix_us_now();
+    Attempt {
+        op: Op::Unserved,
+        request_id: order.request_id,
+        user: order.user_id,
+        item: order.item_id,
+        amount: order.amount,
+        kind: order.kind,
+        attempt: 1,
+        phase: String::new(),
+        phase_index: arrival.phase,
+        intended_us: clock.start_unix_us + arrival.due.as_micros() as u64,
+        sent_us: now,
+        done_us: now,
+        status: None,
+        error: Some(reason.to_string()),
+        order_status: None,
+        class: Class::Fail,
+    }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub(crate) fn unix_us_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
@@ -159,6 +184,7 @@ async fn serve_arrivals(user: &mut GooseUser, shared: &Shared) -> TransactionRes
         let clock = shared.clock();
         if Instant::now() >= clock.give_up_at || goose::is_killswitch_triggered() {
             shared.not_started[arrival.phase].fetch_add(1, Ordering::Relaxed);
+            shared.recorder.send(unserved(&shared.traffic, &clock, &arrival, "not_started")).await;
             continue;
         }
         shared.started[arrival.phase].fetch_add(1, Ordering::Relaxed);

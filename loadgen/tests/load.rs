@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use loadgen::history::{Attempt, Op};
+use loadgen::history::{Attempt, Class, Op};
 use loadgen::{ArrivalSchedule, Behaviour, Catalogue, LoadConfig, LoadSummary, Traffic, UserKind, UserMix};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -150,7 +150,18 @@ async fn arrivals_that_cannot_start_are_counted_not_lost() {
     assert_eq!(phase.offered, 400);
     assert!(phase.dropped > 300, "{phase:?}");
     assert_eq!(phase.started + phase.dropped + phase.not_started, phase.offered, "{phase:?}");
-    assert_eq!(history(out.path()).len() as u64, phase.started, "one history line per started order");
+    let lines = history(out.path());
+    let sent = lines.iter().filter(|a| a.op != Op::Unserved).count() as u64;
+    assert_eq!(sent, phase.started, "one history line per started order");
+    // Every arrival not served is in the history too, as unserved, at its due time.
+    let unserved: Vec<_> = lines.iter().filter(|a| a.op == Op::Unserved).collect();
+    assert_eq!(unserved.len() as u64, phase.dropped + phase.not_started, "one line per unserved arrival");
+    assert!(unserved.iter().all(|a| a.class == Class::Fail && a.status.is_none()));
+    assert_eq!(
+        unserved.iter().filter(|a| a.error.as_deref() == Some("dropped")).count() as u64,
+        phase.dropped,
+        "dropped ones say so"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,6 +201,7 @@ async fn every_request_is_recorded_once_and_retriers_reuse_their_request_id() {
         match a.op {
             Op::Buy => *posts.entry(key).or_default() += 1,
             Op::Status => *gets.entry(key).or_default() += 1,
+            Op::Unserved => panic!("nothing dropped at this rate: {a:?}"),
         }
     }
     // Some garbage bodies still parse with a request_id: count by what the server read.
