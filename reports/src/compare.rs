@@ -2,7 +2,10 @@
 //! checks that passed before and fail now. A figure *regresses* when it moved the wrong way by
 //! more than the limit (relative): latencies and RTOs up; throughput down; unavailability
 //! (1 − availability) up — and by more than 0.01 percentage points, so that 0 → 0.001% is not a
-//! regression. Written to `RUN/compare.md` and `RUN/compare.html` (with overlaid plots).
+//! regression. A figure the baseline has and the run lacks is a regression too (the run no
+//! longer measures it). Runs of different scenarios are not compared at all (an error, exit 2);
+//! a different scale or seed is said at the top. Written to `RUN/compare.md` and
+//! `RUN/compare.html` (with overlaid plots).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -28,9 +31,12 @@ pub struct Row {
 #[derive(Debug)]
 pub struct Comparison {
     pub rows: Vec<Row>,
-    /// Checks that passed in the baseline and fail in the run.
+    /// Checks that passed in the baseline and do not pass in the run (failed, inconclusive, or
+    /// gone).
     pub newly_failing: Vec<String>,
     pub limit: f64,
+    /// What differs between the two runs besides the build (scale, seed).
+    pub notes: Vec<String>,
 }
 
 impl Comparison {
@@ -56,6 +62,8 @@ fn row(name: String, base: Option<f64>, run: Option<f64>, unit: &'static str, be
                 ur > ub * (1.0 + limit) && ur - ub > 0.0001
             }
         },
+        // Measured before, not now: the run lost sight of it.
+        (Some(_), None) => true,
         _ => false,
     };
     Row { name, baseline: base, run, unit, regressed }
@@ -71,20 +79,47 @@ fn load_summary(dir: &Path) -> Value {
 /// Compares two run directories; `limit` is the allowed relative regression (0.1 = 10%).
 pub fn compare(baseline: &Path, run: &Path, limit: f64) -> Result<(Comparison, Run, Run), ReportError> {
     let (b, r) = (data::load(baseline)?, data::load(run)?);
+    if b.verdict.scenario != r.verdict.scenario {
+        return Err(ReportError::Render(format!(
+            "{} is a run of {:?} and {} of {:?}: runs of different scenarios are not comparable",
+            baseline.display(),
+            b.verdict.scenario,
+            run.display(),
+            r.verdict.scenario
+        )));
+    }
+    let mut notes = Vec::new();
+    if b.verdict.scale != r.verdict.scale {
+        notes.push(format!(
+            "different scale: baseline {} and run {} (rates and durations differ; figures are not like for like)",
+            b.verdict.scale, r.verdict.scale
+        ));
+    }
+    if b.verdict.seed != r.verdict.seed {
+        notes.push(format!("different seed: baseline {} and run {}", b.verdict.seed, r.verdict.seed));
+    }
     let (bl, rl) = (load_summary(baseline), load_summary(run));
     let mut rows = Vec::new();
-    let fig = |v: &Run, k: &str| v.verdict["figures"][k].as_f64();
-    for (name, key) in [
-        ("availability", "availability"),
-        ("availability outside faults", "availability_outside_faults"),
-        ("availability during faults", "availability_during_faults"),
+    let (bf, rf) = (&b.verdict.figures, &r.verdict.figures);
+    for (name, base, now) in [
+        ("availability", bf.availability, rf.availability),
+        ("availability outside faults", bf.availability_outside_faults, rf.availability_outside_faults),
+        ("availability during faults", bf.availability_during_faults, rf.availability_during_faults),
     ] {
-        rows.push(row(name.into(), fig(&b, key), fig(&r, key), "%", Better::Availability, limit));
+        rows.push(row(name.into(), base, now, "%", Better::Availability, limit));
     }
     let phases = |s: &Value| -> Vec<Value> { s["phases"].as_array().cloned().unwrap_or_default() };
-    for phase in phases(&rl) {
-        let name = phase["name"].as_str().unwrap_or_default().to_string();
-        let base = phases(&bl).into_iter().find(|p| p["name"] == phase["name"]);
+    // Every phase of either run (a phase the run lacks shows as missing).
+    let mut names: Vec<Value> = phases(&rl).iter().map(|p| p["name"].clone()).collect();
+    for p in phases(&bl) {
+        if !names.contains(&p["name"]) {
+            names.push(p["name"].clone());
+        }
+    }
+    for phase_name in names {
+        let name = phase_name.as_str().unwrap_or_default().to_string();
+        let base = phases(&bl).into_iter().find(|p| p["name"] == phase_name);
+        let phase = phases(&rl).into_iter().find(|p| p["name"] == phase_name).unwrap_or(Value::Null);
         let get = |p: Option<&Value>, path: [&str; 2]| p.and_then(|p| p[path[0]][path[1]].as_f64());
         for (label, path) in
             [("p95", ["corrected", "p95_ms"]), ("p99", ["corrected", "p99_ms"]), ("service p99", ["service", "p99_ms"])]
@@ -109,10 +144,7 @@ pub fn compare(baseline: &Path, run: &Path, limit: f64) -> Result<(Comparison, R
         ));
     }
     let rtos = |v: &Run| -> Vec<(String, Option<f64>)> {
-        v.verdict["figures"]["rto_s"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_f64())).collect())
-            .unwrap_or_default()
+        v.verdict.figures.rto_s.iter().map(|(k, v)| (k.clone(), *v)).collect()
     };
     let worst = |v: &[(String, Option<f64>)]| -> Option<f64> {
         if v.iter().any(|(_, s)| s.is_none()) {
@@ -122,21 +154,19 @@ pub fn compare(baseline: &Path, run: &Path, limit: f64) -> Result<(Comparison, R
         }
     };
     rows.push(row("worst RTO".into(), worst(&rtos(&b)), worst(&rtos(&r)), "s", Better::Lower, limit));
-    let passed = |v: &Run| -> Vec<(String, bool)> {
-        v.verdict["checks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| (c["name"].as_str().unwrap_or_default().to_string(), c["pass"].as_bool().unwrap_or(false)))
-            .collect()
-    };
-    let before = passed(&b);
-    let newly_failing = passed(&r)
-        .into_iter()
-        .filter(|(name, ok)| !ok && before.iter().any(|(n, was)| n == name && *was))
-        .map(|(name, _)| name)
+    let now: Vec<(String, bool)> = r.verdict.checks.iter().map(|c| (c.title(), c.passed())).collect();
+    let newly_failing = b
+        .verdict
+        .checks
+        .iter()
+        .filter(|c| c.passed())
+        .filter_map(|c| match now.iter().find(|(n, _)| *n == c.title()) {
+            Some((_, true)) => None,
+            Some((n, false)) => Some(n.clone()),
+            None => Some(format!("{} (no longer checked)", c.title())),
+        })
         .collect();
-    Ok((Comparison { rows, newly_failing, limit }, b, r))
+    Ok((Comparison { rows, newly_failing, limit, notes }, b, r))
 }
 
 fn show(v: Option<f64>, unit: &str) -> String {
@@ -165,7 +195,11 @@ fn delta(row: &Row) -> String {
 
 /// The comparison as a text table.
 pub fn table(c: &Comparison) -> String {
-    let mut out = format!("{:<36} {:>14} {:>14} {:>12}  {}\n", "figure", "baseline", "run", "delta", "");
+    let mut out = String::new();
+    for n in &c.notes {
+        let _ = writeln!(out, "NOTE: {n}");
+    }
+    let _ = writeln!(out, "{:<36} {:>14} {:>14} {:>12}", "figure", "baseline", "run", "delta");
     for r in &c.rows {
         let _ = writeln!(
             out,
@@ -194,6 +228,8 @@ pub fn markdown(c: &Comparison, baseline: &Path, run: &Path) -> String {
         run.display(),
         c.limit * 100.0
     );
+    let notes: String = c.notes.iter().map(|n| format!("> **Note:** {n}\n")).collect();
+    out = out.replacen("\n\n| figure", &format!("\n\n{notes}\n| figure"), 1);
     for r in &c.rows {
         let _ = writeln!(
             out,

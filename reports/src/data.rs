@@ -16,6 +16,8 @@ pub enum ReportError {
     Read { path: String, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Parse { path: String, line: usize, message: String },
+    #[error(transparent)]
+    RunDir(#[from] rundir::RunDirError),
     #[error("{0}")]
     Render(String),
 }
@@ -78,7 +80,7 @@ pub struct Series {
 /// Everything a report needs.
 #[derive(Debug)]
 pub struct Run {
-    pub verdict: Value,
+    pub verdict: rundir::Verdict,
     pub manifest: Value,
     pub events: Vec<Value>,
     pub windows: Vec<Window>,
@@ -127,7 +129,7 @@ fn quantile_ms(v: &mut [u32], q: f64) -> f64 {
 
 /// Reads a run directory.
 pub fn load(dir: &Path) -> Result<Run, ReportError> {
-    let verdict = json(&dir.join("verdict.json"))?;
+    let verdict = rundir::verdict::read(&dir.join(rundir::files::VERDICT))?;
     let manifest = json(&dir.join("manifest.json")).unwrap_or(Value::Null);
     let events = jsonl(&dir.join("events.jsonl"))?;
     let series = series(dir, &events)?;

@@ -1,10 +1,10 @@
 //! The documents: `report.html` (one self-contained file: inline SVG and CSS, no script, no
 //! external asset), `summary.md` (for a pull-request comment) and `junit.xml` (one test case
-//! per check; failures carry the evidence).
+//! per check; a failed or inconclusive check is a failure carrying its evidence).
 
 use std::fmt::Write;
 
-use serde_json::Value;
+use rundir::{CheckResult, Outcome};
 
 use crate::data::Run;
 
@@ -13,88 +13,127 @@ pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn checks(run: &Run) -> Vec<&Value> {
-    run.verdict["checks"].as_array().map(|a| a.iter().collect()).unwrap_or_default()
+fn pct(v: Option<f64>) -> String {
+    v.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or_else(|| "–".into())
 }
 
-fn pct(v: &Value) -> String {
-    v.as_f64().map(|a| format!("{:.3}%", a * 100.0)).unwrap_or_else(|| "–".into())
+/// `HH:MM:SS.mmm` UTC of a Unix time in ms (with the date when `date`).
+pub fn utc(ms: u64, date: bool) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let time = format!("{:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000);
+    if !date {
+        return time;
+    }
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {time} UTC")
 }
 
 fn figures(run: &Run) -> Vec<(String, String)> {
-    let f = &run.verdict["figures"];
+    let f = &run.verdict.figures;
     let mut rows = vec![
-        ("availability".to_string(), pct(&f["availability"])),
-        ("availability outside faults".into(), pct(&f["availability_outside_faults"])),
-        ("availability during faults".into(), pct(&f["availability_during_faults"])),
+        ("availability".to_string(), format!("{} of {} requests", pct(f.availability), f.requests)),
+        ("unserved arrivals (failed requests)".into(), f.unserved.to_string()),
+        ("availability outside faults".into(), pct(f.availability_outside_faults)),
+        ("availability during faults".into(), pct(f.availability_during_faults)),
+        ("error budget burned (30-day 99.9%)".into(), format!("{:.3}%", f.error_budget_burned * 100.0)),
+        ("RPO (acknowledged orders lost)".into(), f.rpo.map(|r| r.to_string()).unwrap_or_else(|| "not measured".into())),
         (
-            "error budget burned (30-day 99.9%)".into(),
-            f["error_budget_burned"].as_f64().map(|v| format!("{:.3}%", v * 100.0)).unwrap_or_else(|| "–".into()),
+            "max consumer lag".into(),
+            f.max_consumer_lag.map(|l| format!("{l:.0} messages")).unwrap_or_else(|| "not measured".into()),
         ),
-        ("RPO (acknowledged orders lost)".into(), f["rpo"].to_string()),
+        ("answered failed, then completed".into(), f.answered_failed_then_completed.to_string()),
     ];
-    if let Some(rto) = f["rto_s"].as_object() {
-        for (fault, s) in rto {
-            rows.push((
-                format!("RTO {fault}"),
-                s.as_f64().map(|s| format!("{s:.0} s")).unwrap_or_else(|| "not recovered".into()),
-            ));
-        }
+    for (fault, s) in &f.rto_s {
+        rows.push((format!("RTO {fault}"), s.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "not recovered".into())));
+    }
+    for (phase, t) in &f.time_to_decision {
+        rows.push((
+            format!("time to decision, phase {phase}"),
+            format!("p99 {:.0} ms, max {:.0} ms ({} orders)", t.p99_ms, t.max_ms, t.decisions),
+        ));
+    }
+    for (item, units) in &f.drift_fixed {
+        rows.push((format!("stock drift fixed, item {item}"), format!("{units:+} units")));
     }
     rows
 }
 
+fn class(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "pass",
+        Outcome::Fail => "fail",
+        Outcome::Inconclusive => "inconclusive",
+    }
+}
+
+fn mark(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "ok",
+        Outcome::Fail => "FAIL",
+        Outcome::Inconclusive => "INCONCLUSIVE",
+    }
+}
+
+/// The evidence lines a check shows: what was missing (inconclusive), then the examples.
+fn evidence(c: &CheckResult) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.outcome == Outcome::Inconclusive {
+        out.push(format!("not enough evidence: needs {}, saw {}", c.needed, c.seen));
+    }
+    if !c.passed() {
+        out.extend(c.evidence.iter().cloned());
+    }
+    out
+}
+
 const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
-h1{margin-bottom:0}.pass{color:#2e7d32}.fail{color:#c62828}\
+h1{margin-bottom:0}.pass{color:#2e7d32}.fail{color:#c62828}.inconclusive{color:#b26a00}\
 table{border-collapse:collapse;margin:1em 0;width:100%}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}\
-th{background:#f5f5f5}tr.fail td{background:#fdecea}.verdict{font-size:28px;font-weight:bold}\
+th{background:#f5f5f5}tr.fail td{background:#fdecea}tr.inconclusive td{background:#fff4e0}.verdict{font-size:28px;font-weight:bold}\
 ul.evidence{margin:0;padding-left:1.2em;font-family:monospace;font-size:12px}figure{margin:1.5em 0}\
 pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}";
 
 /// `report.html`. `svgs` are the plots' SVG documents, in order.
 pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
     let v = &run.verdict;
-    let pass = v["pass"].as_bool().unwrap_or(false);
     let mut out = String::new();
-    let scenario = v["scenario"].as_str().unwrap_or("run");
     let _ = write!(
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>flashlab: {}</title><style>{CSS}</style></head><body>",
-        escape(scenario)
+        escape(&v.scenario)
     );
     let _ = write!(
         out,
         "<h1>{}</h1><p>{}</p><p class=\"verdict {}\" id=\"verdict\">{}</p>",
-        escape(scenario),
-        escape(v["description"].as_str().unwrap_or_default()),
-        if pass { "pass" } else { "fail" },
-        if pass { "PASS" } else { "FAIL" }
+        escape(&v.scenario),
+        escape(&v.description),
+        class(v.outcome),
+        v.outcome.label()
     );
     out.push_str("<h2>Verdict</h2><table id=\"checks\"><tr><th></th><th>check</th><th>kind</th><th>target</th><th>measured</th><th>evidence</th></tr>");
-    for c in checks(run) {
-        let ok = c["pass"].as_bool().unwrap_or(false);
-        let evidence: Vec<String> = c["evidence"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.as_str())
-            .map(|e| format!("<li>{}</li>", escape(e)))
-            .collect();
+    for c in &v.checks {
+        let lines: Vec<String> = evidence(c).iter().map(|e| format!("<li>{}</li>", escape(e))).collect();
+        let kind = serde_json::to_value(c.kind).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default();
         let _ = write!(
             out,
-            "<tr class=\"{}\"><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if ok { "pass" } else { "fail" },
-            if ok { "pass" } else { "fail" },
-            if ok { "ok" } else { "FAIL" },
-            escape(c["name"].as_str().unwrap_or_default()),
-            escape(c["kind"].as_str().unwrap_or_default()),
-            escape(c["target"].as_str().unwrap_or_default()),
-            escape(c["measured"].as_str().unwrap_or_default()),
-            if evidence.is_empty() {
-                String::new()
-            } else {
-                format!("<ul class=\"evidence\">{}</ul>", evidence.join(""))
-            }
+            "<tr class=\"{0}\"><td class=\"{0}\">{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>",
+            class(c.outcome),
+            mark(c.outcome),
+            escape(&c.title()),
+            escape(&kind),
+            escape(&c.target),
+            escape(&c.measured),
+            if lines.is_empty() { String::new() } else { format!("<ul class=\"evidence\">{}</ul>", lines.join("")) }
         );
     }
     out.push_str("</table><h2>Figures</h2><table id=\"figures\">");
@@ -103,7 +142,7 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
     }
     let _ = write!(
         out,
-        "</table><p>{} requests in {} s.</p><h2>Plots</h2><p>Fault windows are shaded and labelled.</p>",
+        "</table><p>{} requests in {} s.</p><h2>Plots</h2><p>Fault windows are shaded and labelled. A gap in a line is a time with no sample (the component was down or did not answer its scrape).</p>",
         run.series.requests, run.series.seconds
     );
     for (name, svg) in svgs {
@@ -111,8 +150,10 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
         let body = svg.find("<svg").map(|i| &svg[i..]).unwrap_or(svg);
         let _ = write!(out, "<figure id=\"plot-{name}\">{body}</figure>");
     }
-    out.push_str(
-        "<h2>Timeline</h2><table id=\"timeline\"><tr><th>time (UTC ms)</th><th>+s</th><th>event</th><th>what</th></tr>",
+    let _ = write!(
+        out,
+        "<h2>Timeline</h2><p>Second 0 is {}.</p><table id=\"timeline\"><tr><th>time (UTC)</th><th>+s</th><th>event</th><th>what</th></tr>",
+        escape(&utc(run.series.start_ms, true))
     );
     for e in &run.events {
         let ts = e["ts_ms"].as_u64().unwrap_or(0);
@@ -123,10 +164,15 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
             .or_else(|| e["action"].as_str().map(String::from))
             .or_else(|| e["name"].as_str().map(String::from))
             .unwrap_or_default();
-        let check = e["check"]["observed"].as_str().map(|o| format!(" — {o}")).unwrap_or_default();
+        let check = e["check"]["observed"]
+            .as_str()
+            .or(e["error"].as_str())
+            .map(|o| format!(" — {o}"))
+            .unwrap_or_default();
         let _ = write!(
             out,
-            "<tr><td>{ts}</td><td>{rel:.1}</td><td>{}</td><td>{}{}</td></tr>",
+            "<tr><td>{}</td><td>{rel:+.1}</td><td>{}</td><td>{}{}</td></tr>",
+            utc(ts, false),
             escape(e["event"].as_str().unwrap_or_default()),
             escape(&what),
             escape(&check)
@@ -137,41 +183,34 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
     out
 }
 
-/// `summary.md`: the verdict, failed checks first with their evidence, then the figures.
+/// `summary.md`: the verdict, checks not passed first with their evidence, then the figures.
 pub fn markdown(run: &Run) -> String {
     let v = &run.verdict;
-    let pass = v["pass"].as_bool().unwrap_or(false);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "## {} flashlab drill `{}`\n\n{}\n",
-        if pass { "✅ PASS —" } else { "❌ FAIL —" },
-        v["scenario"].as_str().unwrap_or("run"),
-        v["description"].as_str().unwrap_or_default()
-    );
-    let mut rows = checks(run);
-    rows.sort_by_key(|c| c["pass"].as_bool().unwrap_or(false));
+    let icon = match v.outcome {
+        Outcome::Pass => "✅",
+        Outcome::Fail => "❌",
+        Outcome::Inconclusive => "⚠️",
+    };
+    let _ = writeln!(out, "## {icon} {} — flashlab drill `{}`\n\n{}\n", v.outcome.label(), v.scenario, v.description);
+    let mut rows: Vec<&CheckResult> = v.checks.iter().collect();
+    rows.sort_by_key(|c| std::cmp::Reverse(c.outcome));
     out.push_str("| | check | target | measured |\n|---|---|---|---|\n");
     let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
     for c in &rows {
-        let ok = c["pass"].as_bool().unwrap_or(false);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            if ok { "ok" } else { "**FAIL**" },
-            cell(c["name"].as_str().unwrap_or_default()),
-            cell(c["target"].as_str().unwrap_or_default()),
-            cell(c["measured"].as_str().unwrap_or_default())
-        );
+        let m = match c.outcome {
+            Outcome::Pass => "ok".to_string(),
+            o => format!("**{}**", mark(o)),
+        };
+        let _ = writeln!(out, "| {m} | {} | {} | {} |", cell(&c.title()), cell(&c.target), cell(&c.measured));
     }
-    let failed: Vec<_> =
-        rows.iter().filter(|c| c["pass"] == false && c["evidence"].as_array().is_some_and(|e| !e.is_empty())).collect();
-    if !failed.is_empty() {
+    let shown: Vec<_> = rows.iter().filter(|c| !evidence(c).is_empty()).collect();
+    if !shown.is_empty() {
         out.push_str("\n### Evidence\n");
-        for c in failed {
-            let _ = writeln!(out, "\n**{}**", cell(c["name"].as_str().unwrap_or_default()));
-            for e in c["evidence"].as_array().into_iter().flatten() {
-                let _ = writeln!(out, "- `{}`", e.as_str().unwrap_or_default());
+        for c in shown {
+            let _ = writeln!(out, "\n**{}**", cell(&c.title()));
+            for e in evidence(c) {
+                let _ = writeln!(out, "- `{e}`");
             }
         }
     }
@@ -182,39 +221,52 @@ pub fn markdown(run: &Run) -> String {
     out
 }
 
-/// `junit.xml`: one test suite, one test case per check.
+/// `junit.xml`: one test suite, one test case per check; failed and inconclusive checks are
+/// failures (red), an inconclusive one saying what evidence was missing.
 pub fn junit(run: &Run) -> String {
     let v = &run.verdict;
-    let rows = checks(run);
-    let failures = rows.iter().filter(|c| c["pass"] == false).count();
-    let scenario = escape(v["scenario"].as_str().unwrap_or("run"));
-    let seconds = (v["ended_unix_ms"].as_u64().unwrap_or(0).saturating_sub(v["started_unix_ms"].as_u64().unwrap_or(0)))
-        as f64
-        / 1000.0;
+    let failures = v.checks.iter().filter(|c| !c.passed()).count();
+    let scenario = escape(&v.scenario);
+    let seconds = v.ended_unix_ms.saturating_sub(v.started_unix_ms) as f64 / 1000.0;
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
         "<testsuites name=\"flashlab\" tests=\"{}\" failures=\"{failures}\" time=\"{seconds:.1}\">\n  <testsuite name=\"{scenario}\" tests=\"{}\" failures=\"{failures}\" time=\"{seconds:.1}\">",
-        rows.len(),
-        rows.len()
+        v.checks.len(),
+        v.checks.len()
     );
-    for c in rows {
-        let name = escape(c["name"].as_str().unwrap_or_default());
-        let class = format!("{scenario}.{}", escape(c["kind"].as_str().unwrap_or("check")));
-        if c["pass"] == true {
+    for c in &v.checks {
+        let name = escape(&c.title());
+        let kind = serde_json::to_value(c.kind).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default();
+        let class = format!("{scenario}.{}", escape(&kind));
+        if c.passed() {
             let _ = writeln!(out, "    <testcase classname=\"{class}\" name=\"{name}\"/>");
         } else {
-            let evidence: Vec<String> =
-                c["evidence"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).map(escape).collect();
+            let lines: Vec<String> = evidence(c).iter().map(|e| escape(e)).collect();
             let _ = writeln!(
                 out,
-                "    <testcase classname=\"{class}\" name=\"{name}\">\n      <failure message=\"target {}, measured {}\">{}</failure>\n    </testcase>",
-                escape(c["target"].as_str().unwrap_or_default()),
-                escape(c["measured"].as_str().unwrap_or_default()),
-                evidence.join("\n")
+                "    <testcase classname=\"{class}\" name=\"{name}\">\n      <failure type=\"{}\" message=\"{}: target {}, measured {}\">{}</failure>\n    </testcase>",
+                class_of(c.outcome),
+                mark(c.outcome),
+                escape(&c.target),
+                escape(&c.measured),
+                lines.join("\n")
             );
         }
     }
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
+}
+
+fn class_of(o: Outcome) -> &'static str {
+    class(o)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_times() {
+        assert_eq!(super::utc(1_795_248_000_123, true), "2026-11-21 08:00:00.123 UTC");
+        assert_eq!(super::utc(1_795_248_003_723, false), "08:00:03.723");
+    }
 }

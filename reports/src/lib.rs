@@ -26,7 +26,7 @@ pub struct Rendered {
     pub markdown: PathBuf,
     pub junit: PathBuf,
     pub plots: Vec<PathBuf>,
-    pub pass: bool,
+    pub outcome: rundir::Outcome,
 }
 
 fn write(path: &Path, text: &str) -> Result<(), ReportError> {
@@ -57,7 +57,7 @@ pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
     write(&markdown, &documents::markdown(&run))?;
     let junit = dir.join("junit.xml");
     write(&junit, &documents::junit(&run))?;
-    Ok(Rendered { html, markdown, junit, plots: files, pass: run.verdict["pass"].as_bool().unwrap_or(false) })
+    Ok(Rendered { html, markdown, junit, plots: files, outcome: run.verdict.outcome })
 }
 
 /// Compares `run` with `baseline`, writes `run/compare.md` and `run/compare.html`; returns the

@@ -17,7 +17,7 @@ fn recorded_run() -> tempfile::TempDir {
 fn a_report_holds_the_verdict_one_plot_each_and_the_fault_window() {
     let dir = recorded_run();
     let rendered = reports::render(dir.path()).expect("renders");
-    assert!(rendered.pass);
+    assert_eq!(rendered.outcome, rundir::Outcome::Pass);
     let html = std::fs::read_to_string(&rendered.html).unwrap();
     let verdict: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("verdict.json")).unwrap()).unwrap();
@@ -56,13 +56,14 @@ fn a_failed_check_carries_its_evidence_everywhere() {
     let path = dir.path().join("verdict.json");
     let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     verdict["pass"] = false.into();
+    verdict["outcome"] = "fail".into();
     let lost = verdict["checks"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "lost orders").unwrap();
-    lost["pass"] = false.into();
+    lost["outcome"] = "fail".into();
     lost["measured"] = "1 lost".into();
     lost["evidence"] = serde_json::json!(["lg1-42: queued, never decided"]);
     std::fs::write(&path, verdict.to_string()).unwrap();
     let rendered = reports::render(dir.path()).unwrap();
-    assert!(!rendered.pass);
+    assert_eq!(rendered.outcome, rundir::Outcome::Fail);
     let html = std::fs::read_to_string(&rendered.html).unwrap();
     assert!(html.contains("class=\"verdict fail\"") && html.contains("lg1-42: queued, never decided"));
     let md = std::fs::read_to_string(&rendered.markdown).unwrap();
@@ -72,9 +73,58 @@ fn a_failed_check_carries_its_evidence_everywhere() {
     let junit = std::fs::read_to_string(&rendered.junit).unwrap();
     assert!(
         junit.contains("failures=\"1\"")
-            && junit.contains("<failure message=\"target 0 of")
+            && junit.contains("message=\"FAIL: target 0 of")
             && junit.contains("lg1-42")
     );
+}
+
+#[test]
+fn an_inconclusive_check_is_red_and_says_what_was_missing() {
+    let dir = recorded_run();
+    let path = dir.path().join("verdict.json");
+    let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    verdict["pass"] = false.into();
+    verdict["outcome"] = "inconclusive".into();
+    let row = verdict["checks"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "availability").unwrap();
+    row["outcome"] = "inconclusive".into();
+    row["needed"] = "≥ 100 requests".into();
+    row["seen"] = "12 requests".into();
+    std::fs::write(&path, verdict.to_string()).unwrap();
+    let rendered = reports::render(dir.path()).unwrap();
+    assert_eq!(rendered.outcome, rundir::Outcome::Inconclusive);
+    let html = std::fs::read_to_string(&rendered.html).unwrap();
+    assert!(html.contains("class=\"verdict inconclusive\"") && html.contains(">INCONCLUSIVE<"));
+    assert!(html.contains("not enough evidence: needs ≥ 100 requests, saw 12 requests"));
+    let md = std::fs::read_to_string(&rendered.markdown).unwrap();
+    assert!(md.starts_with("## ⚠️ INCONCLUSIVE"), "{md}");
+    let junit = std::fs::read_to_string(&rendered.junit).unwrap();
+    assert!(junit.contains("failures=\"1\"") && junit.contains("type=\"inconclusive\""), "{junit}");
+    assert!(junit.contains("needs ≥ 100 requests, saw 12 requests"));
+}
+
+#[test]
+fn compare_refuses_other_scenarios_and_counts_a_lost_figure_as_a_regression() {
+    let baseline = recorded_run();
+    let other = recorded_run();
+    let path = other.path().join("verdict.json");
+    let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    verdict["scenario"] = "processor-crash".into();
+    std::fs::write(&path, verdict.to_string()).unwrap();
+    let err = reports::compare_runs(baseline.path(), other.path(), 0.1).unwrap_err().to_string();
+    assert!(err.contains("different scenarios"), "{err}");
+
+    let run = recorded_run();
+    let path = run.path().join("verdict.json");
+    let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    verdict["figures"]["availability_during_faults"] = serde_json::Value::Null;
+    verdict["scale"] = 1.0.into();
+    std::fs::write(&path, verdict.to_string()).unwrap();
+    let c = reports::compare_runs(baseline.path(), run.path(), 0.1).unwrap();
+    assert!(c.regressed());
+    let row = c.rows.iter().find(|r| r.name == "availability during faults").unwrap();
+    assert!(row.regressed, "measured before, missing now");
+    assert!(c.notes.iter().any(|n| n.contains("different scale")), "{:?}", c.notes);
+    assert!(reports::compare::table(&c).contains("NOTE: different scale"));
 }
 
 #[test]
@@ -106,7 +156,7 @@ fn compare_flags_regressions_past_the_limit_and_newly_failing_checks() {
     let path = run.path().join("verdict.json");
     let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let row = verdict["checks"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "stock conservation").unwrap();
-    row["pass"] = false.into();
+    row["outcome"] = "fail".into();
     std::fs::write(&path, verdict.to_string()).unwrap();
 
     let c = reports::compare_runs(baseline.path(), run.path(), 0.10).unwrap();

@@ -42,6 +42,9 @@ pub struct Scenario {
     pub slo: Slo,
     #[serde(default)]
     pub invariants: Invariants,
+    /// How much evidence a check needs before it may pass.
+    #[serde(default)]
+    pub evidence: EvidenceNeeded,
     /// Stop the faults early when the error rate burns faster than this.
     #[serde(default)]
     pub abort: Option<Abort>,
@@ -242,12 +245,77 @@ pub struct Slo {
     /// an outage: `phase_p99_ms = { outage = 100 }`).
     #[serde(default)]
     pub phase_p99_ms: BTreeMap<String, f64>,
-    /// Fault end → availability back above target for 10 s.
+    /// Fault end → the system recovered: every second of `rto_hold` with requests, each at or
+    /// above `recovered_at`.
     #[serde(default, with = "option_duration_text")]
     pub rto: Option<Duration>,
+    /// The share of good answers that counts as recovered (default: the steady-state
+    /// availability) — its own threshold, not `availability`, which a drill may set low.
+    #[serde(default)]
+    pub recovered_at: Option<f64>,
+    /// How long recovery must hold (default 10 s; scaled with `--scale`, at least 3 s).
+    #[serde(default = "rto_hold_default", with = "duration_text")]
+    pub rto_hold: Duration,
     /// Acknowledged orders that may be lost.
     #[serde(default)]
     pub rpo: u64,
+    /// Accepted (202) → decided, p99 over the run, ms.
+    #[serde(default)]
+    pub time_to_decision_p99_ms: Option<f64>,
+    /// Accepted (202) → decided, the slowest order, ms. An accepted order never decided breaks it.
+    #[serde(default)]
+    pub time_to_decision_max_ms: Option<f64>,
+    /// The largest total consumer lag (messages, summed over the processors) in any second.
+    #[serde(default)]
+    pub max_consumer_lag: Option<f64>,
+}
+
+fn rto_hold_default() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The least evidence each check needs to pass (below it a check is inconclusive, not passed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceNeeded {
+    /// Requests in an availability window (overall, outside faults, during faults). Default 100.
+    #[serde(default = "hundred")]
+    pub min_requests: u64,
+    /// Samples of a latency percentile (a p99 needs at least 100 to be more than a maximum).
+    /// Default 100.
+    #[serde(default = "hundred")]
+    pub min_latency_samples: u64,
+    /// Requests in a steady-state window (before the first fault, after the last). Default 50.
+    #[serde(default = "fifty")]
+    pub min_window_requests: u64,
+    /// Decided orders behind a time-to-decision figure. Default 50.
+    #[serde(default = "fifty")]
+    pub min_decisions: u64,
+    /// Seconds with a processor's lag scraped behind the lag figure. Default 10.
+    #[serde(default = "ten")]
+    pub min_lag_seconds: u64,
+}
+
+fn hundred() -> u64 {
+    100
+}
+fn fifty() -> u64 {
+    50
+}
+fn ten() -> u64 {
+    10
+}
+
+impl Default for EvidenceNeeded {
+    fn default() -> Self {
+        EvidenceNeeded {
+            min_requests: 100,
+            min_latency_samples: 100,
+            min_window_requests: 50,
+            min_decisions: 50,
+            min_lag_seconds: 10,
+        }
+    }
 }
 
 impl Default for Slo {
@@ -261,7 +329,12 @@ impl Default for Slo {
             latency_exempt_phases: Vec::new(),
             phase_p99_ms: BTreeMap::new(),
             rto: None,
+            recovered_at: None,
+            rto_hold: rto_hold_default(),
             rpo: 0,
+            time_to_decision_p99_ms: None,
+            time_to_decision_max_ms: None,
+            max_consumer_lag: None,
         }
     }
 }
@@ -282,6 +355,11 @@ pub struct Invariants {
     pub refunds_and_dlq: bool,
     #[serde(default = "yes")]
     pub one_effect_per_request: bool,
+    /// For a drill whose point is a repair (`reconcile_fix`, `dlq_replay`): the checks that
+    /// must find damage on the state before the repair (e.g. `["stock conservation"]`). Damage
+    /// of any other kind fails the drill; after the repair every invariant must hold.
+    #[serde(default)]
+    pub expect_damage: Vec<String>,
 }
 
 impl Default for Invariants {
@@ -293,6 +371,7 @@ impl Default for Invariants {
             money_matches_stock: true,
             refunds_and_dlq: true,
             one_effect_per_request: true,
+            expect_damage: Vec::new(),
         }
     }
 }
@@ -408,21 +487,60 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             return Err(invalid(what, what, format!("{v} must be between 0 and 1")));
         }
     }
+    if let Some(v) = scenario.slo.recovered_at {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid("recovered_at", "slo.recovered_at", format!("{v} must be between 0 and 1")));
+        }
+    }
     let mut backup_seen = false;
     for (i, entry) in scenario.faults.iter().enumerate() {
         let field = format!("faults[{i}]");
         let line = nth_line(text, "[[faults]]", i);
-        let step = entry.step(backup_seen).map_err(|message| ScenarioError::Invalid {
+        let bad = |(sub, message): (String, String)| ScenarioError::Invalid {
             path: path.to_string(),
-            line,
-            field: format!("{field}.{}", message.0),
-            message: message.1,
-        })?;
+            line: entry_line(text, line, &sub),
+            field: format!("{field}.{sub}"),
+            message,
+        };
+        let step = entry.step(backup_seen).map_err(bad)?;
+        if let Step::Fault(fault) = &step {
+            scenario.topology.has(fault.target).map_err(|m| bad(("target".into(), m)))?;
+        }
         if step == Step::Backup {
             backup_seen = true;
         }
     }
     Ok(scenario)
+}
+
+/// The line of `field = ...` within the `[[faults]]` entry starting at `entry_line`, or the
+/// entry's own line.
+fn entry_line(text: &str, entry_line: usize, field: &str) -> usize {
+    text.lines()
+        .enumerate()
+        .skip(entry_line)
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| l.trim_start().starts_with(field) && l[l.find(field).unwrap_or(0) + field.len()..].trim_start().starts_with('='))
+        .map(|(i, _)| i + 1)
+        .unwrap_or(entry_line)
+}
+
+impl Topology {
+    /// Whether `target` exists in this topology; else what does.
+    pub fn has(&self, target: Target) -> Result<(), String> {
+        let (kind, index, count) = match target {
+            Target::Gateway(i) => ("gateway", i, self.gateways),
+            Target::Processor(i) => ("processor", i, self.processors),
+            _ => return Ok(()),
+        };
+        if index < count {
+            Ok(())
+        } else if count == 0 {
+            Err(format!("{target}: the topology has no {kind}"))
+        } else {
+            Err(format!("{target}: the topology has {kind}[0] to {kind}[{}] (topology.{kind}s = {count})", count - 1))
+        }
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -563,6 +681,9 @@ impl Scenario {
             entry.duration = entry.duration.map(scale_d);
         }
         self.steady_state.recovery = scale_d(self.steady_state.recovery);
+        // The hold is a stretch of the drill like the others, but below 3 s one good second
+        // would decide it.
+        self.slo.rto_hold = scale_d(self.slo.rto_hold).max(Duration::from_secs(3));
         Ok(self)
     }
 
@@ -623,10 +744,21 @@ target = "broker"
         assert!(err.starts_with("x.toml:7") && err.contains("unknown field `speed`"), "{err}");
         let bad_kind = GOOD.replace("kind = \"kill\"", "kind = \"explode\"");
         let err = parse(&bad_kind, "x.toml").unwrap_err().to_string();
-        assert!(err.starts_with("x.toml:8: faults[0].kind: unknown kind \"explode\""), "{err}");
+        // The line of the field itself, within the entry.
+        assert!(err.starts_with("x.toml:11: faults[0].kind: unknown kind \"explode\""), "{err}");
         let bad_target = GOOD.replace("target = \"broker\"", "target = \"db\"");
         let err = parse(&bad_target, "x.toml").unwrap_err().to_string();
-        assert!(err.contains("faults[0].target") && err.contains("valid: redis, broker"), "{err}");
+        assert!(err.starts_with("x.toml:12: faults[0].target") && err.contains("valid: redis, broker"), "{err}");
+        // A target the topology does not have.
+        let absent = GOOD.replace("target = \"broker\"", "target = \"processor[5]\"");
+        let err = parse(&absent, "x.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("x.toml:12: faults[0].target: processor[5]: the topology has processor[0] to processor[0]"),
+            "{err}"
+        );
+        let none = GOOD.replace("target = \"broker\"", "target = \"gateway[1]\"");
+        let err = parse(&none, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("gateway[1]: the topology has gateway[0] to gateway[0]"), "{err}");
         let bad_phase = GOOD.replace("a:10s@10", "a:10s");
         let err = parse(&bad_phase, "x.toml").unwrap_err().to_string();
         assert!(err.contains("load.phases") && err.contains("no '@'"), "{err}");

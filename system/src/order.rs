@@ -89,6 +89,11 @@ pub struct Outcome {
     pub correlation_id: String,
     pub accepted_at_ms: u64,
     pub decided_at_ms: u64,
+    /// For a reservation decision: the stock the reservation script read (`None` in records
+    /// written before it was recorded, and for decisions that read no stock). A sold-out
+    /// decision with `stock_seen ≥ amount` is a lie the checks catch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_seen: Option<i64>,
 }
 
 /// A message on `inventory-events`.

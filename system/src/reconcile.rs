@@ -291,6 +291,7 @@ mod tests {
             correlation_id: "c".into(),
             accepted_at_ms: at,
             decided_at_ms: at,
+            stock_seen: None,
         }
     }
 

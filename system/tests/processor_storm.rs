@@ -4,7 +4,9 @@
 //!
 //! The bound is what the processor's group watchdog promises (see `processor/watchdog.rs`): a
 //! partition left without a consumer by the broker is noticed and re-assigned within it.
-//! `STORM_OPS` (default 60) sets the number of faults; `STORM_SEED` the seed.
+//! `STORM_OPS` (default 60) sets the number of faults; `STORM_SEED` the seed; `STORM_DIR` keeps
+//! the testbed's data and logs there; `STORM_WATCHDOG=off` runs the processors without the
+//! watchdog (to see what it prevents).
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use flashsale::order::Decision;
-use rand::rngs::SmallRng;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Accepted → decided, for every order, whatever the storm did.
@@ -37,8 +39,11 @@ fn env_number(name: &str, default: u64) -> u64 {
 async fn every_accepted_order_is_decided_within_the_bound_through_a_restart_storm() {
     let ops = env_number("STORM_OPS", 60) as usize;
     let seed = env_number("STORM_SEED", 19);
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut bed = full_testbed(2, &[("PAYMENT_LATENCY", "20ms"), ("SHUTDOWN_TIMEOUT", "5s")]).await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let watchdog = std::env::var("STORM_WATCHDOG").unwrap_or_else(|_| "on".into());
+    let dir = std::env::var_os("STORM_DIR").map(std::path::PathBuf::from);
+    let env = [("PAYMENT_LATENCY", "20ms"), ("SHUTDOWN_TIMEOUT", "5s"), ("PROCESSOR_WATCHDOG", watchdog.as_str())];
+    let mut bed = full_testbed_in(2, &env, dir).await;
     let item = "storm";
     let initial = 1_000_000i64;
     assert_eq!(admin(&bed, &["stock", "set", item, &initial.to_string()]).await.0, 0);

@@ -1,56 +1,17 @@
-//! `final_state.json`: what the system holds after the drain — stock per item, each order's
-//! status, the DLQ, the payment ledger, and the raw records of `order-outcomes` and `orders`.
+//! Reads the system's books for `final_state.json` ([`rundir::state`]): stock per item, each
+//! order's status, the raw dead letters, the payment ledger, and the raw records of
+//! `order-outcomes` and `orders`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use flashsale::order::{OrderMessage, Outcome};
-use serde::{Deserialize, Serialize};
+use flashsale::order::OrderMessage;
+use rundir::state::{Capture, DeadLetter, FinalState, OrderState};
 
 /// How long reading a topic to its end may take.
 const READ_LIMIT: Duration = Duration::from_secs(120);
 /// Redis commands per pipeline.
 const PIPELINE: usize = 1000;
-
-/// An order's state in Redis (`order:<request_id>`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OrderState {
-    pub status: Option<String>,
-    pub attempt: Option<u32>,
-}
-
-/// One capture in the provider's ledger.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Capture {
-    /// `request_id/attempt`.
-    pub key: String,
-    pub amount: u64,
-}
-
-/// One dead letter.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub request_id: String,
-    pub attempt: u32,
-    pub reason: String,
-    pub pending: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct FinalState {
-    /// `inventory:<item>` per item (`None`: missing).
-    pub stock: BTreeMap<String, Option<i64>>,
-    /// Order states of every `request_id` the load sent.
-    pub orders: BTreeMap<String, OrderState>,
-    pub dlq: Vec<DeadLetter>,
-    pub captures: Vec<Capture>,
-    /// Every record on `order-outcomes`, duplicates kept.
-    pub outcomes: Vec<Outcome>,
-    /// `(request_id, attempt)` of every record on `orders` (what the gateways queued, and
-    /// replays).
-    pub queued: Vec<(String, u32)>,
-}
 
 /// Where to read from (the components directly, not through the proxies).
 #[derive(Debug, Clone)]
@@ -68,7 +29,7 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
     let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
         .await
         .context("redis: no connection within 10 s")??;
-    let mut state = FinalState::default();
+    let mut state = FinalState { read_at_ms: chaos::events::unix_ms(), ..FinalState::default() };
     for item in items {
         let value: Option<i64> = tokio::time::timeout(
             Duration::from_secs(10),
@@ -92,13 +53,38 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
         }
     }
 
+    let pending: Vec<String> = tokio::time::timeout(
+        Duration::from_secs(10),
+        redis::cmd("ZRANGE").arg(flashsale::keys::DLQ_PENDING).arg(0).arg(-1).query_async(&mut conn),
+    )
+    .await
+    .context("redis ZRANGE: no answer")??;
+    let pending: std::collections::HashSet<String> = pending.into_iter().collect();
+
     let kafka = sources.kafka.to_string();
-    let (outcomes, queued) = tokio::task::spawn_blocking(move || {
-        let outcomes = flashsale::topic_reader::read_all(&kafka, flashsale::order::OUTCOMES_TOPIC, READ_LIMIT)?;
-        let queued = flashsale::topic_reader::read_all(&kafka, flashsale::order::ORDERS_TOPIC, READ_LIMIT)?;
-        Ok::<_, flashsale::topic_reader::ReadError>((outcomes, queued))
+    let (outcomes, queued, letters) = tokio::task::spawn_blocking(move || {
+        use flashsale::order::{DLQ_TOPIC, ORDERS_TOPIC, OUTCOMES_TOPIC};
+        use flashsale::topic_reader::read_all;
+        Ok::<_, flashsale::topic_reader::ReadError>((
+            read_all(&kafka, OUTCOMES_TOPIC, READ_LIMIT)?,
+            read_all(&kafka, ORDERS_TOPIC, READ_LIMIT)?,
+            read_all(&kafka, DLQ_TOPIC, READ_LIMIT)?,
+        ))
     })
     .await??;
+    // Every dead letter as written (a letter written twice counts twice).
+    state.dlq = letters
+        .iter()
+        .filter_map(|r| {
+            let order = serde_json::from_slice::<OrderMessage>(&r.payload).ok()?;
+            Some(DeadLetter {
+                pending: pending.contains(&flashsale::keys::dlq_member(&order.request_id, order.attempt)),
+                reason: r.headers.get(flashsale::order::dlq_headers::REASON).cloned().unwrap_or_else(|| "unknown".into()),
+                request_id: order.request_id,
+                attempt: order.attempt,
+            })
+        })
+        .collect();
     state.outcomes = outcomes.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
     state.queued = queued
         .iter()
@@ -116,21 +102,6 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
         .filter_map(|c| Some(Capture { key: c["request_id"].as_str()?.to_string(), amount: c["amount"].as_u64()? }))
         .collect();
 
-    let dlq = admin(sources, &["dlq", "list", "--json"]).await?;
-    let dlq: serde_json::Value = serde_json::from_str(&dlq).context("dlq list --json")?;
-    state.dlq = dlq["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some(DeadLetter {
-                request_id: e["order"]["request_id"].as_str()?.to_string(),
-                attempt: e["order"]["attempt"].as_u64()? as u32,
-                reason: e["reason"].as_str().unwrap_or_default().to_string(),
-                pending: e["pending"].as_bool().unwrap_or(false),
-            })
-        })
-        .collect();
     Ok(state)
 }
 

@@ -11,9 +11,11 @@
 //! | `history.jsonl`, `load-summary.json`, `load-intervals.jsonl` | the generator's ([`loadgen`]) |
 //! | `events.jsonl` | load and phase changes, fault start/stop with their checks, actions, drain |
 //! | `metrics.jsonl` | the scrapes |
-//! | `final_state.json` | stock, order states, DLQ, ledger, outcome and order records |
-//! | `verdict.json` | every check: target, measured, pass, evidence |
+//! | `final_state.json` | stock, order states, DLQ, ledger, outcome and order records (and the same just before a repair step) |
+//! | `verdict.json` | every check: target, measured, outcome (pass / fail / inconclusive), evidence needed and seen |
 //! | `system/` | each component's data and log |
+//!
+//! The records of those files are [`rundir`]'s: the one definition the checks and reports read.
 
 pub mod checks;
 pub mod final_state;
@@ -28,13 +30,15 @@ use std::time::Duration;
 use anyhow::Context;
 use chaos::{Action, EventLog, Injector, Target, Testbed, TestbedConfig};
 use loadgen::{ArrivalSchedule, Behaviour, Catalogue, Live, LoadConfig, Traffic, UserMix};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
 use crate::scenario::{self, Scenario, Step};
-use checks::{CheckResult, Figures, Kind};
-use final_state::{FinalState, Sources};
+use final_state::Sources;
+use rundir::state::{FinalState, States};
+pub use rundir::Verdict;
+use rundir::{CheckResult, Figures, Kind, Outcome};
 
 /// How a drill is asked for.
 #[derive(Debug, Clone)]
@@ -50,22 +54,6 @@ pub struct DrillOptions {
     pub quiet: bool,
 }
 
-/// `verdict.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Verdict {
-    pub scenario: String,
-    pub description: String,
-    pub seed: u64,
-    pub scale: f64,
-    pub pass: bool,
-    pub started_unix_ms: u64,
-    pub ended_unix_ms: u64,
-    pub figures: Figures,
-    pub checks: Vec<CheckResult>,
-    /// Reserved for the monitoring issue: alert rules' verdicts from Prometheus/Alertmanager.
-    pub alerts: Vec<serde_json::Value>,
-}
-
 /// A drill that could not run (exit 2), as opposed to one that failed its checks (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
@@ -75,6 +63,8 @@ pub enum DrillError {
     Setup(String),
     #[error("interrupted; the run directory {0} holds what was recorded")]
     Interrupted(PathBuf),
+    #[error(transparent)]
+    RunDir(#[from] rundir::RunDirError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -104,8 +94,7 @@ pub fn utc_stamp(unix_s: u64) -> String {
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, text).with_context(|| path.display().to_string())
+    Ok(rundir::io::write_json(path, value)?)
 }
 
 /// A command's first output line, bounded, for the manifest.
@@ -270,12 +259,14 @@ pub async fn drill(
         return Err(DrillError::Interrupted(dir));
     }
     let (checks, figures) = result?;
+    let outcome = Outcome::combine(checks.iter().map(|c| c.outcome));
     let verdict = Verdict {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
         seed: scenario.seed,
         scale: options.scale,
-        pass: checks.iter().all(|c| c.pass),
+        outcome,
+        pass: outcome == Outcome::Pass,
         started_unix_ms: started_ms,
         ended_unix_ms: ended_ms,
         figures,
@@ -334,22 +325,22 @@ where
                 unhealthy.push(format!("{target}: {e}"));
             }
         }
-        results.push(CheckResult {
-            name: "steady state: every component healthy before the load".into(),
-            kind: Kind::SteadyState,
-            target: "all answer".into(),
-            measured: if unhealthy.is_empty() { format!("{} healthy", probes.len()) } else { unhealthy.join("; ") },
-            pass: unhealthy.is_empty(),
-            evidence: vec![],
-        });
+        results.push(CheckResult::held(
+            "steady state: every component healthy before the load",
+            Kind::SteadyState,
+            "all answer",
+            if unhealthy.is_empty() { format!("{} healthy", probes.len()) } else { unhealthy.join("; ") },
+            unhealthy.is_empty(),
+        ));
     }
 
-    let lowest = Arc::new(Mutex::new(BTreeMap::new()));
     let scraper = {
-        let path = dir.join("metrics.jsonl");
-        let lowest = lowest.clone();
-        tokio::spawn(async move { scrape::run(scrape_targets, &path, lowest).await })
+        let path = dir.join(rundir::files::METRICS);
+        tokio::spawn(async move { scrape::run(scrape_targets, &path).await })
     };
+    // The state just before the first repair step (the damage), when the timeline has one.
+    let before_repair: Arc<Mutex<Option<FinalState>>> = Arc::new(Mutex::new(None));
+    let items: Vec<String> = scenario.stock.keys().cloned().collect();
     let live = Arc::new(Live::default());
     let aborted = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
@@ -367,12 +358,16 @@ where
         let quiet = options.quiet;
         let processors = processor_addrs.clone();
         let drain_limit = scenario.drain_timeout;
+        let before_repair = before_repair.clone();
+        let items = items.clone();
+        let dir_for_ids = dir.clone();
         tokio::spawn(async move {
             for (at, step) in steps {
                 tokio::time::sleep_until(t0 + at).await;
                 if stopped.load(Ordering::SeqCst) || aborted.load(Ordering::SeqCst) {
                     break;
                 }
+                let repair = matches!(step, Step::ReconcileFix | Step::DlqReplay);
                 if step == Step::ReconcileFix {
                     // The runbook's order: reconcile once nothing is in flight (an order reserved
                     // but not yet decided would be "fixed" back into the stock).
@@ -382,6 +377,19 @@ where
                         "drain_for_reconcile",
                         json!({"drained": drained, "waited_ms": started.elapsed().as_millis() as u64}),
                     );
+                }
+                if repair && lock(&before_repair).is_none() {
+                    // The damage, read before anything repairs it.
+                    let ids = request_ids_so_far(&dir_for_ids);
+                    match final_state::collect(&sources, &items, &ids).await {
+                        Ok(state) => {
+                            events.record("repair_snapshot", json!({"before": format!("{step:?}"), "read_at_ms": state.read_at_ms}));
+                            *lock(&before_repair) = Some(state);
+                        }
+                        Err(e) => {
+                            events.record("repair_snapshot", json!({"error": format!("{e:#}")}));
+                        }
+                    }
                 }
                 run_step(step, &injector, &events, &sources, &dir, quiet).await;
                 if aborted.load(Ordering::SeqCst) {
@@ -516,57 +524,46 @@ where
     let drain_started = Instant::now();
     let drained = drain(&processor_addrs, scenario.drain_timeout).await;
     events.record("drain_end", json!({"drained": drained, "waited_ms": drain_started.elapsed().as_millis() as u64}));
-    results.push(CheckResult {
-        name: "drained".into(),
-        kind: Kind::SteadyState,
-        target: format!("every order processed within {:?}", scenario.drain_timeout),
-        measured: format!(
+    results.push(CheckResult::held(
+        "drained",
+        Kind::SteadyState,
+        format!("every order processed within {:?}", scenario.drain_timeout),
+        format!(
             "{} after {:.1} s",
             if drained { "drained" } else { "NOT drained" },
             drain_started.elapsed().as_secs_f64()
         ),
-        pass: drained,
-        evidence: vec![],
-    });
+        drained,
+    ));
     scraper.abort();
+    let _ = scraper.await;
 
-    // Final state and checks.
-    let history = read_history(&dir.join("history.jsonl"))?;
-    let mut request_ids: Vec<String> = history
-        .iter()
-        .filter(|a| a.op == loadgen::history::Op::Buy && a.kind != loadgen::UserKind::Invalid)
-        .map(|a| a.request_id.clone())
-        .collect();
-    request_ids.sort();
-    request_ids.dedup();
-    let items: Vec<String> = scenario.stock.keys().cloned().collect();
+    // Final state and checks, from the run directory's records.
+    let history = rundir::history::read(&dir.join(rundir::files::HISTORY))?;
+    let request_ids = request_ids_of(&history);
     let state: FinalState =
         final_state::collect(sources, &items, &request_ids).await.context("collecting the final state")?;
-    write_json(&dir.join("final_state.json"), &state)?;
+    let states = States { after: state, before_repair: lock(&before_repair).take().map(Box::new) };
+    rundir::state::write(&dir.join(rundir::files::FINAL_STATE), &states)?;
     let all_events: Vec<serde_json::Value> = events.recent();
-    let lowest = lowest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let scrapes = rundir::metrics::read(&dir.join(rundir::files::METRICS))?;
     let evidence = checks::Evidence {
         scenario,
         history: &history,
         events: &all_events,
-        load: &summary,
-        state: &state,
-        lowest_stock_seen: &lowest,
+        scrapes: &scrapes,
+        states: &states,
         run_end_ms: chaos::events::unix_ms(),
     };
     let (mut checked, figures) = checks::check(&evidence);
     if aborted.load(Ordering::SeqCst) {
-        results.push(CheckResult {
-            name: "abort condition".into(),
-            kind: Kind::Slo,
-            target: format!(
-                "error rate ≤ {:.1}%",
-                scenario.abort.as_ref().map(|a| a.max_error_rate * 100.0).unwrap_or(0.0)
-            ),
-            measured: "exceeded: faults stopped early".into(),
-            pass: false,
-            evidence: vec![],
-        });
+        results.push(CheckResult::held(
+            "abort condition",
+            Kind::Slo,
+            format!("error rate ≤ {:.1}%", scenario.abort.as_ref().map(|a| a.max_error_rate * 100.0).unwrap_or(0.0)),
+            "exceeded: faults stopped early",
+            false,
+        ));
     }
     results.append(&mut checked);
     Ok((results, figures))
@@ -587,7 +584,17 @@ async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &
                     info.check.observed
                 ),
                 Ok(_) => {}
-                Err(e) => eprintln!("fault {fault}: {e}"),
+                Err(e) => {
+                    // Refused before it touched anything (invalid, conflicting, no such target):
+                    // a failed check of the drill, with the injector's message.
+                    events.record(
+                        "fault_refused",
+                        json!({"description": fault.to_string(), "error": e.to_string()}),
+                    );
+                    if !quiet {
+                        eprintln!("fault {fault}: REFUSED: {e}");
+                    }
+                }
             }
         }
         Step::Backup | Step::DlqReplay | Step::ReconcileFix => {
@@ -690,12 +697,27 @@ async fn drain(processors: &[std::net::SocketAddr], limit: Duration) -> bool {
     false
 }
 
-fn read_history(path: &Path) -> anyhow::Result<Vec<loadgen::history::Attempt>> {
-    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
-        .collect()
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The distinct request_ids of the orders in `history` (sent or not).
+fn request_ids_of(history: &[rundir::Attempt]) -> Vec<String> {
+    let mut ids: Vec<String> = history
+        .iter()
+        .filter(|a| a.op != rundir::Op::Status && a.kind != loadgen::UserKind::Invalid)
+        .map(|a| a.request_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The request_ids recorded so far (the history is being written; a torn last line is skipped).
+fn request_ids_so_far(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join(rundir::files::HISTORY)).unwrap_or_default();
+    let history: Vec<rundir::Attempt> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    request_ids_of(&history)
 }
 
 /// The verdict as a table.
@@ -704,14 +726,22 @@ pub fn table(run: &DrillRun) -> String {
     let mut out = String::new();
     out.push_str(&format!("{:<4} {:<58} {:<34} {}\n", "", "check", "target", "measured"));
     for c in &v.checks {
+        let mark = match c.outcome {
+            Outcome::Pass => "ok",
+            Outcome::Fail => "FAIL",
+            Outcome::Inconclusive => "??",
+        };
         out.push_str(&format!(
             "{:<4} {:<58} {:<34} {}\n",
-            if c.pass { "ok" } else { "FAIL" },
-            truncate(&c.name, 58),
+            mark,
+            truncate(&c.title(), 58),
             truncate(&c.target, 34),
             c.measured
         ));
-        if !c.pass {
+        if c.outcome == Outcome::Inconclusive {
+            out.push_str(&format!("       - not enough evidence: needs {}, saw {}\n", c.needed, c.seen));
+        }
+        if !c.passed() {
             for e in &c.evidence {
                 out.push_str(&format!("       - {e}\n"));
             }
@@ -719,22 +749,28 @@ pub fn table(run: &DrillRun) -> String {
     }
     let f = &v.figures;
     out.push_str(&format!(
-        "availability {}; outside faults {}; during faults {}; error budget burned {:.3}% of 30 days; RPO {}\n",
+        "availability {} of {} requests ({} unserved); outside faults {}; during faults {}; error budget burned {:.3}% of 30 days; RPO {}\n",
         f.availability.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
+        f.requests,
+        f.unserved,
         f.availability_outside_faults.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
         f.availability_during_faults.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
         f.error_budget_burned * 100.0,
-        f.rpo
+        f.rpo.map(|r| r.to_string()).unwrap_or("not measured".into())
     ));
     for (fault, rto) in &f.rto_s {
-        out.push_str(&format!("RTO {fault}: {}\n", rto.map(|s| format!("{s:.0} s")).unwrap_or("not recovered".into())));
+        out.push_str(&format!("RTO {fault}: {}\n", rto.map(|s| format!("{s:.1} s")).unwrap_or("not recovered".into())));
     }
-    out.push_str(&format!(
-        "verdict: {} — {} ({})\n",
-        if v.pass { "PASS" } else { "FAIL" },
-        v.scenario,
-        run.dir.display()
-    ));
+    if let Some(lag) = f.max_consumer_lag {
+        out.push_str(&format!("max consumer lag {lag:.0}\n"));
+    }
+    for (phase, t) in &f.time_to_decision {
+        out.push_str(&format!(
+            "time to decision, phase {phase}: p99 {:.0} ms, max {:.0} ms ({} orders)\n",
+            t.p99_ms, t.max_ms, t.decisions
+        ));
+    }
+    out.push_str(&format!("verdict: {} — {} ({})\n", v.outcome.label(), v.scenario, run.dir.display()));
     out
 }
 

@@ -10,34 +10,15 @@ use std::time::Duration;
 /// Each scrape's own limit.
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Parses the Prometheus text format: `name{labels} value` per line, comments skipped.
-pub fn parse(text: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        if let Some((name, value)) = line.rsplit_once(' ') {
-            if let Ok(v) = value.trim().parse::<f64>() {
-                out.insert(name.trim().to_string(), v);
-            }
-        }
-    }
-    out
-}
+pub use rundir::metrics::parse_text as parse;
 
-/// The sum of every series of `metric` (any labels).
+/// The sum of every series of `metric` (any labels); 0 when it has none.
 pub fn sum(metrics: &BTreeMap<String, f64>, metric: &str) -> f64 {
     metrics.iter().filter(|(k, _)| k.as_str() == metric || k.starts_with(&format!("{metric}{{"))).map(|(_, v)| v).sum()
 }
 
-/// Scrapes `targets` (name, address) every second into `path` until dropped; keeps the lowest
-/// `processor_inventory_level` per item in `lowest`.
-pub async fn run(
-    targets: Vec<(String, SocketAddr)>,
-    path: &Path,
-    lowest: std::sync::Arc<std::sync::Mutex<BTreeMap<String, f64>>>,
-) -> std::io::Result<()> {
+/// Scrapes `targets` (name, address) every second into `path` until dropped.
+pub async fn run(targets: Vec<(String, SocketAddr)>, path: &Path) -> std::io::Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let http = reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build().map_err(std::io::Error::other)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -48,18 +29,7 @@ pub async fn run(
         for (name, metrics) in scrapes {
             let up = metrics.is_some();
             let metrics = metrics.unwrap_or_default();
-            for (series, v) in &metrics {
-                if let Some(item) = series
-                    .strip_prefix("processor_inventory_level{item_id=\"")
-                    .and_then(|rest| rest.strip_suffix("\"}"))
-                {
-                    let mut lowest = lowest.lock().unwrap_or_else(|p| p.into_inner());
-                    let entry = lowest.entry(item.to_string()).or_insert(*v);
-                    *entry = entry.min(*v);
-                }
-            }
-            let line =
-                serde_json::json!({"ts_ms": chaos::events::unix_ms(), "component": name, "up": up, "metrics": metrics});
+            let line = rundir::Scrape { ts_ms: chaos::events::unix_ms(), component: name, up, metrics };
             serde_json::to_writer(&mut file, &line)?;
             file.write_all(b"\n")?;
         }

@@ -37,6 +37,9 @@ pub enum StepError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Kafka(#[from] QueueError),
+    /// No inventory key for the item: not "sold out" — retried until the stock exists.
+    #[error("no inventory for item {0} (lost or never set); not deciding")]
+    InventoryMissing(String),
 }
 
 /// What became of a message.
@@ -64,8 +67,9 @@ impl OrderWorker {
             Reserve::SoldOut { stock } => {
                 self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
                 self.metrics.sold_out.inc();
-                self.decided(order, Decision::FailedSoldOut, started).await
+                self.decided(order, Decision::FailedSoldOut, Some(stock), started).await
             }
+            Reserve::Missing => Err(StepError::InventoryMissing(order.item_id.clone())),
             Reserve::Decided { status, current } => {
                 self.metrics.duplicates.inc();
                 // Publish the decision again: the earlier run may have crashed before it did.
@@ -105,7 +109,7 @@ impl OrderWorker {
         match captured {
             Ok(()) => {
                 if self.reservations.complete(order).await? {
-                    self.decided(order, Decision::Completed, started).await
+                    self.decided(order, Decision::Completed, None, started).await
                 } else {
                     // Another copy (a redelivery racing this one) completed it first.
                     self.metrics.duplicates.inc();
@@ -141,7 +145,7 @@ impl OrderWorker {
                 self.metrics.inventory.with_label_values(&[&order.item_id]).set(stock);
                 self.metrics.moved_to_dlq.inc();
                 tracing::warn!(service = SERVICE, event = "order_dead_lettered", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, "Payment failed; refunded and moved to DLQ");
-                self.decided(order, Decision::FailedPayment, started).await
+                self.decided(order, Decision::FailedPayment, None, started).await
             }
         }
     }
@@ -163,8 +167,14 @@ impl OrderWorker {
         }
     }
 
-    async fn decided(&self, order: &OrderMessage, decision: Decision, started: Instant) -> Result<Handled, StepError> {
-        self.publish(order, decision).await?;
+    async fn decided(
+        &self,
+        order: &OrderMessage,
+        decision: Decision,
+        stock_seen: Option<i64>,
+        started: Instant,
+    ) -> Result<Handled, StepError> {
+        self.publish_seen(order, decision, stock_seen).await?;
         self.metrics.processed.inc();
         match decision {
             Decision::Completed => self.metrics.success.inc(),
@@ -182,6 +192,15 @@ impl OrderWorker {
     }
 
     async fn publish(&self, order: &OrderMessage, decision: Decision) -> Result<(), StepError> {
+        self.publish_seen(order, decision, None).await
+    }
+
+    async fn publish_seen(
+        &self,
+        order: &OrderMessage,
+        decision: Decision,
+        stock_seen: Option<i64>,
+    ) -> Result<(), StepError> {
         let outcome = Outcome {
             request_id: order.request_id.clone(),
             user_id: order.user_id.clone(),
@@ -192,6 +211,7 @@ impl OrderWorker {
             correlation_id: order.correlation_id.clone(),
             accepted_at_ms: order.accepted_at_ms,
             decided_at_ms: now_ms(),
+            stock_seen,
         };
         Ok(self.publisher.outcome(&outcome).await?)
     }

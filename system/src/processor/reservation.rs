@@ -2,8 +2,11 @@
 //! `request_id` and attempt, so that a redelivered message never changes the result.
 //!
 //! - [`Reservations::reserve`]: an attempt that already has a decision is not touched again;
-//!   stock ≥ amount → decrement and mark `RESERVED`; else `FAILED_SOLD_OUT`. Stock is never
-//!   negative: the check and the decrement are one script.
+//!   stock ≥ amount → decrement and mark `RESERVED`; else `FAILED_SOLD_OUT` (with the stock it
+//!   read, recorded on the outcome). Stock is never negative: the check and the decrement are
+//!   one script. No inventory key at all (Redis lost its data, the item was never stocked) is
+//!   *not* sold out: nothing is decided and the order is retried (bounded by
+//!   `ORDER_RETRY_LIMIT`) until the stock exists — a restore brings it back.
 //! - [`Reservations::complete`]: `RESERVED` → `COMPLETED` (this attempt only).
 //! - [`Reservations::refund`]: `RESERVED` → `FAILED_PAYMENT` and the units go back (this attempt
 //!   only, once).
@@ -26,7 +29,9 @@ use crate::redis_conn::{Redis, RedisError};
 macro_rules! reserve_stock_lua {
     () => {
         r#"
-local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'missing', 'MISSING', 0} end
+local stock = tonumber(raw)
 local next = 'FAILED_SOLD_OUT'
 if stock >= tonumber(ARGV[1]) then
   stock = redis.call('DECRBY', KEYS[1], ARGV[1])
@@ -99,6 +104,8 @@ pub enum Reserve {
     Resume,
     /// The order has a decision already: `status` of attempt `current`.
     Decided { status: String, current: u32 },
+    /// The item has no inventory key: nothing can be decided now.
+    Missing,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +157,7 @@ impl Reservations {
             "RESERVED" => Reserve::Reserved { stock: number },
             "FAILED_SOLD_OUT" => Reserve::SoldOut { stock: number },
             "resume" => Reserve::Resume,
+            "missing" => Reserve::Missing,
             _ => Reserve::Decided { status, current: number.max(0) as u32 },
         })
     }
@@ -207,6 +215,9 @@ impl Reservations {
         let i = inventory.clone();
         let stock: Option<i64> =
             self.redis.call(|mut c| async move { redis::cmd("GET").arg(i).query_async(&mut c).await }).await?;
+        if stock.is_none() {
+            return Ok(Reserve::Missing);
+        }
         // A network hop between the check and the act.
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         let (next, stock) = if stock.unwrap_or(0) >= i64::from(order.amount) {

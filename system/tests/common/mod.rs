@@ -152,6 +152,11 @@ where
 
 /// A testbed with the whole system: gateway, `processors` processors and the payment provider.
 pub async fn full_testbed(processors: usize, env: &[(&str, &str)]) -> Testbed {
+    full_testbed_in(processors, env, None).await
+}
+
+/// [`full_testbed`] keeping its data and logs in `dir` (`None`: a temporary directory).
+pub async fn full_testbed_in(processors: usize, env: &[(&str, &str)], dir: Option<std::path::PathBuf>) -> Testbed {
     let defaults = [
         ("LOG_LEVEL", "info"),
         ("RATE_LIMIT_MAX_REQUESTS", "1000000"),
@@ -160,7 +165,7 @@ pub async fn full_testbed(processors: usize, env: &[(&str, &str)]) -> Testbed {
         ("PAYMENT_RESOLVE_TIMEOUT", "5s"),
     ];
     let service_env = merged(&defaults, env);
-    start(TestbedConfig { gateways: 1, processors, payment: true, service_env, ..TestbedConfig::default() }).await
+    start(TestbedConfig { gateways: 1, processors, payment: true, service_env, dir, ..TestbedConfig::default() }).await
 }
 
 /// Runs `flashsale ARGS` against the testbed; returns (exit code, stdout).
