@@ -192,7 +192,7 @@ pub fn processor(
     .spec()
 }
 
-/// `flashsale gateway` on `addr`; `env` overrides its configuration (see the README).
+/// `flashsale gateway` on `addr`; `env` overrides its configuration (see docs/system.md).
 pub fn gateway(
     index: usize,
     flashsale: &Path,

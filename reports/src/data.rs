@@ -216,6 +216,15 @@ fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
     for scrape in jsonl(&dir.join("metrics.jsonl"))? {
         let t = at(scrape["ts_ms"].as_u64().unwrap_or(start_ms));
         let component = scrape["component"].as_str().unwrap_or("?").to_string();
+        if scrape["up"] == false {
+            // The component did not answer: a hole in each of its series (drawn as a gap).
+            for (key, points) in metrics.iter_mut() {
+                if key.ends_with(&format!("|{component}")) {
+                    points.push((t, f64::NAN));
+                }
+            }
+            continue;
+        }
         let Some(m) = scrape["metrics"].as_object() else { continue };
         let sum_of = |prefix: &str| -> Option<f64> {
             let values: Vec<f64> = m

@@ -222,6 +222,9 @@ where
                 names.get(*v as usize).map(|s| s.to_string()).unwrap_or_default()
             }
             Some(_) => String::new(),
+            // Enough decimals that ticks of a small or flat range read apart (0.2, 0.4 — not
+            // 0, 0, 1).
+            None if y_max <= 2.0 => format!("{v:.1}"),
             None => format!("{v:.0}"),
         })
         .draw()
@@ -262,11 +265,16 @@ where
                 .label(&line.label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         } else {
-            chart
-                .draw_series(LineSeries::new(line.points.iter().copied(), style))
-                .map_err(e)?
-                .label(&line.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            // A hole in the samples (a component down, a failed scrape) is a gap in the line,
+            // never a straight line across what was not measured.
+            for (k, segment) in segments(&line.points).into_iter().enumerate() {
+                let drawn = chart.draw_series(LineSeries::new(segment.iter().copied(), style)).map_err(e)?;
+                if k == 0 {
+                    drawn
+                        .label(&line.label)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                }
+            }
         }
     }
     if lines.iter().any(|l| !l.points.is_empty()) {
@@ -286,6 +294,29 @@ where
     Ok(())
 }
 
+/// Samples further apart than this (seconds) are not joined: per-second series had a hole.
+const GAP_S: f64 = 2.5;
+
+/// `points` cut into runs without holes: at a NaN (an explicit missing sample) or where two
+/// samples are more than [`GAP_S`] apart.
+pub fn segments(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut current: Vec<(f64, f64)> = Vec::new();
+    for &(x, y) in points {
+        let hole = !y.is_finite() || current.last().is_some_and(|(px, _)| x - px > GAP_S);
+        if hole && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        if y.is_finite() {
+            current.push((x, y));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// The plot as an SVG document.
 pub fn svg(plot: &Plot, run: &Run) -> Result<String, String> {
     font()?;
@@ -302,4 +333,17 @@ pub fn png(plot: &Plot, run: &Run, path: &std::path::Path) -> Result<(), String>
     font()?;
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     draw(root, plot, &run.windows, run.series.seconds as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segments;
+
+    #[test]
+    fn a_hole_in_the_samples_is_a_gap_not_a_line() {
+        let pts = [(0.0, 1.0), (1.0, 2.0), (2.0, f64::NAN), (3.0, 5.0), (4.0, 5.0), (30.0, 9.0)];
+        let s = segments(&pts);
+        assert_eq!(s, vec![vec![(0.0, 1.0), (1.0, 2.0)], vec![(3.0, 5.0), (4.0, 5.0)], vec![(30.0, 9.0)]]);
+        assert!(segments(&[]).is_empty());
+    }
 }

@@ -768,6 +768,19 @@ target = "broker"
     }
 
     #[test]
+    fn every_shipped_drill_parses_and_every_drill_with_a_fault_states_an_rto() {
+        let drills = shipped();
+        assert!(drills.len() >= 13, "{drills:?}");
+        for (name, _) in drills {
+            let scenario = load(&resolve(&name).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let faults = scenario.steps().iter().filter(|(_, s)| matches!(s, Step::Fault(_))).count();
+            if faults > 0 {
+                assert!(scenario.slo.rto.is_some(), "{name} has {faults} fault(s) and no [slo] rto");
+            }
+        }
+    }
+
+    #[test]
     fn scaling_shrinks_durations_and_rates() {
         let s = parse(GOOD, "t.toml").unwrap().scaled(0.5).unwrap();
         assert_eq!(s.load.phases, "a:5000ms@5");

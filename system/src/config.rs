@@ -1,7 +1,7 @@
 //! Configuration from the environment, with the runbook's names and defaults.
 //!
 //! Every variable has a loopback default, so `flashsale gateway` runs on a laptop as it is; a
-//! bad value stops startup with a message naming the variable. The README's configuration table
+//! bad value stops startup with a message naming the variable. The configuration table of docs/system.md
 //! lists them all.
 
 use std::net::SocketAddr;

@@ -10,13 +10,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::keys;
-use crate::order::{dlq_headers, now_ms, OrderMessage, CORRELATION_HEADER, DLQ_TOPIC, ORDERS_TOPIC};
+use crate::order::{dlq_headers, now_ms, OrderMessage, DLQ_TOPIC, ORDERS_TOPIC};
 use crate::payment::client::PaymentClient;
 use crate::payment::ledger::ChargeStatus;
 use crate::redis_conn::{Redis, RedisError};
@@ -156,10 +155,9 @@ pub async fn replay(
         }
         let next = OrderMessage { attempt: order.attempt + 1, ..order.clone() };
         let payload = serde_json::to_vec(&next).expect("an order serializes");
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: CORRELATION_HEADER, value: Some(next.correlation_id.as_bytes()) })
-            .insert(Header { key: "replay_of", value: Some(member.as_bytes()) });
-        let record = FutureRecord::to(ORDERS_TOPIC).key(next.request_id.as_bytes()).payload(&payload).headers(headers);
+        // Like the gateway's orders, no headers (the payload has the correlation id, and its
+        // attempt tells which dead letter it replays: `request_id/attempt − 1`).
+        let record = FutureRecord::to(ORDERS_TOPIC).key(next.request_id.as_bytes()).payload(&payload);
         producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
         remove_pending(redis, &member).await?;
         out.replayed.push(member);

@@ -18,6 +18,10 @@ pub fn rate_limit(user_id: &str) -> String {
 
 /// The status an order has from the moment the gateway takes it until the processor decides.
 pub const STATUS_PENDING: &str = "PENDING";
+/// The gateway could not tell whether the broker took the order (its produce timed out after
+/// the order may have been sent): it may be queued. A retry with the same `request_id` may
+/// claim it again; the processor gives one `request_id` at most one effect.
+pub const STATUS_UNKNOWN: &str = "UNKNOWN";
 
 /// The processor's durable state of an order: a hash with `status` and `attempt`. Unlike
 /// `order_status:*` (the gateway's 30-minute idempotency window) it lives `ORDER_STATE_TTL`

@@ -1,5 +1,5 @@
 //! `flashsale`: the Flash Sale Engine's services and admin commands. Configuration comes from the
-//! environment (see the README); arguments pick what to run.
+//! environment (see docs/system.md); arguments pick what to run.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -19,10 +19,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::keys;
-use crate::order::{Decision, InventoryChange, InventoryEvent, Outcome, INVENTORY_TOPIC, OUTCOMES_TOPIC};
+use crate::order::{
+    Decision, InventoryChange, InventoryEvent, OrderMessage, Outcome, INVENTORY_TOPIC, ORDERS_TOPIC, OUTCOMES_TOPIC,
+};
 use crate::payment::client::PaymentClient;
 use crate::redis_conn::{Redis, RedisError};
-use crate::topic_reader::{read_all, ReadError};
+use crate::topic_reader::{read_all, read_existing, ReadError};
 
 const READ_LIMIT: Duration = Duration::from_secs(120);
 /// Redis commands per pipeline when checking or fixing order states.
@@ -38,6 +40,10 @@ pub enum ReconcileError {
     Ledger(String),
     #[error("reading the records: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// `--fix` with orders still undecided: their reservations would be "fixed" back into the
+    /// stock (the runbook: reconcile once nothing is in flight).
+    #[error("refusing to fix: {count} queued order(s) have no decision yet (e.g. {examples}); drain first (wait until the processors are idle), then run reconcile --fix again")]
+    NotDrained { count: usize, examples: String },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -49,6 +55,9 @@ pub struct ItemRow {
     pub expected: i64,
     /// `None`: no `inventory:<item>` in Redis.
     pub redis: Option<i64>,
+    /// With `--fix`, what Redis held before it was rewritten (the drift is `expected − was`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was: Option<i64>,
 }
 
 impl ItemRow {
@@ -131,12 +140,28 @@ pub async fn reconcile(
     fix: bool,
 ) -> Result<Report, ReconcileError> {
     let b = bootstrap.to_string();
-    let (outcome_records, event_records) = tokio::task::spawn_blocking(move || {
-        Ok::<_, ReadError>((read_all(&b, OUTCOMES_TOPIC, READ_LIMIT)?, read_all(&b, INVENTORY_TOPIC, READ_LIMIT)?))
+    // With --fix, a topic that cannot be read is an error, never an empty list (the stock would
+    // be rewritten as −completed), and every queued order must be decided.
+    let (outcome_records, event_records, queued) = tokio::task::spawn_blocking(move || {
+        let read = if fix { read_existing } else { read_all };
+        let queued = if fix { Some(read_existing(&b, ORDERS_TOPIC, READ_LIMIT)?) } else { None };
+        Ok::<_, ReadError>((read(&b, OUTCOMES_TOPIC, READ_LIMIT)?, read(&b, INVENTORY_TOPIC, READ_LIMIT)?, queued))
     })
     .await??;
     let outcomes = outcome_records.iter().filter_map(|r| serde_json::from_slice::<Outcome>(&r.payload).ok());
     let decided = decisions(outcomes);
+    if let Some(queued) = queued {
+        let undecided: Vec<String> = queued
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<OrderMessage>(&r.payload).ok())
+            .filter(|m| !decided.contains_key(&(m.request_id.clone(), m.attempt)))
+            .map(|m| format!("{}/{}", m.request_id, m.attempt))
+            .collect();
+        if !undecided.is_empty() {
+            let examples = undecided.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            return Err(ReconcileError::NotDrained { count: undecided.len(), examples });
+        }
+    }
     let events: Vec<InventoryEvent> =
         event_records.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
     let stock = true_stock(&events, &decided);
@@ -213,13 +238,14 @@ pub async fn reconcile(
         let value: Option<i64> =
             redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
         let expected = initial as i64 + added as i64 - done as i64;
-        let mut row = ItemRow { item_id, initial, added, completed: done, expected, redis: value };
+        let mut row = ItemRow { item_id, initial, added, completed: done, expected, redis: value, was: None };
         if fix && !row.ok() {
             let key = keys::inventory(&row.item_id);
             redis
                 .call(|mut c| async move { redis::cmd("SET").arg(key).arg(expected).query_async::<()>(&mut c).await })
                 .await?;
             report.fixed_items += 1;
+            row.was = Some(row.redis.unwrap_or(0));
             row.redis = Some(expected);
         }
         report.items.push(row);

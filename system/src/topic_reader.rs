@@ -24,6 +24,8 @@ pub struct Record {
 pub enum ReadError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic} cannot be read: {problem}")]
+    Unreadable { topic: String, problem: String },
     #[error("topic {topic}: {missing} messages still unread after {limit:?}")]
     Incomplete { topic: String, missing: i64, limit: Duration },
 }
@@ -31,6 +33,16 @@ pub enum ReadError {
 /// Every message of `topic`, bounded by `limit` in all. A topic that does not exist reads as
 /// empty.
 pub fn read_all(bootstrap: &str, topic: &str, limit: Duration) -> Result<Vec<Record>, ReadError> {
+    read(bootstrap, topic, limit, false)
+}
+
+/// [`read_all`], but a topic that does not exist or whose metadata has an error is an error:
+/// for readers that would do harm with an empty list (`reconcile --fix`).
+pub fn read_existing(bootstrap: &str, topic: &str, limit: Duration) -> Result<Vec<Record>, ReadError> {
+    read(bootstrap, topic, limit, true)
+}
+
+fn read(bootstrap: &str, topic: &str, limit: Duration, must_exist: bool) -> Result<Vec<Record>, ReadError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "flashsale-reader")
@@ -39,6 +51,17 @@ pub fn read_all(bootstrap: &str, topic: &str, limit: Duration) -> Result<Vec<Rec
         .create()?;
     let started = std::time::Instant::now();
     let metadata = consumer.fetch_metadata(Some(topic), limit)?;
+    if must_exist {
+        let problem = match metadata.topics().iter().find(|t| t.name() == topic) {
+            None => Some("not in the broker's metadata".to_string()),
+            Some(t) => t.error().map(|e| format!("{:?}", rdkafka::types::RDKafkaRespErr::from(e))).or_else(|| {
+                t.partitions().is_empty().then(|| "no partitions".to_string())
+            }),
+        };
+        if let Some(problem) = problem {
+            return Err(ReadError::Unreadable { topic: topic.to_string(), problem });
+        }
+    }
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()

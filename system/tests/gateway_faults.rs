@@ -85,6 +85,38 @@ async fn breaker_opens_when_the_broker_dies_answers_fast_and_closes_after_restar
 }
 
 #[tokio::test]
+async fn a_produce_that_times_out_on_the_wire_is_unknown_not_failed() {
+    // A frozen broker keeps its connections: the order is on the wire and may be written when
+    // it thaws. The buyer must not be told "failed".
+    let mut bed = testbed(&[("KAFKA_PRODUCE_TIMEOUT", "1s"), ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "100")]).await;
+    let base = bed.gateway_url(0);
+    let http = client();
+    assert_eq!(buy(&http, &base, &order("u0", "101", 1, "warm")).await.0, 202);
+    bed.broker().pause().expect("broker frozen");
+    let (status, headers, answer) = buy(&http, &base, &order("u1", "101", 1, "maybe-1")).await;
+    assert_eq!(status, 504, "{answer}");
+    assert_eq!(answer["status"], "UNKNOWN", "{answer}");
+    assert!(headers.contains_key("retry-after"));
+    let (code, state) = get_json(&http, &format!("{base}/orders/maybe-1")).await;
+    assert_eq!((code, state["status"].as_str()), (200, Some("UNKNOWN")), "{state}");
+    bed.broker().resume().expect("broker thawed");
+    // The same request_id may be sent again; it is queued at least once, and the processor
+    // gives it one effect (not tested here: no processor).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, answer) = buy(&http, &base, &order("u1", "101", 1, "maybe-1")).await;
+        if status == 202 || (status == 409 && answer["status"] != "UNKNOWN") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the retry of an unknown order was never taken: {status} {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let copies = read_topic(&bed.kafka_addr().to_string(), "orders").get("maybe-1").map_or(0, Vec::len);
+    assert!((1..=2).contains(&copies), "{copies} copies of maybe-1");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn redis_down_means_fast_503_and_unhealthy() {
     let mut bed = testbed(&[("REDIS_TIMEOUT", "300ms")]).await;
     let base = bed.gateway_url(0);

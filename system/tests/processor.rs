@@ -216,3 +216,54 @@ async fn reconcile_finds_a_planted_mismatch_and_fix_repairs_it_after_a_restore()
     assert_eq!(code, 0, "{report}");
     bed.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_item_without_inventory_is_not_sold_out_and_is_decided_once_its_stock_exists() {
+    // Redis lost its data (or the item was never stocked): "sold out" would be a lie.
+    let bed = full_testbed(1, &[]).await;
+    let ids = vec!["ghost-1".to_string()];
+    buy_all(&bed, &ids, "ghost").await;
+    let metrics = format!("http://{}/metrics", bed.processor_addr(0));
+    eventually(Duration::from_secs(20), "the order is in hand, retried, undecided", || {
+        let url = metrics.clone();
+        async move { metric(&get_text(&client(), &url).await, "processor_orders_in_flight").unwrap_or(0.0) >= 1.0 }
+    })
+    .await;
+    assert!(!decisions(&bed).contains_key(&("ghost-1".to_string(), 1)), "decided without stock");
+    assert_eq!(admin(&bed, &["stock", "set", "ghost", "3"]).await.0, 0);
+    let decided = wait_decided(&bed, &ids, 1, Duration::from_secs(30)).await;
+    assert_eq!(decided[&("ghost-1".into(), 1)].outcome, flashsale::order::Decision::Completed);
+    assert_eq!(stock(&bed, "ghost").await, 2);
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sold_out_decision_records_the_stock_it_read() {
+    let bed = full_testbed(1, &[]).await;
+    assert_eq!(admin(&bed, &["stock", "set", "few", "1"]).await.0, 0);
+    let http = client();
+    assert_eq!(buy(&http, &bed.gateway_url(0), &order("u1", "few", 2, "few-1")).await.0, 202);
+    let decided = wait_decided(&bed, &["few-1".to_string()], 1, Duration::from_secs(30)).await;
+    let o = &decided[&("few-1".into(), 1)];
+    assert_eq!(o.outcome, flashsale::order::Decision::FailedSoldOut);
+    assert_eq!(o.stock_seen, Some(1), "sold out for 2 with 1 left");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reconcile_fix_refuses_to_write_while_an_order_is_undecided() {
+    let mut bed = full_testbed(1, &[]).await;
+    assert_eq!(admin(&bed, &["stock", "set", "rf", "5"]).await.0, 0);
+    bed.processor(0).stop().await.expect("processor stops");
+    let http = client();
+    assert_eq!(buy(&http, &bed.gateway_url(0), &order("u1", "rf", 1, "rf-1")).await.0, 202);
+    // Queued, not decided: a fix now would count it as never sold.
+    let (code, _) = admin(&bed, &["reconcile", "--fix"]).await;
+    assert_ne!(code, 0, "reconcile --fix must refuse");
+    assert_eq!(stock(&bed, "rf").await, 5, "nothing written");
+    bed.processor(0).start_again().await.expect("processor starts");
+    wait_decided(&bed, &["rf-1".to_string()], 1, Duration::from_secs(30)).await;
+    let (code, report) = admin(&bed, &["reconcile", "--fix"]).await;
+    assert_eq!(code, 0, "{report}");
+    bed.stop().await.unwrap();
+}

@@ -102,7 +102,10 @@ async fn every_accepted_order_is_decided_within_the_bound_through_a_restart_stor
     assert!(accepted.len() > 100, "orders flowed: {}", accepted.len());
     eprintln!("storm over: {} faults, {} orders accepted", done.len(), accepted.len());
 
-    let decided = wait_decided(&bed, &accepted, 1, DECISION_BOUND).await;
+    let decided = match try_wait_decided(&bed, &accepted, 1, DECISION_BOUND).await {
+        Ok(d) => d,
+        Err(why) => panic!("{why}\n{}\nfaults: {done:?}", group_diagnosis(&bed).await),
+    };
     // Each order decided within the bound of its acceptance, once.
     let mut late = Vec::new();
     for id in &accepted {

@@ -311,6 +311,9 @@ where
     for (item, qty) in &scenario.stock {
         final_state::admin(sources, &["stock", "set", item, &qty.to_string()]).await?;
     }
+    // The warm-up's item, sold out (an item without stock at all is not decided: see the
+    // processor's reservation).
+    final_state::admin(sources, &["stock", "set", WARMUP_ITEM, "0"]).await?;
     events.record("stock_set", json!({"stock": scenario.stock}));
 
     // Warm-up: one order per gateway for an item with no stock, until it is decided — the
@@ -619,6 +622,9 @@ async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &
     }
 }
 
+/// The item the warm-up orders (stock 0: each is decided sold out).
+const WARMUP_ITEM: &str = "warmup";
+
 /// How long the warm-up may take.
 const WARMUP_LIMIT: Duration = Duration::from_secs(90);
 
@@ -628,7 +634,7 @@ async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> an
     let started = Instant::now();
     for (i, base) in gateways.iter().enumerate() {
         let id = format!("{}{i}", checks::WARMUP_PREFIX);
-        let body = json!({"user_id": "warmup", "item_id": "warmup", "amount": 1, "request_id": id});
+        let body = json!({"user_id": "warmup", "item_id": WARMUP_ITEM, "amount": 1, "request_id": id});
         loop {
             let status = http.post(format!("{base}/buy")).json(&body).send().await.map(|r| r.status().as_u16());
             if matches!(status, Ok(202 | 409)) {

@@ -15,6 +15,8 @@ end
 redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], window_ms)
 local existing = redis.call('GET', KEYS[2])
-if existing then return {'duplicate', existing} end
+-- UNKNOWN: an earlier attempt may or may not have been queued; the retry may go again (the
+-- processor gives one request_id at most one effect).
+if existing and existing ~= 'UNKNOWN' then return {'duplicate', existing} end
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
 return {'claimed', ''}

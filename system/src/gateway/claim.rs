@@ -6,12 +6,16 @@
 //!    scored by arrival time); if `max_requests` remain, answers *limited* with the time until
 //!    the oldest leaves the window (every request counts, duplicates too);
 //! 2. records this request in the window;
-//! 3. if `order_status:<request_id>` exists, answers *duplicate* with the status;
+//! 3. if `order_status:<request_id>` exists (and is not `UNKNOWN`), answers *duplicate* with the
+//!    status;
 //! 4. else sets it to `PENDING` (with the status TTL) and answers *claimed*.
 //!
-//! A claimed order that then cannot be queued (breaker open, broker down or slow) is
+//! A claimed order that then certainly was not queued (breaker open, the broker refused it) is
 //! [released](Claims::release): its status key is deleted if it still says `PENDING`, so the
-//! client's retry of the same `request_id` can succeed — a 503 never burns an id.
+//! client's retry of the same `request_id` can succeed — a 503 never burns an id. One whose
+//! fate is unknown (the produce timed out after the order may have been sent) is
+//! [marked unknown](Claims::mark_unknown): the buyer sees `UNKNOWN`, and a retry may claim it
+//! again.
 
 use std::time::Duration;
 
@@ -26,6 +30,13 @@ pub const CLAIM_LUA: &str = include_str!("claim.lua");
 
 const RELEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// PENDING → UNKNOWN, keeping the TTL; any other status (the processor decided meanwhile)
+/// stays.
+const MARK_UNKNOWN_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
 return 0
 "#;
 
@@ -45,6 +56,7 @@ pub struct Claims {
     redis: Redis,
     claim: Script,
     release: Script,
+    mark_unknown: Script,
     window: Duration,
     max_requests: u32,
     status_ttl: Duration,
@@ -56,6 +68,7 @@ impl Claims {
             redis,
             claim: Script::new(CLAIM_LUA),
             release: Script::new(RELEASE_LUA),
+            mark_unknown: Script::new(MARK_UNKNOWN_LUA),
             window,
             max_requests,
             status_ttl,
@@ -91,6 +104,13 @@ impl Claims {
         let mut invocation = self.release.prepare_invoke();
         invocation.key(keys::order_status(request_id)).arg(keys::STATUS_PENDING);
         self.redis.call(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await }).await.map(|_| ())
+    }
+
+    /// Marks the order `UNKNOWN` if it is still `PENDING`: it may have been queued.
+    pub async fn mark_unknown(&self, request_id: &str) -> Result<(), RedisError> {
+        let mut invocation = self.mark_unknown.prepare_invoke();
+        invocation.key(keys::order_status(request_id)).arg(keys::STATUS_PENDING).arg(keys::STATUS_UNKNOWN);
+        self.redis.call(|mut c| async move { invocation.invoke_async::<redis::Value>(&mut c).await }).await.map(|_| ())
     }
 
     /// The order's status, if the `request_id` is known.

@@ -23,17 +23,22 @@
 //! - **Bounded**: `message.timeout.ms` equals `KAFKA_PRODUCE_TIMEOUT`, so an order the broker does
 //!   not acknowledge in time fails (and is not delivered later by a retry inside librdkafka), and
 //!   the local queue is bounded by librdkafka's `queue.buffering.max.messages`.
+//! - **Failed or unknown**: a produce that failed is either *certainly not queued* (the broker
+//!   refused it, the local queue was full, or the connection was already down when the order was
+//!   handed over — librdkafka reported every broker down or a transport failure before it, and
+//!   nothing has been delivered since) or *unknown* (it timed out while it may have been on the
+//!   wire: a frozen or slow broker can have written it). The gateway answers 503 to the first
+//!   and releases the `request_id`, 504 `UNKNOWN` to the second ([`QueueError::outcome_unknown`]).
 
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::order::{OrderMessage, CORRELATION_HEADER, ORDERS_TOPIC};
+use crate::order::{OrderMessage, ORDERS_TOPIC};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -45,10 +50,73 @@ pub enum QueueError {
     TopicNotCreated { topic: &'static str, waited: Duration, last: String },
     #[error("encoding the order: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Timed out, but the broker connection was down since before the order was handed over:
+    /// it never left this process.
+    #[error("not sent: the broker was unreachable ({0})")]
+    NotSent(String),
+}
+
+/// The producer's view of its broker connection: when librdkafka last reported it lost (every
+/// broker down, a transport failure) without a delivery since.
+#[derive(Debug, Default, Clone)]
+pub struct Link {
+    down_since: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, String)>> {
+        self.down_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A delivery succeeded: the link is up.
+    fn delivered(&self) {
+        *self.lock() = None;
+    }
+
+    /// Why an order handed over at `sent` certainly never left, if it did not.
+    fn down_before(&self, sent: std::time::Instant) -> Option<String> {
+        self.lock().as_ref().filter(|(since, _)| *since <= sent).map(|(_, why)| why.clone())
+    }
+}
+
+impl ClientContext for Link {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::Global(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        ) {
+            let mut down = self.lock();
+            if down.is_none() {
+                *down = Some((std::time::Instant::now(), format!("{error}: {reason}")));
+            }
+        }
+        tracing::warn!(service = "gateway", event = "kafka_error", error = %error, reason, "librdkafka reported an error");
+    }
+}
+
+impl QueueError {
+    /// Whether the order may have reached the broker although the produce failed: it timed out
+    /// (in flight, or still queued in the client — librdkafka does not tell which here), as
+    /// opposed to an error that certainly kept it out (the broker refused it, the local queue
+    /// was full).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            QueueError::Timeout(_) => true,
+            QueueError::Kafka(KafkaError::MessageProduction(code)) => matches!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::MessageTimedOut
+                    | rdkafka::types::RDKafkaErrorCode::RequestTimedOut
+                    | rdkafka::types::RDKafkaErrorCode::OperationTimedOut
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub struct OrderQueue {
-    producer: FutureProducer,
+    producer: FutureProducer<Link>,
+    /// The producer context's view of the connection (shared with it).
+    link: Link,
     produce_timeout: Duration,
 }
 
@@ -74,7 +142,8 @@ impl OrderQueue {
         idempotent: bool,
     ) -> Result<OrderQueue, QueueError> {
         let timeout_ms = produce_timeout.as_millis().max(1).to_string();
-        let producer: FutureProducer = ClientConfig::new()
+        let link = Link::default();
+        let producer: FutureProducer<Link> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("client.id", "flashsale-gateway")
             .set("enable.idempotence", if idempotent { "true" } else { "false" })
@@ -84,8 +153,8 @@ impl OrderQueue {
             .set("linger.ms", linger.as_millis().to_string())
             .set("socket.connection.setup.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
-            .create()?;
-        Ok(OrderQueue { producer, produce_timeout })
+            .create_with_context(link.clone())?;
+        Ok(OrderQueue { producer, link, produce_timeout })
     }
 
     /// Creates the `orders` topic with `partitions` (an existing topic is fine), retrying until
@@ -98,17 +167,28 @@ impl OrderQueue {
     /// timeout).
     pub async fn send(&self, order: &OrderMessage) -> Result<Queued, QueueError> {
         let payload = serde_json::to_vec(order)?;
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: CORRELATION_HEADER, value: Some(order.correlation_id.as_bytes()) });
-        let record = FutureRecord::to(ORDERS_TOPIC).key(order.request_id.as_bytes()).payload(&payload).headers(headers);
+        // No record headers: the correlation id is in the payload, and tansu 0.6.0 keeps headers
+        // in an unindexed table read once per fetched record, so every header written makes
+        // every later fetch slower (see docs/development.md, Performance).
+        let record = FutureRecord::to(ORDERS_TOPIC).key(order.request_id.as_bytes()).payload(&payload);
         // The enqueue wait and the delivery are both bounded by the produce timeout; the outer
         // limit is a guard in case librdkafka's own timer is late.
+        let sent = std::time::Instant::now();
         let delivery = self.producer.send(record, self.produce_timeout);
         let guard = self.produce_timeout + Duration::from_millis(500);
-        match tokio::time::timeout(guard, delivery).await {
-            Ok(Ok(delivered)) => Ok(Queued { partition: delivered.partition, offset: delivered.offset }),
-            Ok(Err((e, _))) => Err(e.into()),
-            Err(_) => Err(QueueError::Timeout(guard)),
+        let link = &self.link;
+        let failed = match tokio::time::timeout(guard, delivery).await {
+            Ok(Ok(delivered)) => {
+                link.delivered();
+                return Ok(Queued { partition: delivered.partition, offset: delivered.offset });
+            }
+            Ok(Err((e, _))) => QueueError::from(e),
+            Err(_) => QueueError::Timeout(guard),
+        };
+        // A timeout while the connection was already down: it never left.
+        match (failed.outcome_unknown(), link.down_before(sent)) {
+            (true, Some(why)) => Err(QueueError::NotSent(why)),
+            _ => Err(failed),
         }
     }
 

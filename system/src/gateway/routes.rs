@@ -237,6 +237,20 @@ async fn place(
             let before = state.breaker.state(Instant::now());
             state.breaker.record(ticket, false, Instant::now());
             log_breaker_change(before, state.breaker.state(Instant::now()));
+            if e.outcome_unknown() {
+                // It may be queued: not "failed". The buyer is told so, and may retry the same
+                // request_id (one effect at most, by the processor).
+                tracing::warn!(service = SERVICE, event = "order_queue_unknown", correlation_id = cid, request_id = %order.request_id, error = %e, "Order may or may not be queued");
+                if let Err(mark_error) = state.claims.mark_unknown(&order.request_id).await {
+                    tracing::error!(service = SERVICE, event = "mark_unknown_failed", correlation_id = cid, request_id = %order.request_id, error = %mark_error, "request_id stays PENDING until its status expires");
+                }
+                metrics.failed.inc();
+                let body = json!({
+                    "error": "the order queue did not confirm in time: your order may or may not be placed; check GET /orders/{request_id}, or retry with the same request_id (it is placed at most once)",
+                    "errors": [], "correlation_id": cid, "request_id": order.request_id, "status": crate::keys::STATUS_UNKNOWN,
+                });
+                return answer(StatusCode::GATEWAY_TIMEOUT, body, Some(Duration::from_secs(1)), cid);
+            }
             tracing::warn!(service = SERVICE, event = "order_queue_failed", correlation_id = cid, request_id = %order.request_id, error = %e, "Order could not be queued");
             // `bugs::GatewayBurnsIdOn503`: the id stays taken; the client's retry gets a 409.
             let burn = crate::bugs::active(crate::bugs::Bug::GatewayBurnsIdOn503);

@@ -2,7 +2,7 @@
 //!
 //! - `user_id`, `item_id`: `[A-Za-z0-9_-]{1,100}`
 //! - `amount`: an integer in `1..=1000`
-//! - `request_id`: 1 to 200 characters, no control characters
+//! - `request_id`: 1 to 200 characters, not only spaces, no control characters
 //!
 //! Every problem is reported, not only the first, so a client can fix its request in one go.
 
@@ -86,7 +86,9 @@ fn request_id_field(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Opti
         None | Some(Value::Null) => errors.push(field_error("request_id", "is required")),
         Some(Value::String(s)) => {
             let chars = s.chars().count();
-            if chars == 0 || chars > REQUEST_ID_MAX_CHARS {
+            if s.trim().is_empty() && chars > 0 {
+                errors.push(field_error("request_id", "must not be blank"));
+            } else if chars == 0 || chars > REQUEST_ID_MAX_CHARS {
                 errors.push(field_error("request_id", format!("must be 1 to {REQUEST_ID_MAX_CHARS} characters")));
             } else if s.chars().any(char::is_control) {
                 errors.push(field_error("request_id", "must not contain control characters"));

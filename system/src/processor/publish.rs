@@ -46,8 +46,11 @@ impl Publisher {
         Ok(Publisher { producer, timeout })
     }
 
-    async fn send(&self, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) -> Result<(), QueueError> {
-        let record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload).headers(headers);
+    async fn send(&self, topic: &str, key: &str, payload: &[u8], headers: Option<OwnedHeaders>) -> Result<(), QueueError> {
+        let mut record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
         let guard = self.timeout + Duration::from_millis(500);
         match tokio::time::timeout(guard, self.producer.send(record, self.timeout)).await {
             Ok(Ok(_)) => Ok(()),
@@ -59,9 +62,9 @@ impl Publisher {
     /// The decision, on `order-outcomes`.
     pub async fn outcome(&self, outcome: &Outcome) -> Result<(), QueueError> {
         let payload = serde_json::to_vec(outcome)?;
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: CORRELATION_HEADER, value: Some(outcome.correlation_id.as_bytes()) });
-        self.send(OUTCOMES_TOPIC, &outcome.request_id, &payload, headers).await
+        // No headers on this high-volume topic: the correlation id is in the payload (tansu
+        // 0.6.0 reads headers from an unindexed table once per fetched record).
+        self.send(OUTCOMES_TOPIC, &outcome.request_id, &payload, None).await
     }
 
     /// The order on `orders-dlq`, with why and where it came from.
@@ -84,7 +87,7 @@ impl Publisher {
         ]
         .into_iter()
         .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_bytes()) }));
-        self.send(DLQ_TOPIC, &order.request_id, &payload, headers).await?;
+        self.send(DLQ_TOPIC, &order.request_id, &payload, Some(headers)).await?;
         Ok(failed_at)
     }
 

@@ -261,3 +261,58 @@ pub fn outcome_records_all(bed: &Testbed) -> Vec<flashsale::order::Outcome> {
         .map(|r| serde_json::from_slice::<flashsale::order::Outcome>(&r.payload).unwrap())
         .collect()
 }
+
+/// The consumer group as the broker and the processors see it, for a failure message: per
+/// partition of `orders` the group's committed offset and the end; per processor its
+/// assignment (the partitions it reports lag for), lag and orders in flight.
+pub async fn group_diagnosis(bed: &Testbed) -> String {
+    let kafka = bed.kafka_addr().to_string();
+    let broker = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = match ClientConfig::new()
+            .set("bootstrap.servers", &kafka)
+            .set("group.id", flashsale::processor::GROUP)
+            .set("enable.auto.commit", "false")
+            .create()
+        {
+            Ok(c) => c,
+            Err(e) => return format!("no consumer: {e}"),
+        };
+        let limit = Duration::from_secs(5);
+        let Ok(metadata) = consumer.fetch_metadata(Some("orders"), limit) else { return "no metadata".into() };
+        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut list = TopicPartitionList::new();
+        for &p in &partitions {
+            list.add_partition("orders", p);
+        }
+        let committed = consumer.committed_offsets(list, limit).ok();
+        partitions
+            .iter()
+            .map(|&p| {
+                let c = committed
+                    .as_ref()
+                    .and_then(|l| l.find_partition("orders", p))
+                    .map(|e| format!("{:?}", e.offset()))
+                    .unwrap_or_else(|| "?".into());
+                let high = consumer.fetch_watermarks("orders", p, limit).map(|(_, h)| h.to_string()).unwrap_or("?".into());
+                format!("orders[{p}]: committed {c}, end {high}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+    .await
+    .unwrap_or_default();
+    let mut out = format!("broker: {broker}");
+    for i in 0..bed.processor_count() {
+        let url = format!("http://{}/metrics", bed.processor_addr(i));
+        let page = match client().get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => format!("no answer: {e}"),
+        };
+        let lines: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with("processor_consumer_lag{") || l.starts_with("processor_orders_in_flight") || l.starts_with("processor_group_repairs_total{"))
+            .collect();
+        out.push_str(&format!("\nprocessor[{i}]: {}", lines.join(", ")));
+    }
+    out
+}

@@ -1,5 +1,5 @@
 //! Every check over small synthetic runs: for each, an input that passes it, one that fails it,
-//! and one with too little evidence. The README's check table points here.
+//! and one with too little evidence. The check table of docs/drills.md points here.
 
 use flashsale::order::{Decision, Outcome as Record};
 use rundir::state::{Capture, DeadLetter, FinalState, States};
