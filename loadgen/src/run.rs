@@ -46,9 +46,26 @@ pub struct LoadConfig {
 pub struct Live {
     pub good: AtomicU64,
     pub bad: AtomicU64,
+    /// When the schedule's clock started (arrival 0 is due then): set once every user is up.
+    /// A fault timeline that must line up with the load waits for it.
+    pub clock_start: std::sync::OnceLock<Instant>,
 }
 
 impl Live {
+    /// Waits (at most `limit`) until the schedule's clock has started; its start.
+    pub async fn started(&self, limit: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(start) = self.clock_start.get() {
+                return Some(*start);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether a `POST /buy` answer counts as good.
     pub fn is_good(status: Option<u16>) -> bool {
         matches!(status, Some(200..=299 | 400 | 409 | 429))
@@ -288,6 +305,7 @@ async fn feed(
     };
     let _ = shared.clock.set(clock);
     let clock = shared.clock.get().copied().unwrap_or(clock);
+    let _ = shared.live.clock_start.set(clock.start);
     let recorder = shared.recorder.clone();
     let traffic = shared.traffic.clone();
     drop(shared);

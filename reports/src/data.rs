@@ -4,35 +4,18 @@
 //! `final_state.json`.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("{path}:{line}: {message}")]
-    Parse { path: String, line: usize, message: String },
     #[error(transparent)]
     RunDir(#[from] rundir::RunDirError),
     #[error("{0}")]
     Render(String),
-}
-
-/// One line of `history.jsonl`, the fields a report reads.
-#[derive(Debug, Deserialize)]
-struct Line {
-    op: String,
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    error: Option<String>,
-    intended_us: u64,
-    sent_us: u64,
-    done_us: u64,
 }
 
 /// The outcome groups of the throughput plot, in stacking order.
@@ -87,51 +70,17 @@ pub struct Run {
     pub series: Series,
 }
 
-fn read(path: &Path) -> Result<String, ReportError> {
-    std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.display().to_string(), source })
-}
-
-fn json(path: &Path) -> Result<Value, ReportError> {
-    serde_json::from_str(&read(path)?).map_err(|e| ReportError::Parse {
-        path: path.display().to_string(),
-        line: e.line(),
-        message: e.to_string(),
-    })
-}
-
-fn jsonl(path: &Path) -> Result<Vec<Value>, ReportError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    read(path)?
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| ReportError::Parse {
-                path: path.display().to_string(),
-                line: i + 1,
-                message: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The `q` quantile of `v` (sorted in place), in ms.
-fn quantile_ms(v: &mut [u32], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    let (_, x, _) = v.select_nth_unstable(rank - 1);
-    *x as f64 / 1000.0
+/// The `q` quantile of `v` (sorted here), in ms; NaN when empty (a gap in the plot).
+fn quantile_ms(v: &mut [u64], q: f64) -> f64 {
+    v.sort_unstable();
+    rundir::stats::quantile_ms(v, q).unwrap_or(f64::NAN)
 }
 
 /// Reads a run directory.
 pub fn load(dir: &Path) -> Result<Run, ReportError> {
     let verdict = rundir::verdict::read(&dir.join(rundir::files::VERDICT))?;
-    let manifest = json(&dir.join("manifest.json")).unwrap_or(Value::Null);
-    let events = jsonl(&dir.join("events.jsonl"))?;
+    let manifest: Value = rundir::io::read_json(&dir.join(rundir::files::MANIFEST)).unwrap_or(Value::Null);
+    let events = rundir::io::read_jsonl_if_present(&dir.join(rundir::files::EVENTS))?;
     let series = series(dir, &events)?;
     let at = |ms: u64| (ms as f64 - series.start_ms as f64) / 1000.0;
     let mut windows = Vec::new();
@@ -165,28 +114,18 @@ pub fn load(dir: &Path) -> Result<Run, ReportError> {
 }
 
 fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
-    let path = dir.join("history.jsonl");
-    let file =
-        std::fs::File::open(&path).map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
     // Second 0: the load's start if recorded, else the first request's.
     let load_start = events.iter().find(|e| e["event"] == "load_start").and_then(|e| e["ts_ms"].as_u64());
     let mut start_ms = load_start;
     let mut outcomes: Vec<[u64; 7]> = Vec::new();
-    let mut corrected: Vec<Vec<u32>> = Vec::new();
-    let mut service: Vec<Vec<u32>> = Vec::new();
+    let mut corrected: Vec<Vec<u64>> = Vec::new();
+    let mut service: Vec<Vec<u64>> = Vec::new();
     let mut requests = 0u64;
-    for (i, line) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-        let line = line.map_err(|source| ReportError::Read { path: path.display().to_string(), source })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let a: Line = serde_json::from_str(&line).map_err(|e| ReportError::Parse {
-            path: path.display().to_string(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        if a.op != "buy" {
-            continue;
+    // Streamed: memory bounded by the run's length, not its request count.
+    rundir::history::for_each(&dir.join(rundir::files::HISTORY), |a: rundir::Attempt| {
+        let unserved = a.op == rundir::Op::Unserved;
+        if a.op == rundir::Op::Status {
+            return;
         }
         requests += 1;
         let start = *start_ms.get_or_insert(a.intended_us / 1000);
@@ -201,11 +140,14 @@ fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
         }
         let group = if a.error.is_some() && a.status.is_none() { 6 } else { outcome_group(a.status) };
         outcomes[done_s][group] += 1;
-        corrected[intended_s].push(a.done_us.saturating_sub(a.intended_us).min(u32::MAX as u64) as u32);
-        service[intended_s].push(a.done_us.saturating_sub(a.sent_us).min(u32::MAX as u64) as u32);
-    }
+        // An arrival never sent has no latency.
+        if !unserved {
+            corrected[intended_s].push(a.corrected_us());
+            service[intended_s].push(a.service_us());
+        }
+    })?;
     let start_ms = start_ms.unwrap_or(0);
-    let pct = |v: &mut Vec<u32>| [quantile_ms(v, 0.5), quantile_ms(v, 0.95), quantile_ms(v, 0.99)];
+    let pct = |v: &mut Vec<u64>| [quantile_ms(v, 0.5), quantile_ms(v, 0.95), quantile_ms(v, 0.99)];
     let corrected: Vec<[f64; 3]> = corrected.iter_mut().map(pct).collect();
     let service: Vec<[f64; 3]> = service.iter_mut().map(pct).collect();
     let at = |ms: u64| (ms as f64 - start_ms as f64) / 1000.0;
@@ -213,10 +155,10 @@ fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
     // Metrics: the series the plots use, per component.
     let mut metrics: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut processing: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new(); // component → (t, sum, count)
-    for scrape in jsonl(&dir.join("metrics.jsonl"))? {
-        let t = at(scrape["ts_ms"].as_u64().unwrap_or(start_ms));
-        let component = scrape["component"].as_str().unwrap_or("?").to_string();
-        if scrape["up"] == false {
+    for scrape in rundir::metrics::read(&dir.join(rundir::files::METRICS))? {
+        let t = at(scrape.ts_ms);
+        let component = scrape.component.clone();
+        if !scrape.up {
             // The component did not answer: a hole in each of its series (drawn as a gap).
             for (key, points) in metrics.iter_mut() {
                 if key.ends_with(&format!("|{component}")) {
@@ -225,37 +167,26 @@ fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
             }
             continue;
         }
-        let Some(m) = scrape["metrics"].as_object() else { continue };
-        let sum_of = |prefix: &str| -> Option<f64> {
-            let values: Vec<f64> = m
-                .iter()
-                .filter(|(k, _)| k.as_str() == prefix || k.starts_with(&format!("{prefix}{{")))
-                .filter_map(|(_, v)| v.as_f64())
-                .collect();
-            (!values.is_empty()).then(|| values.iter().sum())
-        };
         for (name, metric) in [
             ("breaker", "gateway_circuit_breaker_state"),
             ("lag", "processor_consumer_lag"),
             ("dlq depth", "processor_dlq_size"),
             ("dlq oldest age s", "processor_dlq_oldest_message_age_seconds"),
         ] {
-            if let Some(v) = sum_of(metric) {
+            if let Some(v) = scrape.sum(metric) {
                 metrics.entry(format!("{name}|{component}")).or_default().push((t, v));
             }
         }
-        for (k, v) in m {
+        for (k, v) in &scrape.metrics {
             if let Some(item) =
                 k.strip_prefix("processor_inventory_level{item_id=\"").and_then(|r| r.strip_suffix("\"}"))
             {
-                if let Some(v) = v.as_f64() {
-                    metrics.entry(format!("stock|{item}|{component}")).or_default().push((t, v));
-                }
+                metrics.entry(format!("stock|{item}|{component}")).or_default().push((t, *v));
             }
         }
         if let (Some(sum), Some(count)) = (
-            sum_of("processor_order_processing_duration_seconds_sum"),
-            sum_of("processor_order_processing_duration_seconds_count"),
+            scrape.sum("processor_order_processing_duration_seconds_sum"),
+            scrape.sum("processor_order_processing_duration_seconds_count"),
         ) {
             if let Some((_, s0, c0)) = processing.get(&component) {
                 if count > *c0 {
@@ -263,6 +194,9 @@ fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
                         .entry(format!("processing ms|{component}"))
                         .or_default()
                         .push((t, (sum - s0) / (count - c0) * 1000.0));
+                } else {
+                    // No order finished this second: no processing time to show (a gap).
+                    metrics.entry(format!("processing ms|{component}")).or_default().push((t, f64::NAN));
                 }
             }
             processing.insert(component, (t, sum, count));
@@ -271,21 +205,15 @@ fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {
 
     // Completed units per item from the outcome records (first decision per attempt).
     let mut completed: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    if let Ok(state) = json(&dir.join("final_state.json")) {
+    if let Ok(states) = rundir::state::read(&dir.join(rundir::files::FINAL_STATE)) {
         let mut seen = std::collections::HashSet::new();
-        let mut done: Vec<(u64, String, u64)> = state["outcomes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|o| seen.insert((o["request_id"].as_str().unwrap_or("").to_string(), o["attempt"].as_u64())))
-            .filter(|o| o["outcome"] == "COMPLETED")
-            .map(|o| {
-                (
-                    o["decided_at_ms"].as_u64().unwrap_or(0),
-                    o["item_id"].as_str().unwrap_or("?").to_string(),
-                    o["amount"].as_u64().unwrap_or(0),
-                )
-            })
+        let mut done: Vec<(u64, String, u64)> = states
+            .after
+            .outcomes
+            .iter()
+            .filter(|o| seen.insert((o.request_id.clone(), o.attempt)))
+            .filter(|o| o.outcome == flashsale::order::Decision::Completed)
+            .map(|o| (o.decided_at_ms, o.item_id.clone(), u64::from(o.amount)))
             .collect();
         done.sort();
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();

@@ -46,7 +46,10 @@ fn figures(run: &Run) -> Vec<(String, String)> {
         ("availability outside faults".into(), pct(f.availability_outside_faults)),
         ("availability during faults".into(), pct(f.availability_during_faults)),
         ("error budget burned (30-day 99.9%)".into(), format!("{:.3}%", f.error_budget_burned * 100.0)),
-        ("RPO (acknowledged orders lost)".into(), f.rpo.map(|r| r.to_string()).unwrap_or_else(|| "not measured".into())),
+        (
+            "RPO (acknowledged orders lost)".into(),
+            f.rpo.map(|r| r.to_string()).unwrap_or_else(|| "not measured".into()),
+        ),
         (
             "max consumer lag".into(),
             f.max_consumer_lag.map(|l| format!("{l:.0} messages")).unwrap_or_else(|| "not measured".into()),
@@ -164,11 +167,8 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
             .or_else(|| e["action"].as_str().map(String::from))
             .or_else(|| e["name"].as_str().map(String::from))
             .unwrap_or_default();
-        let check = e["check"]["observed"]
-            .as_str()
-            .or(e["error"].as_str())
-            .map(|o| format!(" — {o}"))
-            .unwrap_or_default();
+        let check =
+            e["check"]["observed"].as_str().or(e["error"].as_str()).map(|o| format!(" — {o}")).unwrap_or_default();
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{rel:+.1}</td><td>{}</td><td>{}{}</td></tr>",

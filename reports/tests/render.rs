@@ -72,9 +72,7 @@ fn a_failed_check_carries_its_evidence_everywhere() {
     assert!(md.contains("- `lg1-42: queued, never decided`"));
     let junit = std::fs::read_to_string(&rendered.junit).unwrap();
     assert!(
-        junit.contains("failures=\"1\"")
-            && junit.contains("message=\"FAIL: target 0 of")
-            && junit.contains("lg1-42")
+        junit.contains("failures=\"1\"") && junit.contains("message=\"FAIL: target 0 of") && junit.contains("lg1-42")
     );
 }
 

@@ -25,8 +25,7 @@ impl Scrape {
         let mut found = false;
         let mut total = 0.0;
         for (k, v) in &self.metrics {
-            let series_of = k.as_str() == metric
-                || k.strip_prefix(metric).is_some_and(|rest| rest.starts_with('{'));
+            let series_of = k.as_str() == metric || k.strip_prefix(metric).is_some_and(|rest| rest.starts_with('{'));
             if series_of {
                 found = true;
                 total += v;

@@ -42,9 +42,10 @@ impl Outcome {
     /// The verdict over several checks: any fail is a FAIL, else anything inconclusive is
     /// INCONCLUSIVE; no checks at all is INCONCLUSIVE too.
     pub fn combine(outcomes: impl IntoIterator<Item = Outcome>) -> Outcome {
-        outcomes.into_iter().fold(None, |acc: Option<Outcome>, o| Some(acc.map_or(o, |a| a.max(o)))).unwrap_or(
-            Outcome::Inconclusive,
-        )
+        outcomes
+            .into_iter()
+            .fold(None, |acc: Option<Outcome>, o| Some(acc.map_or(o, |a| a.max(o))))
+            .unwrap_or(Outcome::Inconclusive)
     }
 }
 
@@ -94,7 +95,13 @@ pub struct CheckResult {
 pub const EXAMPLES: usize = 5;
 
 impl CheckResult {
-    pub fn new(name: &str, kind: Kind, target: impl Into<String>, measured: impl Into<String>, outcome: Outcome) -> Self {
+    pub fn new(
+        name: &str,
+        kind: Kind,
+        target: impl Into<String>,
+        measured: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
         CheckResult {
             name: name.into(),
             kind,

@@ -520,7 +520,10 @@ fn entry_line(text: &str, entry_line: usize, field: &str) -> usize {
         .enumerate()
         .skip(entry_line)
         .take_while(|(_, l)| !l.trim_start().starts_with('['))
-        .find(|(_, l)| l.trim_start().starts_with(field) && l[l.find(field).unwrap_or(0) + field.len()..].trim_start().starts_with('='))
+        .find(|(_, l)| {
+            l.trim_start().starts_with(field)
+                && l[l.find(field).unwrap_or(0) + field.len()..].trim_start().starts_with('=')
+        })
         .map(|(i, _)| i + 1)
         .unwrap_or(entry_line)
 }

@@ -33,6 +33,7 @@ fn the_shipped_drills_are_listed() {
         "rate-limit-storm",
         "rolling-restart",
         "dlq-growth",
+        "processor-restart-storm",
     ] {
         assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{text}");
     }
@@ -103,7 +104,73 @@ fn an_abort_condition_heals_the_faults_early_and_fails_the_drill() {
     let verdict: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("verdict.json")).unwrap()).unwrap();
     let row = verdict["checks"].as_array().unwrap().iter().find(|c| c["name"] == "abort condition").unwrap();
-    assert_eq!(row["pass"], false);
+    assert_eq!(row["outcome"], "fail");
+}
+
+/// The second kill of the broker conflicts with the first, still in force: it cannot land.
+const CONFLICTING: &str = r#"
+name = "conflict-test"
+description = "A fault that cannot be injected: the drill must fail, naming it."
+drain_timeout = "30s"
+[env]
+RATE_LIMIT_MAX_REQUESTS = "1000"
+[stock]
+"101" = 100000
+[load]
+phases = "a:8s@20"
+mix = "buyer=1"
+[[faults]]
+at = "2s"
+for = "3s"
+kind = "latency"
+target = "redis"
+latency = "20ms"
+[[faults]]
+at = "3s"
+for = "1s"
+kind = "latency"
+target = "redis"
+latency = "30ms"
+"#;
+
+#[test]
+fn a_fault_that_cannot_be_injected_fails_the_drill_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("conflict.toml");
+    std::fs::write(&file, CONFLICTING).unwrap();
+    let run = dir.path().join("run");
+    let out = flashlab(&["drill", file.to_str().unwrap(), "--quiet", "--out", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("FAIL") && l.contains("fault refused: latency redis")), "{stdout}");
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("verdict.json")).unwrap()).unwrap();
+    let row = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().is_some_and(|n| n.starts_with("fault refused")))
+        .expect("a row for the refused fault");
+    assert_eq!(row["outcome"], "fail");
+    assert!(row["measured"].as_str().unwrap().contains("already has fault #1"), "{row}");
+}
+
+#[test]
+fn a_target_the_topology_does_not_have_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("absent.toml");
+    std::fs::write(
+        &file,
+        "name = \"absent\"\ndescription = \"x\"\n[topology]\nprocessors = 2\n[stock]\n\"101\" = 1\n[load]\nphases = \"a:1s@1\"\n[[faults]]\nat = \"1s\"\nkind = \"kill\"\ntarget = \"processor[5]\"\n",
+    )
+    .unwrap();
+    let out = flashlab(&["drill", file.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("absent.toml:12: faults[0].target: processor[5]: the topology has processor[0] to processor[1]"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -54,9 +54,10 @@ fn read(bootstrap: &str, topic: &str, limit: Duration, must_exist: bool) -> Resu
     if must_exist {
         let problem = match metadata.topics().iter().find(|t| t.name() == topic) {
             None => Some("not in the broker's metadata".to_string()),
-            Some(t) => t.error().map(|e| format!("{:?}", rdkafka::types::RDKafkaRespErr::from(e))).or_else(|| {
-                t.partitions().is_empty().then(|| "no partitions".to_string())
-            }),
+            Some(t) => t
+                .error()
+                .map(|e| rdkafka::types::RDKafkaErrorCode::from(e).to_string())
+                .or_else(|| t.partitions().is_empty().then(|| "no partitions".to_string())),
         };
         if let Some(problem) = problem {
             return Err(ReadError::Unreadable { topic: topic.to_string(), problem });
@@ -112,4 +113,44 @@ fn read(bootstrap: &str, topic: &str, limit: Duration, must_exist: bool) -> Resu
         });
     }
     Ok(records)
+}
+
+/// How far consumer `group` is behind on `topic`, from the broker's side: per partition, the
+/// group's committed offset (the low watermark if it never committed) and the end. Unlike a
+/// consumer's own lag gauge, this also counts partitions nobody is assigned.
+pub fn group_backlog(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    limit: Duration,
+) -> Result<Vec<(i32, i64, i64)>, ReadError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), limit)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(ReadError::Unreadable { topic: topic.to_string(), problem: "no partitions".into() });
+    }
+    let mut list = TopicPartitionList::new();
+    for &p in &partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(list, limit)?;
+    let mut out = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, limit)?;
+        let done =
+            committed.find_partition(topic, p).and_then(|e| e.offset().to_raw()).filter(|o| *o >= 0).unwrap_or(low);
+        out.push((p, done, high));
+    }
+    Ok(out)
 }

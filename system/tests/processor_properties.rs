@@ -42,11 +42,16 @@ const CASES: u32 = 6;
 
 /// Each case runs on a testbed of its own: a case that breaks the system (or meets a broker
 /// bug) cannot make the next cases, or the shrinking, fail for a reason of its own.
+/// `PROP_CASES` (6) sets the number of cases, `PROP_WATCHDOG=off` runs the processor without
+/// its group watchdog, `PROP_DIR` keeps each case's testbed (logs, data) in `PROP_DIR/case-N`.
 #[test]
 fn stock_is_conserved_and_money_matches_stock_under_any_interleaving() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cases = std::env::var("PROP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(CASES);
+    let watchdog = std::env::var("PROP_WATCHDOG").unwrap_or_else(|_| "on".into());
+    let keep = std::env::var_os("PROP_DIR").map(std::path::PathBuf::from);
     let mut runner = TestRunner::new(Config {
-        cases: CASES,
+        cases,
         failure_persistence: None,
         max_shrink_time: MAX_SHRINK.as_millis() as u32,
         ..Config::default()
@@ -57,7 +62,9 @@ fn stock_is_conserved_and_money_matches_stock_under_any_interleaving() {
         case.set(case.get() + 1);
         let n = case.get();
         runtime.block_on(async {
-            let mut bed = full_testbed(1, &[("PAYMENT_TIMEOUT", "500ms")]).await;
+            let env = [("PAYMENT_TIMEOUT", "500ms"), ("PROCESSOR_WATCHDOG", watchdog.as_str())];
+            let dir = keep.as_ref().map(|d| d.join(format!("case-{n}")));
+            let mut bed = full_testbed_in(1, &env, dir).await;
             let outcome = tokio::time::timeout(CASE_LIMIT, run_case(&mut bed, n, initial, &ops)).await;
             let outcome = match outcome {
                 Err(_) => Err(format!("case {n} took more than {CASE_LIMIT:?}")),
@@ -98,7 +105,10 @@ async fn run_case(bed: &mut chaos::Testbed, case: u32, initial: u64, ops: &[Op])
                 accepted.push(id);
             }
             Op::Restock { quantity } => {
-                ensure(admin(bed, &["stock", "add", &item, &quantity.to_string()]).await.0 == 0, "stock add failed".into())?;
+                ensure(
+                    admin(bed, &["stock", "add", &item, &quantity.to_string()]).await.0 == 0,
+                    "stock add failed".into(),
+                )?;
                 restocked += quantity;
             }
             Op::PaymentFailing(on) => {
@@ -149,5 +159,8 @@ async fn run_case(bed: &mut chaos::Testbed, case: u32, initial: u64, ops: &[Op])
         completed.iter().map(|o| (format!("{}/{}", o.request_id, o.attempt), u64::from(o.amount))).collect();
     ours_captured.sort();
     expected.sort();
-    ensure(ours_captured == expected, format!("money ↔ stock for {item}: captured {ours_captured:?}, completed {expected:?}"))
+    ensure(
+        ours_captured == expected,
+        format!("money ↔ stock for {item}: captured {ours_captured:?}, completed {expected:?}"),
+    )
 }

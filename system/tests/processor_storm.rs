@@ -124,7 +124,12 @@ async fn every_accepted_order_is_decided_within_the_bound_through_a_restart_stor
         .max()
         .unwrap_or(0);
     eprintln!("slowest decision: {slowest} ms");
-    assert!(late.is_empty(), "{} orders decided later than {DECISION_BOUND:?}: {:?}; faults: {done:?}", late.len(), &late[..late.len().min(5)]);
+    assert!(
+        late.is_empty(),
+        "{} orders decided later than {DECISION_BOUND:?}: {:?}; faults: {done:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
     // No order decided twice, in any way.
     let records = outcome_records_all(&bed);
     let mut by_attempt: BTreeMap<(String, u32), Vec<Decision>> = BTreeMap::new();

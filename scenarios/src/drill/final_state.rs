@@ -79,7 +79,11 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
             let order = serde_json::from_slice::<OrderMessage>(&r.payload).ok()?;
             Some(DeadLetter {
                 pending: pending.contains(&flashsale::keys::dlq_member(&order.request_id, order.attempt)),
-                reason: r.headers.get(flashsale::order::dlq_headers::REASON).cloned().unwrap_or_else(|| "unknown".into()),
+                reason: r
+                    .headers
+                    .get(flashsale::order::dlq_headers::REASON)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".into()),
                 request_id: order.request_id,
                 attempt: order.attempt,
             })

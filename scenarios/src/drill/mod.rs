@@ -364,18 +364,28 @@ where
         let before_repair = before_repair.clone();
         let items = items.clone();
         let dir_for_ids = dir.clone();
+        let live = live.clone();
         tokio::spawn(async move {
+            // On the load's clock: its arrival 0 is due once every user is up, which can be
+            // seconds after this task starts (a fault at 5 s must meet 5 s of traffic before it).
+            let Some(start) = live.started(LOAD_START_LIMIT).await else {
+                events.record("timeline_skipped", json!({"why": "the load did not start"}));
+                return;
+            };
             for (at, step) in steps {
-                tokio::time::sleep_until(t0 + at).await;
+                tokio::time::sleep_until(start + at).await;
                 if stopped.load(Ordering::SeqCst) || aborted.load(Ordering::SeqCst) {
                     break;
                 }
-                let repair = matches!(step, Step::ReconcileFix | Step::DlqReplay);
+                // The one step that rewrites the state the checks judge (a DLQ replay only
+                // appends records, a restore's damage stays visible until a reconcile): the
+                // books are read before it, on the drained system.
+                let repair = step == Step::ReconcileFix;
                 if step == Step::ReconcileFix {
                     // The runbook's order: reconcile once nothing is in flight (an order reserved
                     // but not yet decided would be "fixed" back into the stock).
                     let started = Instant::now();
-                    let drained = drain(&processors, drain_limit).await;
+                    let drained = drain(&processors, sources.kafka, drain_limit).await;
                     events.record(
                         "drain_for_reconcile",
                         json!({"drained": drained, "waited_ms": started.elapsed().as_millis() as u64}),
@@ -386,7 +396,10 @@ where
                     let ids = request_ids_so_far(&dir_for_ids);
                     match final_state::collect(&sources, &items, &ids).await {
                         Ok(state) => {
-                            events.record("repair_snapshot", json!({"before": format!("{step:?}"), "read_at_ms": state.read_at_ms}));
+                            events.record(
+                                "repair_snapshot",
+                                json!({"before": format!("{step:?}"), "read_at_ms": state.read_at_ms}),
+                            );
                             *lock(&before_repair) = Some(state);
                         }
                         Err(e) => {
@@ -525,7 +538,7 @@ where
     // Drain: every processor idle (no lag, nothing in flight) twice in a row, bounded.
     events.record("drain_start", json!({"timeout_ms": scenario.drain_timeout.as_millis() as u64}));
     let drain_started = Instant::now();
-    let drained = drain(&processor_addrs, scenario.drain_timeout).await;
+    let drained = drain(&processor_addrs, sources.kafka, scenario.drain_timeout).await;
     events.record("drain_end", json!({"drained": drained, "waited_ms": drain_started.elapsed().as_millis() as u64}));
     results.push(CheckResult::held(
         "drained",
@@ -590,10 +603,7 @@ async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &
                 Err(e) => {
                     // Refused before it touched anything (invalid, conflicting, no such target):
                     // a failed check of the drill, with the injector's message.
-                    events.record(
-                        "fault_refused",
-                        json!({"description": fault.to_string(), "error": e.to_string()}),
-                    );
+                    events.record("fault_refused", json!({"description": fault.to_string(), "error": e.to_string()}));
                     if !quiet {
                         eprintln!("fault {fault}: REFUSED: {e}");
                     }
@@ -621,6 +631,9 @@ async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &
         }
     }
 }
+
+/// How long the fault timeline waits for the load's clock to start.
+const LOAD_START_LIMIT: Duration = Duration::from_secs(60);
 
 /// The item the warm-up orders (stock 0: each is decided sold out).
 const WARMUP_ITEM: &str = "warmup";
@@ -668,8 +681,10 @@ async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> an
     Ok(())
 }
 
-/// Waits until every processor reports no lag and nothing in flight, twice in a row.
-async fn drain(processors: &[std::net::SocketAddr], limit: Duration) -> bool {
+/// Waits until nothing is left to decide, twice in a row: the processors' consumer group has
+/// committed every `orders` partition to its end (read from the broker, so a partition nobody
+/// is assigned counts too) and no processor has an order in flight.
+async fn drain(processors: &[std::net::SocketAddr], kafka: std::net::SocketAddr, limit: Duration) -> bool {
     if processors.is_empty() {
         return true;
     }
@@ -680,17 +695,25 @@ async fn drain(processors: &[std::net::SocketAddr], limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut idle_in_a_row = 0;
     while Instant::now() < deadline {
-        let mut idle = true;
+        let bootstrap = kafka.to_string();
+        let backlog = tokio::task::spawn_blocking(move || {
+            flashsale::topic_reader::group_backlog(
+                &bootstrap,
+                flashsale::processor::GROUP,
+                flashsale::order::ORDERS_TOPIC,
+                Duration::from_secs(2),
+            )
+        })
+        .await;
+        let mut idle = matches!(&backlog, Ok(Ok(parts)) if parts.iter().all(|(_, done, end)| done >= end));
         for addr in processors {
             let page = match http.get(format!("http://{addr}/metrics")).send().await {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
             let m = scrape::parse(&page);
-            if page.is_empty()
-                || scrape::sum(&m, "processor_consumer_lag") > 0.0
-                || scrape::sum(&m, "processor_orders_in_flight") > 0.0
-            {
+            // A processor that does not answer may hold orders: not idle.
+            if page.is_empty() || scrape::sum(&m, "processor_orders_in_flight") > 0.0 {
                 idle = false;
             }
         }

@@ -202,8 +202,7 @@ pub async fn run(
         .map_err(|source| ProcessorError::Bind { addr: config.metrics_addr, source })?;
     let http = tokio::spawn(serve_http(listener, metrics.clone(), redis.clone(), shared.clone()));
     let gauges = tokio::spawn(refresh_gauges(metrics.clone(), redis.clone(), consumer.clone()));
-    let probes =
-        tokio::spawn(group_repair::run_probes(probe_requests.clone(), config.kafka_addr.clone(), GROUP));
+    let probes = tokio::spawn(group_repair::run_probes(probe_requests.clone(), config.kafka_addr.clone(), GROUP));
     let watchdog = config.watchdog.then(|| {
         tokio::spawn(watch_group(
             consumer.clone(),

@@ -46,7 +46,13 @@ impl Publisher {
         Ok(Publisher { producer, timeout })
     }
 
-    async fn send(&self, topic: &str, key: &str, payload: &[u8], headers: Option<OwnedHeaders>) -> Result<(), QueueError> {
+    async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), QueueError> {
         let mut record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload);
         if let Some(headers) = headers {
             record = record.headers(headers);

@@ -43,9 +43,13 @@ pub struct Reading {
 pub enum Remedy {
     Nothing,
     /// A probe member joins and leaves: a new generation for everybody.
-    Probe { stalled: Vec<i32> },
+    Probe {
+        stalled: Vec<i32>,
+    },
     /// This processor leaves the group and joins again.
-    Rejoin { stalled: Vec<i32> },
+    Rejoin {
+        stalled: Vec<i32>,
+    },
 }
 
 #[derive(Debug)]

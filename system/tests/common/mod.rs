@@ -293,7 +293,8 @@ pub async fn group_diagnosis(bed: &Testbed) -> String {
                     .and_then(|l| l.find_partition("orders", p))
                     .map(|e| format!("{:?}", e.offset()))
                     .unwrap_or_else(|| "?".into());
-                let high = consumer.fetch_watermarks("orders", p, limit).map(|(_, h)| h.to_string()).unwrap_or("?".into());
+                let high =
+                    consumer.fetch_watermarks("orders", p, limit).map(|(_, h)| h.to_string()).unwrap_or("?".into());
                 format!("orders[{p}]: committed {c}, end {high}")
             })
             .collect::<Vec<_>>()
@@ -310,7 +311,11 @@ pub async fn group_diagnosis(bed: &Testbed) -> String {
         };
         let lines: Vec<&str> = page
             .lines()
-            .filter(|l| l.starts_with("processor_consumer_lag{") || l.starts_with("processor_orders_in_flight") || l.starts_with("processor_group_repairs_total{"))
+            .filter(|l| {
+                l.starts_with("processor_consumer_lag{")
+                    || l.starts_with("processor_orders_in_flight")
+                    || l.starts_with("processor_group_repairs_total{")
+            })
             .collect();
         out.push_str(&format!("\nprocessor[{i}]: {}", lines.join(", ")));
     }

@@ -1,7 +1,8 @@
 //! DESIGN.md's invariants, on the raw records of the final state (every outcome record, dead
 //! letter and capture as written, duplicates kept), and "409 only for true duplicates" and "no
-//! false sold-out". When the drill had a repair step, each is judged twice: on the state just
-//! before the repair ("damage found") and after it; the damage must be of the kind the scenario
+//! false sold-out". When the drill had a repair step (`reconcile --fix`, the one step that
+//! rewrites the state judged here), each is judged twice: on the drained state just before the
+//! repair ("damage found") and after it; the damage must be of the kind the scenario
 //! expects (`invariants.expect_damage`), and after the repair every invariant must hold.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -108,9 +109,8 @@ fn judge_state(
     for o in state.outcomes.iter().filter(|o| o.outcome == Decision::Completed) {
         *completions.entry(o.request_id.as_str()).or_default() += 1;
     }
-    let completed_attempts = |rid: &str| {
-        by_request.get(rid).map_or(0, |v| v.iter().filter(|o| o.outcome == Decision::Completed).count())
-    };
+    let completed_attempts =
+        |rid: &str| by_request.get(rid).map_or(0, |v| v.iter().filter(|o| o.outcome == Decision::Completed).count());
 
     // 1. Every acknowledged order decided exactly once; nothing unexpected.
     if wanted.no_lost_or_doubled_orders {
@@ -129,9 +129,12 @@ fn judge_state(
             .conflicts
             .iter()
             .cloned()
-            .chain(by_request.keys().filter(|rid| completed_attempts(rid) > 1).map(|rid| {
-                format!("{rid}: completed in {} attempts", completed_attempts(rid))
-            }))
+            .chain(
+                by_request
+                    .keys()
+                    .filter(|rid| completed_attempts(rid) > 1)
+                    .map(|rid| format!("{rid}: completed in {} attempts", completed_attempts(rid))),
+            )
             .collect();
         let unexpected: Vec<String> = by_request
             .keys()
@@ -146,7 +149,9 @@ fn judge_state(
             .collect();
         figures.answered_failed_then_completed = told_failed
             .iter()
-            .filter(|rid| !acked.contains(*rid) && !unknown.contains(*rid) && completions.get(*rid).is_some_and(|n| *n > 0))
+            .filter(|rid| {
+                !acked.contains(*rid) && !unknown.contains(*rid) && completions.get(*rid).is_some_and(|n| *n > 0)
+            })
             .count() as u64;
         results.push(
             CheckResult::held(
@@ -204,7 +209,9 @@ fn judge_state(
         let mut lowest: BTreeMap<&str, f64> = BTreeMap::new();
         for s in ev.scrapes.iter().filter(|s| s.up) {
             for (k, v) in &s.metrics {
-                if let Some(item) = k.strip_prefix("processor_inventory_level{item_id=\"").and_then(|r| r.strip_suffix("\"}")) {
+                if let Some(item) =
+                    k.strip_prefix("processor_inventory_level{item_id=\"").and_then(|r| r.strip_suffix("\"}"))
+                {
                     let e = lowest.entry(item).or_insert(*v);
                     *e = e.min(*v);
                 }
@@ -228,15 +235,29 @@ fn judge_state(
             }
         }
         results.push(
-            CheckResult::held("no oversell", Kind::Invariant, "completed ≤ initial, stock ≥ 0", summary(&evidence), evidence.is_empty())
-                .with(evidence),
+            CheckResult::held(
+                "no oversell",
+                Kind::Invariant,
+                "completed ≤ initial, stock ≥ 0",
+                summary(&evidence),
+                evidence.is_empty(),
+            )
+            .with(evidence),
         );
         let false_sold_out: Vec<String> = d
             .first
             .values()
             .filter(|o| o.outcome == Decision::FailedSoldOut)
             .filter(|o| o.stock_seen.is_some_and(|s| s >= i64::from(o.amount)))
-            .map(|o| format!("{}/{}: sold out with {} in stock for {}", o.request_id, o.attempt, o.stock_seen.unwrap_or(0), o.amount))
+            .map(|o| {
+                format!(
+                    "{}/{}: sold out with {} in stock for {}",
+                    o.request_id,
+                    o.attempt,
+                    o.stock_seen.unwrap_or(0),
+                    o.amount
+                )
+            })
             .collect();
         let sold_out = d.first.values().filter(|o| o.outcome == Decision::FailedSoldOut).count();
         results.push(
@@ -306,7 +327,12 @@ fn judge_state(
                 "money matches stock",
                 Kind::Invariant,
                 "captures = completed orders, same amounts",
-                format!("{} captures, {} completed; {}", state.captures.len(), completed_keys.len(), summary(&evidence)),
+                format!(
+                    "{} captures, {} completed; {}",
+                    state.captures.len(),
+                    completed_keys.len(),
+                    summary(&evidence)
+                ),
                 evidence.is_empty(),
             )
             .with(evidence),

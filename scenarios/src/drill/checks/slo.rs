@@ -55,8 +55,18 @@ pub fn availability(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<Check
         .with(bad_examples),
     );
     for (name, limit, v, n) in [
-        ("availability outside faults", scenario.slo.availability_outside_faults, figures.availability_outside_faults, total - total_in),
-        ("availability during faults", scenario.slo.availability_during_faults, figures.availability_during_faults, total_in),
+        (
+            "availability outside faults",
+            scenario.slo.availability_outside_faults,
+            figures.availability_outside_faults,
+            total - total_in,
+        ),
+        (
+            "availability during faults",
+            scenario.slo.availability_during_faults,
+            figures.availability_during_faults,
+            total_in,
+        ),
     ] {
         if let Some(t) = limit {
             results.push(
@@ -244,16 +254,22 @@ pub fn rto(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, 
             }
             Recovery::NeverEnded => (Outcome::Fail, format!("{name}: never lifted within the drill")),
             Recovery::NotRecovered => (Outcome::Fail, format!("{name}: never recovered")),
-            Recovery::TooShort { seconds } => {
-                (Outcome::Inconclusive, format!("{name}: only {seconds} s of traffic after it, the hold needs {hold} s"))
-            }
+            Recovery::TooShort { seconds } => (
+                Outcome::Inconclusive,
+                format!("{name}: only {seconds} s of traffic after it, the hold needs {hold} s"),
+            ),
         };
         outcome = outcome.max(o);
         evidence.push(line);
     }
     let measured = match (outcome, worst) {
         (Outcome::Pass, Some(w)) => format!("{w:.1} s (worst fault)"),
-        _ => evidence.iter().filter(|l| !l.ends_with(" s") || outcome == Outcome::Fail).cloned().collect::<Vec<_>>().join("; "),
+        _ => evidence
+            .iter()
+            .filter(|l| !l.ends_with(" s") || outcome == Outcome::Fail)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
     };
     let seen = format!("{} fault(s)", recoveries.len());
     results.push(CheckResult::new("RTO", Kind::Slo, target, measured, outcome).needing(needed, seen).with(evidence));
@@ -303,9 +319,15 @@ pub fn steady_state(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<Check
                     Kind::SteadyState,
                     format!("≤ {limit} ms (corrected)"),
                     p99.map(|p| format!("{p:.1} ms")).unwrap_or_else(|| "no requests".into()),
-                    Outcome::judge(p99.is_none_or(|p| p <= limit), n >= scenario.evidence.min_latency_samples.min(need)),
+                    Outcome::judge(
+                        p99.is_none_or(|p| p <= limit),
+                        n >= scenario.evidence.min_latency_samples.min(need),
+                    ),
                 )
-                .needing(format!("≥ {} samples", scenario.evidence.min_latency_samples.min(need)), format!("{n} samples")),
+                .needing(
+                    format!("≥ {} samples", scenario.evidence.min_latency_samples.min(need)),
+                    format!("{n} samples"),
+                ),
             );
         }
     }
@@ -351,15 +373,15 @@ pub fn time_to_decision(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figur
     all.sort_unstable();
     let n = all.len() as u64;
     let need = scenario.evidence.min_decisions;
-    for (label, q, limit) in [
-        ("p99", 0.99, scenario.slo.time_to_decision_p99_ms),
-        ("max", 1.0, scenario.slo.time_to_decision_max_ms),
-    ] {
+    for (label, q, limit) in
+        [("p99", 0.99, scenario.slo.time_to_decision_p99_ms), ("max", 1.0, scenario.slo.time_to_decision_max_ms)]
+    {
         let Some(limit) = limit else { continue };
         let v = quantile_ms(&all, q);
         let undecided_breaks = label == "max" && !never.is_empty();
         let held = v.is_none_or(|v| v <= limit) && !undecided_breaks;
-        let mut measured = v.map(|v| format!("{v:.0} ms over {n} orders")).unwrap_or_else(|| "no decided orders".into());
+        let mut measured =
+            v.map(|v| format!("{v:.0} ms over {n} orders")).unwrap_or_else(|| "no decided orders".into());
         if !never.is_empty() {
             measured.push_str(&format!("; {} accepted never decided", never.len()));
         }
@@ -386,7 +408,10 @@ pub fn consumer_lag(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: 
             per_second.entry(s.ts_ms / 1000).or_default().insert(&s.component, lag);
         }
     }
-    let max = per_second.values().map(|c| c.values().sum::<f64>()).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let max = per_second
+        .values()
+        .map(|c| c.values().sum::<f64>())
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
     figures.max_consumer_lag = max;
     let Some(limit) = ev.scenario.slo.max_consumer_lag else { return };
     let n = per_second.len() as u64;

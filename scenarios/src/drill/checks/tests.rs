@@ -471,7 +471,10 @@ fn statuses_backwards_and_false_409s() {
     assert_eq!(r.outcome(one), Outcome::Fail);
     let mut s = run("");
     s.orders(0.0, 1, 10.0, 202, 5);
-    s.states.after.orders.insert("o1".into(), rundir::state::OrderState { status: Some("FAILED_PAYMENT".into()), attempt: Some(1) });
+    s.states
+        .after
+        .orders
+        .insert("o1".into(), rundir::state::OrderState { status: Some("FAILED_PAYMENT".into()), attempt: Some(1) });
     assert_eq!(s.outcome(one), Outcome::Fail, "Redis says otherwise than the decision");
     let mut d = run("");
     d.attempt(Op::Buy, "q", 1.0, 5, Some(409));
@@ -499,7 +502,11 @@ fn repaired(expect: &str, broken_before: bool) -> Run {
 
 fn staged(r: &Run, name: &str, stage: rundir::Stage) -> Outcome {
     let (results, _) = r.check();
-    results.iter().find(|c| c.name == name && c.stage == Some(stage)).unwrap_or_else(|| panic!("{name} {stage:?}")).outcome
+    results
+        .iter()
+        .find(|c| c.name == name && c.stage == Some(stage))
+        .unwrap_or_else(|| panic!("{name} {stage:?}"))
+        .outcome
 }
 
 #[test]
