@@ -20,21 +20,12 @@ fn pct(v: Option<f64>) -> String {
 /// `HH:MM:SS.mmm` UTC of a Unix time in ms (with the date when `date`).
 pub fn utc(ms: u64, date: bool) -> String {
     let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let rem = secs % 86_400;
     let time = format!("{:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000);
     if !date {
         return time;
     }
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, _) = rundir::stats::utc_civil(secs);
     format!("{y:04}-{m:02}-{d:02} {time} UTC")
 }
 

@@ -6,9 +6,12 @@
 //! - [`load_cli`]: `flashlab load ...` — flash-sale traffic against a gateway, with a history.
 //! - [`scenario`]: the scenario file (TOML): topology, stock, load, fault timeline, SLOs,
 //!   invariants, abort conditions.
-//! - [`drill`]: `flashlab drill` — runs a scenario and writes the run directory; its
-//!   [`drill::checks`] judge SLOs and invariants, [`drill::final_state`] reads what the system
-//!   holds after the drain, [`drill::scrape`] records `/metrics`.
+//! - [`drill`]: `flashlab drill` — runs a scenario and writes the run directory (its records:
+//!   the `rundir` crate); [`drill::checks`] judge it three ways (pass / fail / inconclusive):
+//!   [SLOs](drill::checks::slo), [invariants](drill::checks::invariants) before and after a
+//!   repair, [faults](drill::checks::faults) that must land; [`drill::final_state`] reads what
+//!   the system holds (after the drain, and before a repair); [`drill::scrape`] records
+//!   `/metrics`.
 
 pub mod drill;
 pub mod fault_cli;

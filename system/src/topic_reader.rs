@@ -63,12 +63,7 @@ fn read(bootstrap: &str, topic: &str, limit: Duration, must_exist: bool) -> Resu
             return Err(ReadError::Unreadable { topic: topic.to_string(), problem });
         }
     }
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions_of(&metadata);
     let mut high = HashMap::new();
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0i64;
@@ -115,6 +110,16 @@ fn read(bootstrap: &str, topic: &str, limit: Duration, must_exist: bool) -> Resu
     Ok(records)
 }
 
+/// The partitions of the topics without an error in `metadata`.
+fn partitions_of(metadata: &rdkafka::metadata::Metadata) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
 /// How far consumer `group` is behind on `topic`, from the broker's side: per partition, the
 /// group's committed offset (the low watermark if it never committed) and the end. Unlike a
 /// consumer's own lag gauge, this also counts partitions nobody is assigned.
@@ -130,13 +135,7 @@ pub fn group_backlog(
         .set("enable.auto.commit", "false")
         .set("socket.connection.setup.timeout.ms", "2000")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), limit)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions_of(&consumer.fetch_metadata(Some(topic), limit)?);
     if partitions.is_empty() {
         return Err(ReadError::Unreadable { topic: topic.to_string(), problem: "no partitions".into() });
     }

@@ -20,6 +20,11 @@
 pub mod checks;
 pub mod final_state;
 pub mod scrape;
+mod steps;
+mod table;
+
+use steps::{drain, lock, request_ids_of, request_ids_so_far, run_step, warm_up, LOAD_START_LIMIT, WARMUP_ITEM};
+pub use table::table;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use chaos::{Action, EventLog, Injector, Target, Testbed, TestbedConfig};
+use chaos::{EventLog, Injector, Target, Testbed, TestbedConfig};
 use loadgen::{ArrivalSchedule, Behaviour, Catalogue, Live, LoadConfig, Traffic, UserMix};
 use serde::Serialize;
 use serde_json::json;
@@ -78,18 +83,7 @@ pub struct DrillRun {
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time in seconds (UTC).
 pub fn utc_stamp(unix_s: u64) -> String {
-    let days = unix_s / 86_400;
-    let secs = unix_s % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, secs) = rundir::stats::utc_civil(unix_s);
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
@@ -583,234 +577,6 @@ where
     }
     results.append(&mut checked);
     Ok((results, figures))
-}
-
-async fn run_step(step: Step, injector: &Injector, events: &EventLog, sources: &Sources, dir: &Path, quiet: bool) {
-    match step {
-        Step::Fault(mut fault) => {
-            if let Action::RedisLoss { restore: Some(_) } = &fault.action {
-                fault.action = Action::RedisLoss { restore: Some(dir.join("backup.jsonl")) };
-            }
-            match injector.inject(fault.clone()).await {
-                Ok(info) if !quiet => eprintln!(
-                    "fault #{} {} — {}: {}",
-                    info.id,
-                    info.description,
-                    if info.check.ok { "verified" } else { "NOT VERIFIED" },
-                    info.check.observed
-                ),
-                Ok(_) => {}
-                Err(e) => {
-                    // Refused before it touched anything (invalid, conflicting, no such target):
-                    // a failed check of the drill, with the injector's message.
-                    events.record("fault_refused", json!({"description": fault.to_string(), "error": e.to_string()}));
-                    if !quiet {
-                        eprintln!("fault {fault}: REFUSED: {e}");
-                    }
-                }
-            }
-        }
-        Step::Backup | Step::DlqReplay | Step::ReconcileFix => {
-            let backup = dir.join("backup.jsonl");
-            let backup = backup.display().to_string();
-            let (name, args): (&str, Vec<&str>) = match step {
-                Step::Backup => ("backup", vec!["backup", &backup]),
-                Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
-                _ => ("reconcile_fix", vec!["reconcile", "--fix", "--json"]),
-            };
-            let result = final_state::admin(sources, &args).await;
-            let ok = result.is_ok();
-            let output = match result {
-                Ok(out) => out.chars().take(2000).collect::<String>(),
-                Err(e) => e.to_string(),
-            };
-            events.record("action", json!({"action": name, "ok": ok, "output": output}));
-            if !quiet {
-                eprintln!("action {name}: {}", if ok { "done" } else { "FAILED" });
-            }
-        }
-    }
-}
-
-/// How long the fault timeline waits for the load's clock to start.
-const LOAD_START_LIMIT: Duration = Duration::from_secs(60);
-
-/// The item the warm-up orders (stock 0: each is decided sold out).
-const WARMUP_ITEM: &str = "warmup";
-
-/// How long the warm-up may take.
-const WARMUP_LIMIT: Duration = Duration::from_secs(90);
-
-async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-    let deadline = Instant::now() + WARMUP_LIMIT;
-    let started = Instant::now();
-    for (i, base) in gateways.iter().enumerate() {
-        let id = format!("{}{i}", checks::WARMUP_PREFIX);
-        let body = json!({"user_id": "warmup", "item_id": WARMUP_ITEM, "amount": 1, "request_id": id});
-        loop {
-            let status = http.post(format!("{base}/buy")).json(&body).send().await.map(|r| r.status().as_u16());
-            if matches!(status, Ok(202 | 409)) {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "warm-up: gateway[{i}] did not take an order within {WARMUP_LIMIT:?} ({status:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // Without processors nothing decides it. Bounded by the warm-up's deadline.
-        if processors {
-            loop {
-                let answer: serde_json::Value = match http.get(format!("{base}/orders/{id}")).send().await {
-                    Ok(r) => r.json().await.unwrap_or_default(),
-                    Err(_) => serde_json::Value::Null,
-                };
-                if answer["status"].as_str().is_some_and(|s| s != "PENDING") {
-                    break;
-                }
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "warm-up: the order through gateway[{i}] was not decided within {WARMUP_LIMIT:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    events.record("warm_up", json!({"gateways": gateways.len(), "took_ms": started.elapsed().as_millis() as u64}));
-    Ok(())
-}
-
-/// Waits until nothing is left to decide, twice in a row: the processors' consumer group has
-/// committed every `orders` partition to its end (read from the broker, so a partition nobody
-/// is assigned counts too) and no processor has an order in flight.
-async fn drain(processors: &[std::net::SocketAddr], kafka: std::net::SocketAddr, limit: Duration) -> bool {
-    if processors.is_empty() {
-        return true;
-    }
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
-        Ok(c) => c,
-        Err(_) => return false,
-    };
-    let deadline = Instant::now() + limit;
-    let mut idle_in_a_row = 0;
-    while Instant::now() < deadline {
-        let bootstrap = kafka.to_string();
-        let backlog = tokio::task::spawn_blocking(move || {
-            flashsale::topic_reader::group_backlog(
-                &bootstrap,
-                flashsale::processor::GROUP,
-                flashsale::order::ORDERS_TOPIC,
-                Duration::from_secs(2),
-            )
-        })
-        .await;
-        let mut idle = matches!(&backlog, Ok(Ok(parts)) if parts.iter().all(|(_, done, end)| done >= end));
-        for addr in processors {
-            let page = match http.get(format!("http://{addr}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            let m = scrape::parse(&page);
-            // A processor that does not answer may hold orders: not idle.
-            if page.is_empty() || scrape::sum(&m, "processor_orders_in_flight") > 0.0 {
-                idle = false;
-            }
-        }
-        idle_in_a_row = if idle { idle_in_a_row + 1 } else { 0 };
-        if idle_in_a_row >= 2 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    false
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The distinct request_ids of the orders in `history` (sent or not).
-fn request_ids_of(history: &[rundir::Attempt]) -> Vec<String> {
-    let mut ids: Vec<String> = history
-        .iter()
-        .filter(|a| a.op != rundir::Op::Status && a.kind != loadgen::UserKind::Invalid)
-        .map(|a| a.request_id.clone())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
-/// The request_ids recorded so far (the history is being written; a torn last line is skipped).
-fn request_ids_so_far(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join(rundir::files::HISTORY)).unwrap_or_default();
-    let history: Vec<rundir::Attempt> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    request_ids_of(&history)
-}
-
-/// The verdict as a table.
-pub fn table(run: &DrillRun) -> String {
-    let v = &run.verdict;
-    let mut out = String::new();
-    out.push_str(&format!("{:<4} {:<58} {:<34} {}\n", "", "check", "target", "measured"));
-    for c in &v.checks {
-        let mark = match c.outcome {
-            Outcome::Pass => "ok",
-            Outcome::Fail => "FAIL",
-            Outcome::Inconclusive => "??",
-        };
-        out.push_str(&format!(
-            "{:<4} {:<58} {:<34} {}\n",
-            mark,
-            truncate(&c.title(), 58),
-            truncate(&c.target, 34),
-            c.measured
-        ));
-        if c.outcome == Outcome::Inconclusive {
-            out.push_str(&format!("       - not enough evidence: needs {}, saw {}\n", c.needed, c.seen));
-        }
-        if !c.passed() {
-            for e in &c.evidence {
-                out.push_str(&format!("       - {e}\n"));
-            }
-        }
-    }
-    let f = &v.figures;
-    out.push_str(&format!(
-        "availability {} of {} requests ({} unserved); outside faults {}; during faults {}; error budget burned {:.3}% of 30 days; RPO {}\n",
-        f.availability.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
-        f.requests,
-        f.unserved,
-        f.availability_outside_faults.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
-        f.availability_during_faults.map(|a| format!("{:.3}%", a * 100.0)).unwrap_or("-".into()),
-        f.error_budget_burned * 100.0,
-        f.rpo.map(|r| r.to_string()).unwrap_or("not measured".into())
-    ));
-    for (fault, rto) in &f.rto_s {
-        out.push_str(&format!("RTO {fault}: {}\n", rto.map(|s| format!("{s:.1} s")).unwrap_or("not recovered".into())));
-    }
-    if let Some(lag) = f.max_consumer_lag {
-        out.push_str(&format!("max consumer lag {lag:.0}\n"));
-    }
-    for (phase, t) in &f.time_to_decision {
-        out.push_str(&format!(
-            "time to decision, phase {phase}: p99 {:.0} ms, max {:.0} ms ({} orders)\n",
-            t.p99_ms, t.max_ms, t.decisions
-        ));
-    }
-    out.push_str(&format!("verdict: {} — {} ({})\n", v.outcome.label(), v.scenario, run.dir.display()));
-    out
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
-    }
 }
 
 #[cfg(test)]

@@ -62,16 +62,3 @@ async fn futures_join(
     }
     out
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_text_format() {
-        let m = parse("# HELP x\nx_total 3\nlag{partition=\"0\"} 2\nlag{partition=\"1\"} 5\nbad line x\n");
-        assert_eq!(m["x_total"], 3.0);
-        assert_eq!(sum(&m, "lag"), 7.0);
-        assert_eq!(sum(&m, "la"), 0.0);
-    }
-}

@@ -3,7 +3,9 @@
 //! once that is durable ([commits]). Orders are worked on concurrently (at most
 //! `PROCESSOR_MAX_IN_FLIGHT`); two copies of one `request_id` never at the same time.
 //!
-//! Several processors share the partitions and rebalance when one dies or joins. On SIGTERM the
+//! Several processors share the partitions and rebalance when one dies or joins; the broker's
+//! coordinator can leave a partition without a consumer, which [`group_repair`] and the
+//! [`watchdog`] notice and repair (every accepted order is decided within a bound). On SIGTERM the
 //! processor stops taking orders, finishes those in hand (at most `SHUTDOWN_TIMEOUT`), commits
 //! and leaves the group. `/metrics` and `/health` listen on `PROCESSOR_METRICS_ADDR`.
 
@@ -204,7 +206,7 @@ pub async fn run(
     let gauges = tokio::spawn(refresh_gauges(metrics.clone(), redis.clone(), consumer.clone()));
     let probes = tokio::spawn(group_repair::run_probes(probe_requests.clone(), config.kafka_addr.clone(), GROUP));
     let watchdog = config.watchdog.then(|| {
-        tokio::spawn(watch_group(
+        tokio::spawn(watchdog::watch_group(
             consumer.clone(),
             shared.clone(),
             probe_requests,
@@ -372,75 +374,6 @@ fn finish(consumer: &GroupConsumer, shared: &Shared, slot: commits::Slot) {
             let _ = consumer.store_offsets(&list);
         }
     }
-}
-
-/// The [group watchdog](watchdog): reads the group's commit points every
-/// [`watchdog::CHECK_EVERY`] and applies the remedy for a stalled partition.
-async fn watch_group(
-    consumer: Arc<GroupConsumer>,
-    shared: Arc<Shared>,
-    probes: Arc<Notify>,
-    metrics: ProcessorMetrics,
-    partitions: i32,
-) {
-    use watchdog::{Remedy, StallTracker};
-    let mut tracker = StallTracker::default();
-    loop {
-        tokio::time::sleep(watchdog::CHECK_EVERY).await;
-        let c = consumer.clone();
-        let read = tokio::task::spawn_blocking(move || read_group(&c, partitions)).await;
-        let Ok(Some((readings, ours))) = read else {
-            // The broker did not answer: nothing is known, every clock starts again.
-            tracker.reset();
-            continue;
-        };
-        let remedy =
-            tracker.observe(std::time::Instant::now(), &readings, &ours, |p| lock(&shared.tracker).in_flight_in(p));
-        match remedy {
-            Remedy::Nothing => {}
-            Remedy::Probe { stalled } => {
-                tracing::warn!(service = SERVICE, event = "partition_stalled", remedy = "probe", ?stalled, ours = ?ours, "Partitions with waiting orders make no progress; probing the group");
-                metrics.group_repairs.with_label_values(&["probe"]).inc();
-                probes.notify_one();
-            }
-            Remedy::Rejoin { stalled } => {
-                tracing::warn!(service = SERVICE, event = "partition_stalled", remedy = "rejoin", ?stalled, ours = ?ours, "Partitions with waiting orders make no progress; rejoining the group");
-                metrics.group_repairs.with_label_values(&["rejoin"]).inc();
-                let c = consumer.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    c.unsubscribe();
-                    if let Err(e) = c.subscribe(&[ORDERS_TOPIC]) {
-                        tracing::error!(service = SERVICE, event = "rejoin_failed", error = %e, "Could not subscribe again");
-                    }
-                })
-                .await;
-            }
-        }
-    }
-}
-
-/// The group's commit point and the end of every `orders` partition, and our assignment;
-/// `None` when the broker does not answer (each call bounded).
-fn read_group(c: &GroupConsumer, partitions: i32) -> Option<(Vec<watchdog::Reading>, std::collections::BTreeSet<i32>)> {
-    let limit = Duration::from_secs(2);
-    let ours = c.assignment().ok()?.elements_for_topic(ORDERS_TOPIC).iter().map(|e| e.partition()).collect();
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(ORDERS_TOPIC, p);
-    }
-    let committed = c.committed_offsets(list, limit).ok()?;
-    let mut readings = Vec::with_capacity(partitions as usize);
-    for p in 0..partitions {
-        let (low, high) = c.fetch_watermarks(ORDERS_TOPIC, p, limit).ok()?;
-        // Never committed: consumption starts at the beginning (auto.offset.reset=earliest).
-        let committed = committed
-            .find_partition(ORDERS_TOPIC, p)
-            .and_then(|e| e.offset().to_raw())
-            .filter(|o| *o >= 0)
-            .unwrap_or(low);
-        readings.push(watchdog::Reading { partition: p, committed, high });
-    }
-    Some((readings, ours))
 }
 
 /// DLQ depth and age from `dlq:pending`, consumer lag from the broker; every second.

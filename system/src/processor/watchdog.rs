@@ -22,7 +22,15 @@
 //! storm test (`system/tests/processor_storm.rs`) holds every order to 60 s.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::TopicPartitionList;
+use tokio::sync::Notify;
+
+use super::{lock, GroupConsumer, ProcessorMetrics, Shared, SERVICE};
+use crate::order::ORDERS_TOPIC;
 
 /// How often the committed offsets are read.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -130,6 +138,74 @@ impl StallTracker {
             Remedy::Probe { stalled: stalled_theirs }
         }
     }
+}
+
+/// The watchdog's loop: reads the group's commit points every
+/// [`CHECK_EVERY`] and applies the remedy for a stalled partition.
+pub(super) async fn watch_group(
+    consumer: Arc<GroupConsumer>,
+    shared: Arc<Shared>,
+    probes: Arc<Notify>,
+    metrics: ProcessorMetrics,
+    partitions: i32,
+) {
+    let mut tracker = StallTracker::default();
+    loop {
+        tokio::time::sleep(CHECK_EVERY).await;
+        let c = consumer.clone();
+        let read = tokio::task::spawn_blocking(move || read_group(&c, partitions)).await;
+        let Ok(Some((readings, ours))) = read else {
+            // The broker did not answer: nothing is known, every clock starts again.
+            tracker.reset();
+            continue;
+        };
+        let remedy =
+            tracker.observe(std::time::Instant::now(), &readings, &ours, |p| lock(&shared.tracker).in_flight_in(p));
+        match remedy {
+            Remedy::Nothing => {}
+            Remedy::Probe { stalled } => {
+                tracing::warn!(service = SERVICE, event = "partition_stalled", remedy = "probe", ?stalled, ours = ?ours, "Partitions with waiting orders make no progress; probing the group");
+                metrics.group_repairs.with_label_values(&["probe"]).inc();
+                probes.notify_one();
+            }
+            Remedy::Rejoin { stalled } => {
+                tracing::warn!(service = SERVICE, event = "partition_stalled", remedy = "rejoin", ?stalled, ours = ?ours, "Partitions with waiting orders make no progress; rejoining the group");
+                metrics.group_repairs.with_label_values(&["rejoin"]).inc();
+                let c = consumer.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    c.unsubscribe();
+                    if let Err(e) = c.subscribe(&[ORDERS_TOPIC]) {
+                        tracing::error!(service = SERVICE, event = "rejoin_failed", error = %e, "Could not subscribe again");
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// The group's commit point and the end of every `orders` partition, and our assignment;
+/// `None` when the broker does not answer (each call bounded).
+fn read_group(c: &GroupConsumer, partitions: i32) -> Option<(Vec<Reading>, std::collections::BTreeSet<i32>)> {
+    let limit = Duration::from_secs(2);
+    let ours = c.assignment().ok()?.elements_for_topic(ORDERS_TOPIC).iter().map(|e| e.partition()).collect();
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(ORDERS_TOPIC, p);
+    }
+    let committed = c.committed_offsets(list, limit).ok()?;
+    let mut readings = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let (low, high) = c.fetch_watermarks(ORDERS_TOPIC, p, limit).ok()?;
+        // Never committed: consumption starts at the beginning (auto.offset.reset=earliest).
+        let committed = committed
+            .find_partition(ORDERS_TOPIC, p)
+            .and_then(|e| e.offset().to_raw())
+            .filter(|o| *o >= 0)
+            .unwrap_or(low);
+        readings.push(Reading { partition: p, committed, high });
+    }
+    Some((readings, ours))
 }
 
 #[cfg(test)]

@@ -1,0 +1,185 @@
+//! The drill's own steps around the load: the timeline's faults and actions, the warm-up, the
+//! drain (judged from the broker), and the request ids the final state is read for.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chaos::{Action, EventLog, Injector};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::final_state::{self, Sources};
+use super::{checks, scrape};
+use crate::scenario::Step;
+
+pub(super) async fn run_step(
+    step: Step,
+    injector: &Injector,
+    events: &EventLog,
+    sources: &Sources,
+    dir: &Path,
+    quiet: bool,
+) {
+    match step {
+        Step::Fault(mut fault) => {
+            if let Action::RedisLoss { restore: Some(_) } = &fault.action {
+                fault.action = Action::RedisLoss { restore: Some(dir.join("backup.jsonl")) };
+            }
+            match injector.inject(fault.clone()).await {
+                Ok(info) if !quiet => eprintln!(
+                    "fault #{} {} — {}: {}",
+                    info.id,
+                    info.description,
+                    if info.check.ok { "verified" } else { "NOT VERIFIED" },
+                    info.check.observed
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    // Refused before it touched anything (invalid, conflicting, no such target):
+                    // a failed check of the drill, with the injector's message.
+                    events.record("fault_refused", json!({"description": fault.to_string(), "error": e.to_string()}));
+                    if !quiet {
+                        eprintln!("fault {fault}: REFUSED: {e}");
+                    }
+                }
+            }
+        }
+        Step::Backup | Step::DlqReplay | Step::ReconcileFix => {
+            let backup = dir.join("backup.jsonl");
+            let backup = backup.display().to_string();
+            let (name, args): (&str, Vec<&str>) = match step {
+                Step::Backup => ("backup", vec!["backup", &backup]),
+                Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
+                _ => ("reconcile_fix", vec!["reconcile", "--fix", "--json"]),
+            };
+            let result = final_state::admin(sources, &args).await;
+            let ok = result.is_ok();
+            let output = match result {
+                Ok(out) => out.chars().take(2000).collect::<String>(),
+                Err(e) => e.to_string(),
+            };
+            events.record("action", json!({"action": name, "ok": ok, "output": output}));
+            if !quiet {
+                eprintln!("action {name}: {}", if ok { "done" } else { "FAILED" });
+            }
+        }
+    }
+}
+
+/// How long the fault timeline waits for the load's clock to start.
+pub(super) const LOAD_START_LIMIT: Duration = Duration::from_secs(60);
+
+/// The item the warm-up orders (stock 0: each is decided sold out).
+pub(super) const WARMUP_ITEM: &str = "warmup";
+
+/// How long the warm-up may take.
+const WARMUP_LIMIT: Duration = Duration::from_secs(90);
+
+pub(super) async fn warm_up(gateways: &[String], processors: bool, events: &EventLog) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let deadline = Instant::now() + WARMUP_LIMIT;
+    let started = Instant::now();
+    for (i, base) in gateways.iter().enumerate() {
+        let id = format!("{}{i}", checks::WARMUP_PREFIX);
+        let body = json!({"user_id": "warmup", "item_id": WARMUP_ITEM, "amount": 1, "request_id": id});
+        loop {
+            let status = http.post(format!("{base}/buy")).json(&body).send().await.map(|r| r.status().as_u16());
+            if matches!(status, Ok(202 | 409)) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "warm-up: gateway[{i}] did not take an order within {WARMUP_LIMIT:?} ({status:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Without processors nothing decides it. Bounded by the warm-up's deadline.
+        if processors {
+            loop {
+                let answer: serde_json::Value = match http.get(format!("{base}/orders/{id}")).send().await {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                };
+                if answer["status"].as_str().is_some_and(|s| s != "PENDING") {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "warm-up: the order through gateway[{i}] was not decided within {WARMUP_LIMIT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    events.record("warm_up", json!({"gateways": gateways.len(), "took_ms": started.elapsed().as_millis() as u64}));
+    Ok(())
+}
+
+/// Waits until nothing is left to decide, twice in a row: the processors' consumer group has
+/// committed every `orders` partition to its end (read from the broker, so a partition nobody
+/// is assigned counts too) and no processor has an order in flight.
+pub(super) async fn drain(processors: &[std::net::SocketAddr], kafka: std::net::SocketAddr, limit: Duration) -> bool {
+    if processors.is_empty() {
+        return true;
+    }
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    let deadline = Instant::now() + limit;
+    let mut idle_in_a_row = 0;
+    while Instant::now() < deadline {
+        let bootstrap = kafka.to_string();
+        let backlog = tokio::task::spawn_blocking(move || {
+            flashsale::topic_reader::group_backlog(
+                &bootstrap,
+                flashsale::processor::GROUP,
+                flashsale::order::ORDERS_TOPIC,
+                Duration::from_secs(2),
+            )
+        })
+        .await;
+        let mut idle = matches!(&backlog, Ok(Ok(parts)) if parts.iter().all(|(_, done, end)| done >= end));
+        for addr in processors {
+            let page = match http.get(format!("http://{addr}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let m = scrape::parse(&page);
+            // A processor that does not answer may hold orders: not idle.
+            if page.is_empty() || scrape::sum(&m, "processor_orders_in_flight") > 0.0 {
+                idle = false;
+            }
+        }
+        idle_in_a_row = if idle { idle_in_a_row + 1 } else { 0 };
+        if idle_in_a_row >= 2 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The distinct request_ids of the orders in `history` (sent or not).
+pub(super) fn request_ids_of(history: &[rundir::Attempt]) -> Vec<String> {
+    let mut ids: Vec<String> = history
+        .iter()
+        .filter(|a| a.op != rundir::Op::Status && a.kind != loadgen::UserKind::Invalid)
+        .map(|a| a.request_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The request_ids recorded so far (the history is being written; a torn last line is skipped).
+pub(super) fn request_ids_so_far(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join(rundir::files::HISTORY)).unwrap_or_default();
+    let history: Vec<rundir::Attempt> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    request_ids_of(&history)
+}
