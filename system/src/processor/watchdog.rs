@@ -8,10 +8,10 @@
 //! group's committed offset and the high watermark of every partition. A partition whose commit
 //! point has not moved for [`STALL_AFTER`] while messages wait behind it is *stalled*, and:
 //!
+//! - stalled and ours with orders in flight → we are working on it (Redis or payment retries):
+//!   nothing to repair, here or elsewhere (the other stalls are likely the same outage);
 //! - stalled and ours, with nothing of it in flight here → our consumer is not fetching it:
 //!   **rejoin** (leave the group and join again as a new member; a new generation follows);
-//! - stalled and ours with orders in flight → we are working on it (Redis or payment retries):
-//!   nothing to repair;
 //! - stalled and not ours, while none of ours is stalled with work → nobody consumes it:
 //!   **probe** (a short-lived member joins and leaves, which forces a new generation); still
 //!   stalled [`STALL_AFTER`] after the probe → **rejoin**.
@@ -120,13 +120,17 @@ impl StallTracker {
                 }
             }
         };
+        // Our own work is stuck (Redis or the provider away): every other stall here is likely
+        // the same outage (an idle partition of ours may just wait for a free slot, the others'
+        // for their own retries), not a lost partition. A rebalance would only add to it.
+        if stalled_ours_busy {
+            return Remedy::Nothing;
+        }
         if !stalled_ours_idle.is_empty() {
             restart(&mut self.clocks, &stalled_ours_idle, false);
             return Remedy::Rejoin { stalled: stalled_ours_idle };
         }
-        // Our own work is stuck (Redis or the provider away): the others' stall is likely the
-        // same outage, not a lost partition. Repairing the group would only add a rebalance.
-        if stalled_ours_busy || stalled_theirs.is_empty() {
+        if stalled_theirs.is_empty() {
             return Remedy::Nothing;
         }
         let probed_before = stalled_theirs.iter().any(|p| self.clocks.get(p).is_some_and(|c| c.probed));
@@ -273,6 +277,18 @@ mod tests {
         let readings = [r(0, 7, 8), r(1, 3, 9)];
         t.observe(t0, &readings, &set(&[0]), |_| 1);
         assert_eq!(t.observe(t0 + STALL_AFTER * 3, &readings, &set(&[0]), |p| usize::from(p == 0)), Remedy::Nothing);
+    }
+
+    #[test]
+    fn an_idle_partition_of_ours_waiting_behind_stuck_work_is_left_alone() {
+        // Every slot is taken by partition 0's orders retrying Redis; partition 1 waits for a
+        // slot. Not a fetching problem: no rejoin.
+        let mut t = StallTracker::default();
+        let t0 = Instant::now();
+        let readings = [r(0, 7, 9), r(1, 3, 9)];
+        t.observe(t0, &readings, &set(&[0, 1]), |p| usize::from(p == 0) * 256);
+        let later = t0 + STALL_AFTER * 2;
+        assert_eq!(t.observe(later, &readings, &set(&[0, 1]), |p| usize::from(p == 0) * 256), Remedy::Nothing);
     }
 
     #[test]
