@@ -49,7 +49,7 @@ fn drill_with_bug(drill: &str, bug: &str) -> (Option<i32>, serde_json::Value, te
 fn caught(drill: &str, bug: &str, check: &str, evidence: &str) {
     let (code, verdict, _dir) = drill_with_bug(drill, bug);
     let failed: Vec<&serde_json::Value> =
-        verdict["checks"].as_array().unwrap().iter().filter(|c| c["pass"] == false).collect();
+        verdict["checks"].as_array().unwrap().iter().filter(|c| c["outcome"] == "fail").collect();
     let names: Vec<&str> = failed.iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(code, Some(1), "{drill} with {bug} must fail; failed checks: {names:?}");
     assert_eq!(verdict["pass"], false);
