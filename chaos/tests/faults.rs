@@ -340,7 +340,10 @@ async fn a_paused_broker_opens_the_gateway_breaker_and_the_heal_closes_it() {
         }
     }
     assert_eq!(state, "open", "after {statuses:?}");
-    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    // A frozen broker keeps its connections: an order on the wire may be written when it thaws
+    // (504, status UNKNOWN); once librdkafka gives the connection up, orders certainly stay out
+    // (503). Either way the breaker counts a failure.
+    assert!(statuses.iter().all(|&s| s == 503 || s == 504), "{statuses:?}");
 
     let report = injector.heal(info.id).await.unwrap();
     assert!(report.check.ok, "{:?}", report.check);

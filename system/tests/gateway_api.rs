@@ -66,8 +66,8 @@ async fn validation_matrix_answers_400_413_415_with_json_errors() {
     assert_eq!(response.status().as_u16(), 202);
 
     let page = get_text(&http, &format!("{base}/metrics")).await;
-    assert_eq!(metric(&page, "gateway_orders_validation_failed_total"), Some(14.0), "{page}");
-    assert_eq!(metric(&page, "gateway_orders_received_total"), Some(15.0));
+    assert_eq!(metric(&page, "gateway_orders_validation_failed_total"), Some(16.0), "{page}");
+    assert_eq!(metric(&page, "gateway_orders_received_total"), Some(17.0));
     assert_eq!(metric(&page, "gateway_orders_successful_total"), Some(1.0));
     bed.stop().await.unwrap();
 }

@@ -29,12 +29,14 @@ async fn breaker_opens_when_the_broker_dies_answers_fast_and_closes_after_restar
 
     bed.broker().kill().await.expect("broker killed");
 
-    // Failures while the broker is gone: each is a 503, and its request_id is released.
+    // Failures while the broker is gone: each is a 503 (certainly not queued: the connection was
+    // already down) — or, for an order handed over before librdkafka saw the connection drop, a
+    // 504 UNKNOWN — and either way its request_id may be sent again.
     let mut failed_ids = Vec::new();
     for i in 0..5 {
         let id = format!("lost-{i}");
         let (status, headers, answer) = buy(&http, &base, &order("u1", "101", 1, &id)).await;
-        assert_eq!(status, 503, "{answer}");
+        assert!(status == 503 || (i == 0 && status == 504), "{status} {answer}");
         assert!(headers.contains_key("retry-after"));
         failed_ids.push(id);
     }
