@@ -52,7 +52,7 @@ fn a_bad_scenario_is_refused_with_its_line_and_field() {
     let out = flashlab(&["drill", file.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:7: faults[0].target") && err.contains("valid: redis, broker"), "{err}");
+    assert!(err.contains("bad.toml:10: faults[0].target") && err.contains("valid: redis, broker"), "{err}");
     let out = flashlab(&["drill", "no-such-drill"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`flashlab drills` lists the drills"));
