@@ -243,7 +243,9 @@ pub fn rto(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, 
         );
         return;
     }
-    let mut evidence = Vec::new();
+    // The faults that did not pass first (the examples are capped), then the others.
+    let mut problems = Vec::new();
+    let mut fine = Vec::new();
     let mut outcome = Outcome::Pass;
     let mut worst: Option<f64> = None;
     for (name, r) in &recoveries {
@@ -260,17 +262,17 @@ pub fn rto(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, 
             ),
         };
         outcome = outcome.max(o);
-        evidence.push(line);
+        if o == Outcome::Pass {
+            fine.push(line);
+        } else {
+            problems.push(line);
+        }
     }
-    let measured = match (outcome, worst) {
-        (Outcome::Pass, Some(w)) => format!("{w:.1} s (worst fault)"),
-        _ => evidence
-            .iter()
-            .filter(|l| !l.ends_with(" s") || outcome == Outcome::Fail)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; "),
+    let measured = match worst {
+        Some(w) if problems.is_empty() => format!("{w:.1} s (worst fault)"),
+        _ => problems.join("; "),
     };
+    let evidence: Vec<String> = problems.into_iter().chain(fine).collect();
     let seen = format!("{} fault(s)", recoveries.len());
     results.push(CheckResult::new("RTO", Kind::Slo, target, measured, outcome).needing(needed, seen).with(evidence));
 }
