@@ -211,7 +211,17 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         .map_err(|e| LoadError::Goose(e.to_string()))?
         .register_scenario(scenario);
 
-    let feeder = tokio::spawn(feed(config.clone(), backlog_tx, shared.clone(), offered.clone(), dropped.clone()));
+    // Dropped arrivals' history records, kept aside by the feeder (it must not wait on the
+    // recorder) and written below — also when a stop aborts the feeder.
+    let dropped_records: Arc<std::sync::Mutex<Vec<crate::history::Attempt>>> = Arc::default();
+    let feeder = tokio::spawn(feed(
+        config.clone(),
+        backlog_tx,
+        shared.clone(),
+        offered.clone(),
+        dropped.clone(),
+        dropped_records.clone(),
+    ));
     let progress = config.progress.then(|| tokio::spawn(progress(config.clone(), shared.clone(), offered.clone())));
 
     // The whole run is bounded: schedule + drain + the longest a started order can take.
@@ -247,6 +257,11 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
     // Finished already unless the run was cut short; `true` when every arrival was offered.
     feeder.abort();
     let fed_all = matches!(feeder.await, Ok(true));
+    let kept: Vec<crate::history::Attempt> =
+        std::mem::take(&mut *dropped_records.lock().unwrap_or_else(|p| p.into_inner()));
+    for attempt in kept {
+        shared.recorder.send(attempt).await;
+    }
     if let Some(p) = progress {
         p.abort();
         let _ = p.await;
@@ -292,6 +307,7 @@ async fn feed(
     shared: Arc<Shared>,
     offered: Arc<Vec<AtomicU64>>,
     dropped: Arc<Vec<AtomicU64>>,
+    dropped_records: Arc<std::sync::Mutex<Vec<crate::history::Attempt>>>,
 ) -> bool {
     let waiting = Instant::now();
     while shared.ready.load(Ordering::Relaxed) < config.max_in_flight && waiting.elapsed() < USERS_READY_LIMIT {
@@ -306,12 +322,8 @@ async fn feed(
     let _ = shared.clock.set(clock);
     let clock = shared.clock.get().copied().unwrap_or(clock);
     let _ = shared.live.clock_start.set(clock.start);
-    let recorder = shared.recorder.clone();
     let traffic = shared.traffic.clone();
     drop(shared);
-    // Dropped arrivals are recorded after the schedule: waiting on the recorder here would
-    // delay the arrivals behind them. Bounded by the schedule's arrival count.
-    let mut unserved = Vec::new();
     for arrival in config.schedule.arrivals(config.traffic.seed) {
         let due = clock.start + arrival.due;
         if Instant::now() < due {
@@ -320,14 +332,12 @@ async fn feed(
         offered[arrival.phase].fetch_add(1, Ordering::Relaxed);
         if backlog.try_send(arrival).is_err() {
             dropped[arrival.phase].fetch_add(1, Ordering::Relaxed);
-            unserved.push(users::unserved(&traffic, &clock, &arrival, "dropped"));
+            // Kept for the runner to record (bounded by the schedule's arrival count).
+            let record = users::unserved(&traffic, &clock, &arrival, "dropped");
+            dropped_records.lock().unwrap_or_else(|p| p.into_inner()).push(record);
         }
     }
-    drop(backlog);
-    for attempt in unserved {
-        recorder.send(attempt).await;
-    }
-    // The backlog is closed above: users finish what is queued, then stop.
+    // Returning drops the sender: the backlog closes, users finish what is queued, then stop.
     true
 }
 

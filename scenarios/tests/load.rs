@@ -72,17 +72,22 @@ fn interrupted_run_keeps_every_request(signal: &str) {
     }
     Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
     let started = Instant::now();
-    let status = child.wait().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let status = output.status;
     assert!(started.elapsed() < Duration::from_secs(15), "stopped promptly");
-    assert!(status.success(), "{signal}: {status:?}");
+    assert!(status.success(), "{signal}: {status:?}: {}", String::from_utf8_lossy(&output.stderr));
 
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).unwrap();
-    let lines = history.lines().count() as u64;
+    // Sent requests, and the arrivals the stop left unsent (recorded as unserved).
+    let sent = history.lines().filter(|l| !l.contains("\"op\":\"unserved\"")).count() as u64;
+    let unserved = history.lines().count() as u64 - sent;
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("load-summary.json")).unwrap()).unwrap();
     assert_eq!(summary["interrupted"], true);
-    assert_eq!(summary["total"]["buy_requests"], lines);
-    assert_eq!(served.load(Ordering::SeqCst), lines, "every request the server answered is in the history");
+    assert_eq!(summary["total"]["buy_requests"], sent);
+    assert_eq!(served.load(Ordering::SeqCst), sent, "every request the server answered is in the history");
+    let counted = summary["total"]["dropped"].as_u64().unwrap() + summary["total"]["not_started"].as_u64().unwrap();
+    assert_eq!(unserved, counted, "every arrival left unsent is in the history too");
     assert!(history.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "no torn line");
 }
 
