@@ -56,7 +56,7 @@ fn bad_flags_are_clear_errors() {
 fn interrupted_run_keeps_every_request(signal: &str) {
     let (target, served) = counting_server();
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(FLASHLAB)
+    let child = Command::new(FLASHLAB)
         .args(["load", "--target", &target, "--phases", "long:60s@300", "--mix", "buyer=1", "--polls", "0", "--quiet"])
         .arg("--out")
         .arg(out.path())
