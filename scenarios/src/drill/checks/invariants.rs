@@ -17,6 +17,18 @@ use super::{summary, Evidence, Judged, WARMUP_PREFIX};
 pub fn all(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
     let after = judge_state(ev, run, &ev.states.after, ev.history, figures);
     let Some(before) = &ev.states.before_repair else {
+        let repairs = ev.scenario.steps().iter().any(|(_, s)| *s == crate::scenario::Step::ReconcileFix);
+        if repairs {
+            // The repair ran (or was due) but its damage was never read: the judgement after it
+            // cannot tell what it hid.
+            results.push(CheckResult::new(
+                "books read before the repair",
+                Kind::Invariant,
+                "the state before reconcile --fix, judged",
+                "not read (events.jsonl: repair_snapshot)",
+                Verdict::Inconclusive,
+            ));
+        }
         results.extend(after);
         return;
     };

@@ -530,6 +530,14 @@ fn damage_is_judged_before_the_repair_and_must_be_the_expected_kind() {
 }
 
 #[test]
+fn a_repair_whose_damage_was_never_read_is_inconclusive() {
+    let plan = "[[faults]]\nat = \"50s\"\nkind = \"reconcile_fix\"";
+    let mut r = run(plan);
+    r.orders(0.0, 5, 10.0, 202, 5);
+    assert_eq!(r.outcome("books read before the repair"), Outcome::Inconclusive);
+}
+
+#[test]
 fn the_verdict_is_pass_only_when_every_check_passed() {
     let mut r = run("");
     r.orders(0.0, 200, 10.0, 202, 5);
