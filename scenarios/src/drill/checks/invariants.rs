@@ -467,5 +467,14 @@ fn judge_state(
             .with(evidence),
         );
     }
+    // An invariant over no accepted order saw nothing: not a pass (a violation still fails).
+    let acked_n = acked.len() as u64;
+    for c in &mut results {
+        c.needed = "≥ 1 acknowledged order".into();
+        c.seen = format!("{acked_n} acknowledged");
+        if acked_n == 0 && c.outcome == Verdict::Pass {
+            c.outcome = Verdict::Inconclusive;
+        }
+    }
     results
 }

@@ -399,6 +399,15 @@ fn lost_doubled_unexpected_and_rpo() {
 }
 
 #[test]
+fn invariants_over_no_accepted_order_are_inconclusive() {
+    let mut r = run("");
+    r.orders(0.0, 200, 10.0, 503, 5);
+    for name in ["lost orders", "stock conservation", "money matches stock", "no oversell"] {
+        assert_eq!(r.outcome(name), Outcome::Inconclusive, "{name}");
+    }
+}
+
+#[test]
 fn oversell_false_sold_out_and_conservation() {
     let mut r = run("");
     r.orders(0.0, 5, 10.0, 202, 5);
