@@ -255,6 +255,9 @@ impl Injector {
                 "action": fault.action.name(),
                 "fault": fault,
                 "duration_ms": fault.duration.map(|d| d.as_millis() as u64),
+                // When applying began (the event itself is written once it was verified): the
+                // fault's window starts here.
+                "applied_from_ms": started_ms,
                 "check": check,
             }),
         );

@@ -83,33 +83,16 @@ pub fn load(dir: &Path) -> Result<Run, ReportError> {
     let events = rundir::io::read_jsonl_if_present(&dir.join(rundir::files::EVENTS))?;
     let series = series(dir, &events)?;
     let at = |ms: u64| (ms as f64 - series.start_ms as f64) / 1000.0;
-    let mut windows = Vec::new();
-    let mut open: BTreeMap<u64, (String, u64)> = BTreeMap::new();
-    for e in &events {
-        let id = e["id"].as_u64().unwrap_or(0);
-        match e["event"].as_str() {
-            Some("fault_start") => {
-                open.insert(
-                    id,
-                    (e["description"].as_str().unwrap_or_default().to_string(), e["ts_ms"].as_u64().unwrap_or(0)),
-                );
-            }
-            Some("fault_stop") => {
-                if let Some((label, start)) = open.remove(&id) {
-                    let end = e["undone_ms"].as_u64().or(e["ts_ms"].as_u64()).unwrap_or(start);
-                    windows.push(Window {
-                        label: format!("#{id} {label}"),
-                        from_s: at(start),
-                        to_s: at(end.max(start + 200)),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    for (id, (label, start)) in open {
-        windows.push(Window { label: format!("#{id} {label}"), from_s: at(start), to_s: series.seconds as f64 });
-    }
+    // The same windows the checks judge by (rundir), in plot seconds; one never lifted runs
+    // to the end of the plot.
+    let windows = rundir::fault_windows(&events)
+        .into_iter()
+        .map(|w| Window {
+            label: format!("#{} {}", w.id, w.description),
+            from_s: at(w.start_ms),
+            to_s: w.end_ms.map_or(series.seconds as f64, |end| at(end.max(w.start_ms + 200))),
+        })
+        .collect();
     Ok(Run { verdict, manifest, events, windows, series })
 }
 

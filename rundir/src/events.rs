@@ -36,7 +36,8 @@ pub fn fault_windows(events: &[Value]) -> Vec<FaultWindow> {
                     FaultWindow {
                         id,
                         description: e["description"].as_str().unwrap_or_default().to_string(),
-                        start_ms: e["ts_ms"].as_u64().unwrap_or(0),
+                        // From when applying began; older runs only have the event's time.
+                        start_ms: e["applied_from_ms"].as_u64().or(e["ts_ms"].as_u64()).unwrap_or(0),
                         end_ms: None,
                     },
                 );
@@ -86,11 +87,12 @@ mod tests {
         let events = vec![
             json!({"event": "fault_start", "id": 1, "description": "kill broker", "ts_ms": 1000}),
             json!({"event": "fault_stop", "id": 1, "ts_ms": 5000, "undone_ms": 4900}),
-            json!({"event": "fault_start", "id": 2, "description": "pause redis", "ts_ms": 6000}),
+            json!({"event": "fault_start", "id": 2, "description": "pause redis", "ts_ms": 6000, "applied_from_ms": 5500}),
         ];
         let w = fault_windows(&events);
         assert_eq!(w.len(), 2);
         assert_eq!((w[0].start_ms, w[0].end_ms), (1000, Some(4900)));
+        assert_eq!(w[1].start_ms, 5500, "the window starts when applying began");
         assert_eq!(w[1].end_ms, None);
     }
 }
