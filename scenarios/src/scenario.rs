@@ -32,6 +32,11 @@ pub struct Scenario {
     pub env: BTreeMap<String, String>,
     /// Initial stock per item.
     pub stock: BTreeMap<String, u64>,
+    /// Shrink the stock with `--scale` as the number of orders shrinks (factor², rates and
+    /// durations both scale), so a drill that sells out sells out at the same point of its
+    /// timeline at any scale. Default false: the stock is as written.
+    #[serde(default)]
+    pub scale_stock: bool,
     pub load: Load,
     /// The fault timeline, offsets from the start of the load.
     #[serde(default)]
@@ -684,6 +689,11 @@ impl Scenario {
             entry.duration = entry.duration.map(scale_d);
         }
         self.steady_state.recovery = scale_d(self.steady_state.recovery);
+        if self.scale_stock {
+            for units in self.stock.values_mut() {
+                *units = ((*units as f64) * factor * factor).round().max(1.0) as u64;
+            }
+        }
         // The hold is a stretch of the drill like the others, but below 3 s one good second
         // would decide it.
         self.slo.rto_hold = scale_d(self.slo.rto_hold).max(Duration::from_secs(3));
@@ -790,5 +800,11 @@ target = "broker"
         assert_eq!(s.faults[0].at, Duration::from_secs(1));
         assert_eq!(s.faults[0].duration, Some(Duration::from_millis(1500)));
         assert!(parse(GOOD, "t.toml").unwrap().scaled(2.0).is_err());
+        let unscaled = parse(GOOD, "t.toml").unwrap();
+        assert_eq!(unscaled.clone().scaled(0.5).unwrap().stock, unscaled.stock, "stock as written by default");
+        let selling_out = parse(&format!("scale_stock = true\n{GOOD}"), "t.toml").unwrap();
+        let first = *selling_out.stock.values().next().unwrap();
+        let scaled = selling_out.scaled(0.5).unwrap();
+        assert_eq!(*scaled.stock.values().next().unwrap(), ((first as f64) * 0.25).round().max(1.0) as u64);
     }
 }

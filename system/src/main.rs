@@ -41,6 +41,10 @@ enum Command {
         /// Rewrite Redis (stock, order states) from the records — after a restore.
         #[arg(long)]
         fix: bool,
+        /// With --fix: every processor is stopped (the runbook's "stop services" before a
+        /// restore), so orders may wait queued. Refused while the consumer group has a member.
+        #[arg(long, requires = "fix")]
+        processors_stopped: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -193,7 +197,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Reconcile { fix, json } => {
+        Command::Reconcile { fix, processors_stopped, json } => {
+            let fix = match (fix, processors_stopped) {
+                (false, _) => reconcile::Fix::No,
+                (true, false) => reconcile::Fix::Drained,
+                (true, true) => reconcile::Fix::ProcessorsStopped,
+            };
             let admin = admin_env(&env)?;
             let redis = redis(&admin).await?;
             let payment = PaymentClient::new(&admin.payment_url, Duration::from_secs(10))?;

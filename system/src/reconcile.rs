@@ -12,6 +12,15 @@
 //! Run it once the system is drained (orders in flight hold reserved units that no record
 //! shows yet). `--fix` rewrites Redis from the records — stock and order states — for after a
 //! restore; money mismatches cannot be fixed from here and stay reported.
+//!
+//! `--fix` writes only when nothing can be in flight, one of two ways ([`Fix`]): drained (every
+//! queued order decided), or **processors stopped** — the runbook's data-corruption procedure
+//! (stop services, restore, verify inventory, restart): the consumer group must have no member
+//! (asked of the broker where it can answer, waiting out a killed member's session; tansu 0.6.0
+//! cannot, and the flag is then the operator's word), orders may wait queued, and an
+//! undecided attempt that Redis already shows `RESERVED` keeps its units held (a restarted
+//! processor resumes it without reserving again). Sales stopped while the restored state is
+//! rolled forward is what keeps a restore from selling the same units twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -27,6 +36,22 @@ use crate::redis_conn::{Redis, RedisError};
 use crate::topic_reader::{read_all, read_existing, ReadError};
 
 const READ_LIMIT: Duration = Duration::from_secs(120);
+/// How long `--processors-stopped` waits for the group to empty: a member killed without
+/// leaving is listed until its session times out (10 s in the processor), plus the broker's
+/// noticing it.
+const STOPPED_WAIT: Duration = Duration::from_secs(30);
+
+/// What [`reconcile`] may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// Only compare.
+    No,
+    /// Rewrite Redis; every queued order must be decided (the system drained).
+    Drained,
+    /// Rewrite Redis with every processor stopped: the group must have no member; queued orders
+    /// may wait undecided and the units of their `RESERVED` attempts stay held.
+    ProcessorsStopped,
+}
 /// Redis commands per pipeline when checking or fixing order states.
 const PIPELINE: usize = 1000;
 
@@ -44,6 +69,9 @@ pub enum ReconcileError {
     /// stock (the runbook: reconcile once nothing is in flight).
     #[error("refusing to fix: {count} queued order(s) have no decision yet (e.g. {examples}); drain first (wait until the processors are idle), then run reconcile --fix again")]
     NotDrained { count: usize, examples: String },
+    /// `--fix --processors-stopped` while the group still has members.
+    #[error("refusing to fix: the processors' consumer group still has {} member(s) after {STOPPED_WAIT:?} (e.g. {}); stop every processor first", members.len(), members.iter().take(3).cloned().collect::<Vec<_>>().join(", "))]
+    ProcessorsRunning { members: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -52,12 +80,19 @@ pub struct ItemRow {
     pub initial: u64,
     pub added: u64,
     pub completed: u64,
+    /// Units reserved by attempts not decided yet (with the processors stopped).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held: u64,
     pub expected: i64,
     /// `None`: no `inventory:<item>` in Redis.
     pub redis: Option<i64>,
     /// With `--fix`, what Redis held before it was rewritten (the drift is `expected − was`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub was: Option<i64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ItemRow {
@@ -79,6 +114,8 @@ pub struct Report {
     pub state_mismatches: Vec<(String, String, String)>,
     pub outcomes: usize,
     pub captures: usize,
+    /// Queued attempts with no decision yet (only read with `--fix`).
+    pub undecided: usize,
     /// What `--fix` rewrote.
     pub fixed_items: usize,
     pub fixed_states: usize,
@@ -137,37 +174,43 @@ pub async fn reconcile(
     bootstrap: &str,
     redis: &Redis,
     payment: &PaymentClient,
-    fix: bool,
+    fix: Fix,
 ) -> Result<Report, ReconcileError> {
+    if fix == Fix::ProcessorsStopped {
+        wait_for_empty_group(bootstrap).await?;
+    }
     let b = bootstrap.to_string();
+    let writes = fix != Fix::No;
     // With --fix, a topic that cannot be read is an error, never an empty list (the stock would
-    // be rewritten as −completed), and every queued order must be decided.
+    // be rewritten as −completed), and every queued order is looked at.
     let (outcome_records, event_records, queued) = tokio::task::spawn_blocking(move || {
-        let read = if fix { read_existing } else { read_all };
-        let queued = if fix { Some(read_existing(&b, ORDERS_TOPIC, READ_LIMIT)?) } else { None };
+        let read = if writes { read_existing } else { read_all };
+        let queued = if writes { Some(read_existing(&b, ORDERS_TOPIC, READ_LIMIT)?) } else { None };
         Ok::<_, ReadError>((read(&b, OUTCOMES_TOPIC, READ_LIMIT)?, read(&b, INVENTORY_TOPIC, READ_LIMIT)?, queued))
     })
     .await??;
     let outcomes = outcome_records.iter().filter_map(|r| serde_json::from_slice::<Outcome>(&r.payload).ok());
     let decided = decisions(outcomes);
-    if let Some(queued) = queued {
-        let undecided: Vec<String> = queued
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<OrderMessage>(&r.payload).ok())
-            .filter(|m| !decided.contains_key(&(m.request_id.clone(), m.attempt)))
-            .map(|m| format!("{}/{}", m.request_id, m.attempt))
-            .collect();
-        if !undecided.is_empty() {
-            let examples = undecided.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-            return Err(ReconcileError::NotDrained { count: undecided.len(), examples });
+    let mut undecided: BTreeMap<(String, u32), OrderMessage> = BTreeMap::new();
+    for m in queued.iter().flatten().filter_map(|r| serde_json::from_slice::<OrderMessage>(&r.payload).ok()) {
+        let key = (m.request_id.clone(), m.attempt);
+        if !decided.contains_key(&key) {
+            undecided.entry(key).or_insert(m);
         }
     }
+    if fix == Fix::Drained && !undecided.is_empty() {
+        let examples =
+            undecided.keys().take(3).map(|(id, attempt)| format!("{id}/{attempt}")).collect::<Vec<_>>().join(", ");
+        return Err(ReconcileError::NotDrained { count: undecided.len(), examples });
+    }
+    let held = held_units(redis, &undecided).await?;
     let events: Vec<InventoryEvent> =
         event_records.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
     let stock = true_stock(&events, &decided);
     let captures = payment.ledger().await.map_err(ReconcileError::Ledger)?;
 
-    let mut report = Report { outcomes: decided.len(), captures: captures.len(), ..Report::default() };
+    let mut report =
+        Report { outcomes: decided.len(), captures: captures.len(), undecided: undecided.len(), ..Report::default() };
 
     // Money, both ways.
     let completed: HashMap<String, &Outcome> = decided
@@ -226,7 +269,7 @@ pub async fn reconcile(
                 repairs += 1;
             }
         }
-        if fix && repairs > 0 {
+        if writes && repairs > 0 {
             redis.call(|mut c| async move { repair.query_async::<()>(&mut c).await }).await?;
             report.fixed_states += repairs;
         }
@@ -237,9 +280,10 @@ pub async fn reconcile(
         let key = keys::inventory(&item_id);
         let value: Option<i64> =
             redis.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await?;
-        let expected = initial as i64 + added as i64 - done as i64;
-        let mut row = ItemRow { item_id, initial, added, completed: done, expected, redis: value, was: None };
-        if fix && !row.ok() {
+        let held = held.get(&item_id).copied().unwrap_or(0);
+        let expected = initial as i64 + added as i64 - done as i64 - held as i64;
+        let mut row = ItemRow { item_id, initial, added, completed: done, held, expected, redis: value, was: None };
+        if writes && !row.ok() {
             let key = keys::inventory(&row.item_id);
             redis
                 .call(|mut c| async move { redis::cmd("SET").arg(key).arg(expected).query_async::<()>(&mut c).await })
@@ -250,35 +294,92 @@ pub async fn reconcile(
         }
         report.items.push(row);
     }
-    if fix {
+    if writes {
         report.state_mismatches.clear(); // rewritten above
     }
     Ok(report)
+}
+
+/// Waits (bounded) until the processors' consumer group has no member. A broker that cannot
+/// list a group's members (tansu 0.6.0 drops the connection on DescribeGroups) cannot vouch for
+/// it: then the flag is the operator's word, and this says so on stderr.
+async fn wait_for_empty_group(bootstrap: &str) -> Result<(), ReconcileError> {
+    let deadline = tokio::time::Instant::now() + STOPPED_WAIT;
+    loop {
+        let b = bootstrap.to_string();
+        let members = tokio::task::spawn_blocking(move || {
+            crate::topic_reader::group_members(&b, crate::processor::GROUP, Duration::from_secs(5))
+        })
+        .await?;
+        let members = match members {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!(
+                    "reconcile: the broker cannot list the consumer group's members ({e}); \
+                     taking --processors-stopped on the operator's word"
+                );
+                return Ok(());
+            }
+        };
+        if members.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ReconcileError::ProcessorsRunning { members });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Per item, the units of undecided attempts that Redis shows `RESERVED` (this very attempt):
+/// a restarted processor resumes them without reserving again, so they are not in stock.
+async fn held_units(
+    redis: &Redis,
+    undecided: &BTreeMap<(String, u32), OrderMessage>,
+) -> Result<BTreeMap<String, u64>, ReconcileError> {
+    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    let attempts: Vec<&OrderMessage> = undecided.values().collect();
+    for chunk in attempts.chunks(PIPELINE) {
+        let mut pipe = redis::pipe();
+        for m in chunk {
+            pipe.cmd("HMGET").arg(keys::order_state(&m.request_id)).arg("status").arg("attempt");
+        }
+        let states: Vec<(Option<String>, Option<String>)> =
+            redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        for (m, (status, attempt)) in chunk.iter().zip(states) {
+            let attempt: Option<u32> = attempt.and_then(|a| a.parse().ok());
+            if status.as_deref() == Some("RESERVED") && attempt == Some(m.attempt) {
+                *held.entry(m.item_id.clone()).or_default() += u64::from(m.amount);
+            }
+        }
+    }
+    Ok(held)
 }
 
 /// The report as the table `flashsale reconcile` prints.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9}  {}\n",
-        "item", "initial", "added", "completed", "expected", "redis", "ok"
+        "{:<20} {:>9} {:>7} {:>9} {:>6} {:>9} {:>9}  {}\n",
+        "item", "initial", "added", "completed", "held", "expected", "redis", "ok"
     ));
     for r in &report.items {
         let redis = r.redis.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9}  {}\n",
+            "{:<20} {:>9} {:>7} {:>9} {:>6} {:>9} {:>9}  {}\n",
             r.item_id,
             r.initial,
             r.added,
             r.completed,
+            r.held,
             r.expected,
             redis,
             if r.ok() { "yes" } else { "MISMATCH" }
         ));
     }
     out.push_str(&format!(
-        "order attempts decided: {}; captures in the ledger: {}\n",
-        report.outcomes, report.captures
+        "order attempts decided: {}; queued, not decided yet: {}; captures in the ledger: {}\n",
+        report.outcomes, report.undecided, report.captures
     ));
     let list = |name: &str, items: &[String]| {
         if items.is_empty() {

@@ -153,3 +153,21 @@ pub fn group_backlog(
     }
     Ok(out)
 }
+
+/// The members consumer `group` has now, as the broker's group coordinator tells it
+/// (DescribeGroups). A member killed without leaving stays listed until the broker notices its
+/// missed heartbeats (the session timeout).
+pub fn group_members(bootstrap: &str, group: &str, limit: Duration) -> Result<Vec<String>, ReadError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "flashsale-reader")
+        .set("socket.connection.setup.timeout.ms", "2000")
+        .create()?;
+    let list = consumer.fetch_group_list(Some(group), limit)?;
+    Ok(list
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .flat_map(|g| g.members().iter().map(|m| format!("{} ({})", m.id(), m.client_host())))
+        .collect())
+}

@@ -267,3 +267,67 @@ async fn reconcile_fix_refuses_to_write_while_an_order_is_undecided() {
     assert_eq!(code, 0, "{report}");
     bed.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn reconcile_fix_with_the_processors_stopped_rolls_a_restore_forward_and_keeps_reserved_units_held() {
+    let mut bed = full_testbed(1, &[]).await;
+    assert_eq!(admin(&bed, &["stock", "set", "rs", "20"]).await.0, 0);
+    // (With a broker that lists group members, a running processor is refused; tansu 0.6.0
+    // cannot list them, so that refusal is not tested here.)
+
+    let first: Vec<String> = (0..5).map(|i| format!("rs-{i}")).collect();
+    buy_all(&bed, &first, "rs").await;
+    wait_decided(&bed, &first, 1, Duration::from_secs(30)).await;
+    let backup = bed.dir().join("rs-backup.jsonl");
+    assert_eq!(admin(&bed, &["backup", backup.to_str().unwrap()]).await.0, 0);
+    let later: Vec<String> = (5..9).map(|i| format!("rs-{i}")).collect();
+    buy_all(&bed, &later, "rs").await;
+    wait_decided(&bed, &later, 1, Duration::from_secs(30)).await;
+    assert_eq!(stock(&bed, "rs").await, 11);
+
+    // Sales stopped; orders keep arriving and wait queued.
+    bed.processor(0).stop().await.expect("processor stops");
+    let queued: Vec<String> = (0..3).map(|i| format!("rs-q-{i}")).collect();
+    buy_all(&bed, &queued, "rs").await;
+    let (code, out) = admin(&bed, &["restore", backup.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(stock(&bed, "rs").await, 15, "the backup's stock: 4 units sold since are back");
+    // One queued order was reserved before the loss (what a processor killed mid-order leaves):
+    // its unit is taken and a restarted processor resumes it without reserving again.
+    let mut conn = redis::Client::open(format!("redis://{}/", bed.redis_addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg(flashsale::keys::order_state("rs-q-0"))
+        .arg("status")
+        .arg("RESERVED")
+        .arg("attempt")
+        .arg(1)
+        .ignore()
+        .cmd("DECRBY")
+        .arg(flashsale::keys::inventory("rs"))
+        .arg(1)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (code, _) = admin(&bed, &["reconcile", "--fix"]).await;
+    assert_ne!(code, 0, "not drained: the plain fix refuses");
+    assert_eq!(stock(&bed, "rs").await, 14, "nothing written");
+    let (code, report) = admin(&bed, &["reconcile", "--fix", "--processors-stopped"]).await;
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("queued, not decided yet: 3"), "{report}");
+    assert_eq!(stock(&bed, "rs").await, 20 - 9 - 1, "rolled forward: 9 completed, 1 held");
+
+    bed.processor(0).start_again().await.expect("processor starts");
+    let decided = wait_decided(&bed, &queued, 1, Duration::from_secs(30)).await;
+    assert!(decided.values().all(|o| o.outcome == flashsale::order::Decision::Completed), "{decided:?}");
+    assert_eq!(stock(&bed, "rs").await, 20 - 12, "the held unit was not taken twice");
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 0, "stock, states and money agree: {report}");
+    bed.stop().await.unwrap();
+}

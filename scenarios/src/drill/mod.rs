@@ -23,7 +23,10 @@ pub mod scrape;
 mod steps;
 mod table;
 
-use steps::{drain, lock, request_ids_of, request_ids_so_far, run_step, warm_up, LOAD_START_LIMIT, WARMUP_ITEM};
+use steps::{
+    drain, lock, processors_stopped, request_ids_of, request_ids_so_far, run_step, warm_up, LOAD_START_LIMIT,
+    WARMUP_ITEM,
+};
 pub use table::table;
 
 use std::collections::BTreeMap;
@@ -375,7 +378,12 @@ where
                 // appends records, a restore's damage stays visible until a reconcile): the
                 // books are read before it, on the drained system.
                 let repair = step == Step::ReconcileFix;
-                if step == Step::ReconcileFix {
+                // Processors stopped by the timeline: nothing can be in flight, orders wait
+                // queued, and reconcile checks the group is empty before it writes.
+                let stopped_for_repair = repair && processors_stopped(&processors).await;
+                if stopped_for_repair {
+                    events.record("reconcile_with_processors_stopped", json!({}));
+                } else if repair {
                     // The runbook's order: reconcile once nothing is in flight (an order reserved
                     // but not yet decided would be "fixed" back into the stock).
                     let started = Instant::now();
@@ -401,7 +409,7 @@ where
                         }
                     }
                 }
-                run_step(step, &injector, &events, &sources, &dir, quiet).await;
+                run_step(step, &injector, &events, &sources, &dir, quiet, stopped_for_repair).await;
                 if aborted.load(Ordering::SeqCst) {
                     // The abort fired while this step was being applied.
                     injector.heal_all("abort condition").await;

@@ -20,6 +20,7 @@ pub(super) async fn run_step(
     sources: &Sources,
     dir: &Path,
     quiet: bool,
+    processors_stopped: bool,
 ) {
     match step {
         Step::Fault(mut fault) => {
@@ -51,6 +52,9 @@ pub(super) async fn run_step(
             let (name, args): (&str, Vec<&str>) = match step {
                 Step::Backup => ("backup", vec!["backup", &backup]),
                 Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
+                _ if processors_stopped => {
+                    ("reconcile_fix", vec!["reconcile", "--fix", "--processors-stopped", "--json"])
+                }
                 _ => ("reconcile_fix", vec!["reconcile", "--fix", "--json"]),
             };
             let result = final_state::admin(sources, &args).await;
@@ -114,6 +118,22 @@ pub(super) async fn warm_up(gateways: &[String], processors: bool, events: &Even
     }
     events.record("warm_up", json!({"gateways": gateways.len(), "took_ms": started.elapsed().as_millis() as u64}));
     Ok(())
+}
+
+/// Whether every processor is down (its port refuses connections): the timeline stopped them
+/// (the runbook's "stop services" around a restore). A frozen processor still accepts
+/// connections and is not stopped.
+pub(super) async fn processors_stopped(processors: &[std::net::SocketAddr]) -> bool {
+    if processors.is_empty() {
+        return false;
+    }
+    for addr in processors {
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Waits until nothing is left to decide, twice in a row: the processors' consumer group has

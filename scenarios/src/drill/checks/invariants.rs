@@ -15,7 +15,7 @@ use super::{summary, Evidence, Judged, WARMUP_PREFIX};
 
 /// Every invariant, on the state after the drain and, if there was a repair, before it.
 pub fn all(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
-    let after = judge_state(ev, run, &ev.states.after, ev.history, figures);
+    let after = judge_state(ev, run, &ev.states.after, ev.history, figures, Stage::AfterRepair);
     let Some(before) = &ev.states.before_repair else {
         let repairs = ev.scenario.steps().iter().any(|(_, s)| *s == crate::scenario::Step::ReconcileFix);
         if repairs {
@@ -39,7 +39,7 @@ pub fn all(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, 
     let sub_run = Judged { attempts: super::judge(&history), windows: run.windows.clone(), ev: &sub };
     let mut scratch = Figures::default();
     let expected = &ev.scenario.invariants.expect_damage;
-    for mut c in judge_state(&sub, &sub_run, before, &history, &mut scratch) {
+    for mut c in judge_state(&sub, &sub_run, before, &history, &mut scratch, Stage::BeforeRepair) {
         let expects = expected.iter().any(|e| e == &c.name);
         c.outcome = match (expects, c.outcome) {
             // The damage the drill is about: found is what it should be.
@@ -94,6 +94,7 @@ fn judge_state(
     state: &FinalState,
     history: &[Attempt],
     figures: &mut Figures,
+    stage: Stage,
 ) -> Vec<CheckResult> {
     let wanted = &ev.scenario.invariants;
     let mut results = Vec::new();
@@ -127,9 +128,13 @@ fn judge_state(
     // 1. Every acknowledged order decided exactly once; nothing unexpected.
     if wanted.no_lost_or_doubled_orders {
         let queued: BTreeSet<&str> = state.queued.iter().map(|(r, _)| r.as_str()).collect();
+        // Before a repair made with the processors stopped, orders wait queued behind them: not
+        // lost yet, and judged on the final state like every other order.
+        let waiting = |rid: &str| stage == Stage::BeforeRepair && queued.contains(rid);
+        let still_queued = acked.iter().filter(|rid| !by_request.contains_key(**rid) && waiting(rid)).count();
         let lost: Vec<String> = acked
             .iter()
-            .filter(|rid| !by_request.contains_key(**rid))
+            .filter(|rid| !by_request.contains_key(**rid) && !waiting(rid))
             .map(|rid| {
                 let where_ = if queued.contains(rid) { "queued, never decided" } else { "202 but never queued" };
                 format!("{rid}: {where_}")
@@ -170,7 +175,11 @@ fn judge_state(
                 "lost orders",
                 Kind::Invariant,
                 format!("0 of {} acknowledged", acked.len()),
-                format!("{} lost", lost.len()),
+                if still_queued > 0 {
+                    format!("{} lost; {still_queued} still queued (judged after the repair)", lost.len())
+                } else {
+                    format!("{} lost", lost.len())
+                },
                 lost.is_empty(),
             )
             .with(lost),

@@ -560,3 +560,25 @@ fn the_verdict_is_pass_only_when_every_check_passed() {
     let (results, _) = few.check();
     assert_eq!(Outcome::combine(results.iter().map(|c| c.outcome)), Outcome::Inconclusive);
 }
+
+#[test]
+fn before_a_repair_with_the_processors_stopped_a_queued_order_is_waiting_not_lost() {
+    use rundir::Stage::{AfterRepair, BeforeRepair};
+    // o1 waits queued behind the stopped processors when the books are read; decided after.
+    let mut r = repaired("\"stock conservation\"", true);
+    let before = r.states.before_repair.as_mut().unwrap();
+    before.outcomes.retain(|o| o.request_id != "o1");
+    assert_eq!(staged(&r, "lost orders", BeforeRepair), Outcome::Pass);
+    let (results, _) = r.check();
+    let lost = results.iter().find(|c| c.name == "lost orders" && c.stage == Some(BeforeRepair)).unwrap();
+    assert!(lost.measured.contains("1 still queued"), "{lost:?}");
+    // Never decided at all: lost, on the final state.
+    r.states.after.outcomes.retain(|o| o.request_id != "o1");
+    assert_eq!(staged(&r, "lost orders", AfterRepair), Outcome::Fail);
+    // Acknowledged but never queued is lost already before the repair.
+    let mut r = repaired("\"stock conservation\"", true);
+    let before = r.states.before_repair.as_mut().unwrap();
+    before.outcomes.retain(|o| o.request_id != "o2");
+    before.queued.retain(|(id, _)| id != "o2");
+    assert_eq!(staged(&r, "lost orders", BeforeRepair), Outcome::Fail);
+}
