@@ -1,6 +1,7 @@
 //! Proof that the checks can fail: each known bug, switched on in a `flashsale` built with the
 //! `bugs` feature, is caught by the drill meant for it — on the right check, with evidence.
-//! (That every shipped drill passes on the correct build is `ci/drills`, run by `ci/test`.)
+//! (That every shipped drill passes on the correct build is `ci/drills`, run by `ci/test`.) And
+//! one mistake of procedure: a restore while the processors keep selling oversells.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,4 +85,45 @@ fn no_refund_on_payment_failure_breaks_conservation() {
 #[test]
 fn a_gateway_burning_the_id_on_503_answers_false_duplicates() {
     caught("kafka-outage", "gateway_burns_id_on_503", "409 only for true duplicates", "no earlier attempt was taken");
+}
+
+/// Not a bug of the build, a mistake of procedure: the shipped `redis-loss-and-restore` with its
+/// processor stop taken out. Restored to the older backup while the processor keeps selling, the
+/// units sold since the backup are sold again — the oversell the drill's procedure prevents.
+#[test]
+fn a_restore_while_the_processors_keep_selling_oversells() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("drills/redis-loss-and-restore.toml")).unwrap();
+    let stop = shipped.find("# Stop sales before").expect("the drill stops its processor");
+    let fix = shipped.find("[[faults]]\nat = \"28s\"").expect("the drill's reconcile_fix");
+    let variant = format!("{}{}", &shipped[..stop], &shipped[fix..]).replacen(
+        "name = \"redis-loss-and-restore\"",
+        "name = \"restore-while-selling\"",
+        1,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("restore-while-selling.toml");
+    std::fs::write(&file, variant).unwrap();
+    let run = out.path().join("run");
+    let output = Command::new(FLASHLAB)
+        .args(["drill"])
+        .arg(&file)
+        .args(["--scale", "0.3", "--quiet", "--out"])
+        .arg(&run)
+        .output()
+        .expect("flashlab drill runs");
+    let verdict: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("verdict.json"))
+            .unwrap_or_else(|_| panic!("no verdict; stderr:\n{}", String::from_utf8_lossy(&output.stderr))),
+    )
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1), "the variant must fail");
+    let oversold = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "no oversell" && c["outcome"] == "fail" && c["stage"] == "after_repair")
+        .unwrap_or_else(|| panic!("no oversell did not fail after the repair: {}", verdict["checks"]));
+    let examples: Vec<&str> = oversold["evidence"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
+    assert!(examples.iter().any(|e| e.contains("completed of")), "{examples:?}");
 }

@@ -39,19 +39,7 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
         .context("redis GET: no answer")??;
         state.stock.insert(item.clone(), value);
     }
-    for chunk in request_ids.chunks(PIPELINE) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("HMGET").arg(flashsale::keys::order_state(id)).arg("status").arg("attempt");
-        }
-        let answers: Vec<(Option<String>, Option<String>)> =
-            tokio::time::timeout(Duration::from_secs(30), pipe.query_async(&mut conn))
-                .await
-                .context("redis HMGET: no answer")??;
-        for (id, (status, attempt)) in chunk.iter().zip(answers) {
-            state.orders.insert(id.clone(), OrderState { status, attempt: attempt.and_then(|a| a.parse().ok()) });
-        }
-    }
+    read_order_states(&mut conn, request_ids, &mut state).await?;
 
     let pending: Vec<String> = tokio::time::timeout(
         Duration::from_secs(10),
@@ -95,6 +83,13 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
         .filter_map(|r| serde_json::from_slice::<OrderMessage>(&r.payload).ok())
         .map(|m| (m.request_id, m.attempt))
         .collect();
+    // Every queued order's state too: `request_ids` come from the history, which mid-drill (the
+    // books read before a repair) may not be written out yet.
+    let mut more: Vec<String> =
+        state.queued.iter().map(|(id, _)| id.clone()).filter(|id| !state.orders.contains_key(id)).collect();
+    more.sort();
+    more.dedup();
+    read_order_states(&mut conn, &more, &mut state).await?;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let ledger: serde_json::Value =
@@ -134,4 +129,27 @@ pub async fn admin(sources: &Sources, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(stdout)
+}
+
+/// `order:<id>` (status, attempt) of each of `request_ids` into `state.orders`.
+async fn read_order_states(
+    conn: &mut redis::aio::MultiplexedConnection,
+    request_ids: &[String],
+    state: &mut FinalState,
+) -> anyhow::Result<()> {
+    for chunk in request_ids.chunks(PIPELINE) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.cmd("HMGET").arg(flashsale::keys::order_state(id)).arg("status").arg("attempt");
+        }
+        let answers: Vec<(Option<String>, Option<String>)> =
+            tokio::time::timeout(Duration::from_secs(30), pipe.query_async(conn))
+                .await
+                .context("redis HMGET: no answer")??;
+        for (id, (status, attempt)) in chunk.iter().zip(answers) {
+            state.orders.insert(id.clone(), OrderState { status, attempt: attempt.and_then(|a| a.parse().ok()) });
+        }
+    }
+
+    Ok(())
 }
