@@ -16,7 +16,7 @@
 //!   `inventory-events`).
 //!
 //! The runbook's manual procedures, made safe: [`inventory`] (`flashsale stock`), [`dlq`]
-//! (`dlq list|replay`), [`reconcile`] (`reconcile [--fix]`), [`backup`] (`backup`/`restore`).
+//! (`dlq list|replay`), [`reconcile`] (`reconcile [--fix [--processors-stopped]]`: a restore rolled forward), [`backup`] (`backup`/`restore`).
 //!
 //! Shared pieces: [`config`] (the runbook's env vars), [`keys`] (Redis key names),
 //! [`redis_conn`] (a Redis connection with a limit on every call), [`topic_reader`] (read a

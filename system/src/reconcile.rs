@@ -52,6 +52,7 @@ pub enum Fix {
     /// may wait undecided and the units of their `RESERVED` attempts stay held.
     ProcessorsStopped,
 }
+
 /// Redis commands per pipeline when checking or fixing order states.
 const PIPELINE: usize = 1000;
 
