@@ -229,8 +229,12 @@ pub async fn reconcile(
             Some(_) => {}
         }
     }
+    // An attempt captured but not decided yet (queued behind stopped processors) is resumed and
+    // completed by the processor with the same payment key: not a capture without an order.
+    let in_hand: std::collections::HashSet<String> =
+        undecided.keys().map(|(id, attempt)| keys::dlq_member(id, *attempt)).collect();
     for capture in &captures {
-        if !completed.contains_key(&capture.request_id) {
+        if !completed.contains_key(&capture.request_id) && !in_hand.contains(&capture.request_id) {
             report.captures_without_order.push(capture.request_id.clone());
         }
     }

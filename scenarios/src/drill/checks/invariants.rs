@@ -338,8 +338,17 @@ fn judge_state(
             }
             completed_keys.insert(key);
         }
+        // Before a repair with the processors stopped, an attempt caught between its capture and
+        // its decision waits queued: the restarted processor completes it (judged after).
+        let decided_keys: BTreeSet<String> = d.first.keys().map(|(rid, a)| format!("{rid}/{a}")).collect();
+        let waiting: BTreeSet<String> = state
+            .queued
+            .iter()
+            .map(|(rid, a)| format!("{rid}/{a}"))
+            .filter(|k| stage == Stage::BeforeRepair && !decided_keys.contains(k))
+            .collect();
         for c in &state.captures {
-            if !completed_keys.contains(&c.key) {
+            if !completed_keys.contains(&c.key) && !waiting.contains(&c.key) {
                 evidence.push(format!("{}: captured {} but not completed", c.key, c.amount));
             }
         }

@@ -572,6 +572,13 @@ fn before_a_repair_with_the_processors_stopped_a_queued_order_is_waiting_not_los
     let (results, _) = r.check();
     let lost = results.iter().find(|c| c.name == "lost orders" && c.stage == Some(BeforeRepair)).unwrap();
     assert!(lost.measured.contains("1 still queued"), "{lost:?}");
+    // Captured, then caught by the stop before its decision: waiting too, not a money mismatch.
+    let before = r.states.before_repair.as_mut().unwrap();
+    before.captures.push(rundir::state::Capture { key: "w1/1".into(), amount: 1 });
+    before.queued.push(("w1".into(), 1));
+    assert_eq!(staged(&r, "money matches stock", BeforeRepair), Outcome::Pass);
+    r.states.before_repair.as_mut().unwrap().queued.retain(|(id, _)| id != "w1");
+    assert_eq!(staged(&r, "money matches stock", BeforeRepair), Outcome::Fail, "a capture of no queued order");
     // Never decided at all: lost, on the final state.
     r.states.after.outcomes.retain(|o| o.request_id != "o1");
     assert_eq!(staged(&r, "lost orders", AfterRepair), Outcome::Fail);
