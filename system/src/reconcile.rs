@@ -246,12 +246,7 @@ pub async fn reconcile(
     }
     let latest: Vec<&Outcome> = latest.into_values().collect();
     for chunk in latest.chunks(PIPELINE) {
-        let mut pipe = redis::pipe();
-        for o in chunk {
-            pipe.cmd("HMGET").arg(keys::order_state(&o.request_id)).arg("status").arg("attempt");
-        }
-        let states: Vec<(Option<String>, Option<String>)> =
-            redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let states = order_states(redis, chunk.iter().map(|o| o.request_id.as_str())).await?;
         let mut repair = redis::pipe();
         let mut repairs = 0;
         for (o, (status, attempt)) in chunk.iter().zip(states) {
@@ -336,6 +331,18 @@ async fn wait_for_empty_group(bootstrap: &str) -> Result<(), ReconcileError> {
     }
 }
 
+/// `order:<id>` (status, attempt) of each request id, in one pipeline.
+async fn order_states<'a>(
+    redis: &Redis,
+    request_ids: impl Iterator<Item = &'a str>,
+) -> Result<Vec<(Option<String>, Option<String>)>, ReconcileError> {
+    let mut pipe = redis::pipe();
+    for id in request_ids {
+        pipe.cmd("HMGET").arg(keys::order_state(id)).arg("status").arg("attempt");
+    }
+    Ok(redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?)
+}
+
 /// Per item, the units of undecided attempts that Redis shows `RESERVED` (this very attempt):
 /// a restarted processor resumes them without reserving again, so they are not in stock.
 async fn held_units(
@@ -345,12 +352,7 @@ async fn held_units(
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
     let attempts: Vec<&OrderMessage> = undecided.values().collect();
     for chunk in attempts.chunks(PIPELINE) {
-        let mut pipe = redis::pipe();
-        for m in chunk {
-            pipe.cmd("HMGET").arg(keys::order_state(&m.request_id)).arg("status").arg("attempt");
-        }
-        let states: Vec<(Option<String>, Option<String>)> =
-            redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let states = order_states(redis, chunk.iter().map(|m| m.request_id.as_str())).await?;
         for (m, (status, attempt)) in chunk.iter().zip(states) {
             let attempt: Option<u32> = attempt.and_then(|a| a.parse().ok());
             if status.as_deref() == Some("RESERVED") && attempt == Some(m.attempt) {
