@@ -32,6 +32,7 @@ pub mod keys;
 pub mod logging;
 pub mod order;
 pub mod payment;
+pub mod process_metrics;
 pub mod processor;
 pub mod reconcile;
 pub mod redis_conn;

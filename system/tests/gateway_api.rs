@@ -69,6 +69,15 @@ async fn validation_matrix_answers_400_413_415_with_json_errors() {
     assert_eq!(metric(&page, "gateway_orders_validation_failed_total"), Some(16.0), "{page}");
     assert_eq!(metric(&page, "gateway_orders_received_total"), Some(17.0));
     assert_eq!(metric(&page, "gateway_orders_successful_total"), Some(1.0));
+    // Every answer counted by its status, none of them a 5xx (the HighErrorRate alert's input).
+    assert_eq!(metric(&page, "gateway_buy_responses_total{code=\"202\"}"), Some(1.0), "{page}");
+    let by_code: Vec<(String, f64)> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("gateway_buy_responses_total{code=\""))
+        .filter_map(|rest| rest.split_once("\"} ").map(|(code, v)| (code.to_owned(), v.trim().parse().unwrap())))
+        .collect();
+    assert_eq!(by_code.iter().map(|(_, v)| v).sum::<f64>(), 17.0, "{by_code:?}");
+    assert!(by_code.iter().all(|(code, _)| !code.starts_with('5')), "{by_code:?}");
     bed.stop().await.unwrap();
 }
 
@@ -215,5 +224,10 @@ async fn health_and_metrics_report_the_runbook_fields() {
         assert_eq!(metric(&page, name), Some(0.0), "{name} in\n{page}");
     }
     assert!(page.contains("gateway_request_duration_seconds_bucket{le=\"0.005\"}"));
+    // The process's own CPU and memory, and the limit the MemoryHigh alert divides by.
+    assert!(metric(&page, "process_cpu_seconds_total").is_some(), "{page}");
+    assert!(metric(&page, "process_resident_memory_bytes").is_some_and(|b| b > 1e6), "{page}");
+    let limit = metric(&page, "flashsale_process_memory_limit_bytes").expect("memory limit");
+    assert!(limit >= metric(&page, "process_resident_memory_bytes").unwrap(), "{page}");
     bed.stop().await.unwrap();
 }

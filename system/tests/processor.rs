@@ -79,6 +79,10 @@ async fn payment_timeout_refunds_dead_letters_and_replays_once() {
     assert_eq!(decided[&("slow-1".into(), 2)].outcome, flashsale::order::Decision::Completed);
     assert_eq!(stock(&bed, "101").await, 9);
     assert_eq!(ledger(&bed).await.len(), 1);
+    // The payment success rate's inputs: one failed attempt, one captured.
+    let page = get_text(&client(), &page_url).await;
+    assert_eq!(metric(&page, "processor_payments_total{result=\"failed\"}"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "processor_payments_total{result=\"captured\"}"), Some(1.0), "{page}");
     let (_, listing) = admin(&bed, &["dlq", "list"]).await;
     assert!(listing.contains("pending 0  replayed 1"), "{listing}");
     let (code, report) = admin(&bed, &["reconcile"]).await;

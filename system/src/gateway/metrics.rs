@@ -1,6 +1,6 @@
 //! The gateway's Prometheus metrics, by the runbook's names.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Debug, Clone)]
 pub struct GatewayMetrics {
@@ -21,6 +21,9 @@ pub struct GatewayMetrics {
     pub admission_rejected: IntCounter,
     pub request_duration: Histogram,
     pub breaker_state: IntGauge,
+    /// Every answer to `POST /buy`, by HTTP status (`code`): the 5xx share the article's
+    /// HighErrorRate alert reads.
+    pub responses: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -49,6 +52,13 @@ impl GatewayMetrics {
             IntGauge::new("gateway_circuit_breaker_state", "Circuit breaker state (0=closed, 1=open, 2=half-open)")
                 .expect("valid metric");
         registry.register(Box::new(breaker_state.clone())).expect("unique metric");
+        let responses = IntCounterVec::new(
+            Opts::new("gateway_buy_responses_total", "Answers to POST /buy by HTTP status"),
+            &["code"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(responses.clone())).expect("unique metric");
+        crate::process_metrics::register(&registry);
         GatewayMetrics {
             registry,
             received,
@@ -60,6 +70,7 @@ impl GatewayMetrics {
             admission_rejected,
             request_duration,
             breaker_state,
+            responses,
         }
     }
 

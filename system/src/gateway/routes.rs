@@ -97,6 +97,7 @@ pub(super) async fn buy(
         },
     };
     state.metrics.request_duration.observe(started.elapsed().as_secs_f64());
+    state.metrics.responses.with_label_values(&[response.status().as_str()]).inc();
     response
 }
 

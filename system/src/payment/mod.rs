@@ -171,6 +171,7 @@ pub async fn run(
     let charges = IntCounterVec::new(Opts::new("payment_charges_total", "Charge requests by result"), &["result"])
         .expect("valid metric");
     registry.register(Box::new(charges.clone())).expect("unique metric");
+    crate::process_metrics::register(&registry);
     let provider = Arc::new(Provider {
         ledger: Mutex::new(ledger),
         behaviour: Mutex::new(config.behaviour),

@@ -177,8 +177,15 @@ impl OrderWorker {
         self.publish_seen(order, decision, stock_seen).await?;
         self.metrics.processed.inc();
         match decision {
-            Decision::Completed => self.metrics.success.inc(),
-            Decision::FailedSoldOut | Decision::FailedPayment => self.metrics.failed.inc(),
+            Decision::Completed => {
+                self.metrics.success.inc();
+                self.metrics.payments.with_label_values(&["captured"]).inc();
+            }
+            Decision::FailedSoldOut => self.metrics.failed.inc(),
+            Decision::FailedPayment => {
+                self.metrics.failed.inc();
+                self.metrics.payments.with_label_values(&["failed"]).inc();
+            }
         }
         let elapsed = started.elapsed();
         self.metrics.duration.observe(elapsed.as_secs_f64());

@@ -23,6 +23,9 @@ pub struct ProcessorMetrics {
     pub in_flight: IntGauge,
     /// The group watchdog's repairs, by remedy (`probe`, `rejoin`).
     pub group_repairs: IntCounterVec,
+    /// Payment attempts decided, by `result`: `captured` (the order completed) or `failed`
+    /// (declined, timed out or unclear, refunded): the payment success rate alert reads it.
+    pub payments: IntCounterVec,
 }
 
 impl ProcessorMetrics {
@@ -49,6 +52,18 @@ impl ProcessorMetrics {
         )
         .expect("valid metric");
         registry.register(Box::new(group_repairs.clone())).expect("unique metric");
+        let payments = IntCounterVec::new(
+            Opts::new("processor_payments_total", "Payment attempts decided, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(payments.clone())).expect("unique metric");
+        // Both series exist from the start: when every payment fails, the success rate is 0,
+        // not "no data" (which no alert fires on).
+        for result in ["captured", "failed"] {
+            payments.with_label_values(&[result]);
+        }
+        crate::process_metrics::register(&registry);
         let duration = Histogram::with_opts(
             HistogramOpts::new("processor_order_processing_duration_seconds", "Processing time")
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
@@ -69,6 +84,7 @@ impl ProcessorMetrics {
             lag: gauge_vec("processor_consumer_lag", "Messages behind the end of each assigned partition", "partition"),
             in_flight: gauge("processor_orders_in_flight", "Orders being processed now"),
             group_repairs,
+            payments,
             registry,
         }
     }
