@@ -20,12 +20,16 @@
 //!   the system's own services.
 //! - [`testbed`]: [`Testbed`], which brings up Redis, the broker, payment, processors and
 //!   gateways on loopback — the first three behind fault proxies — and takes them down again.
+//! - [`monitoring`]: Prometheus, Alertmanager and the exporters beside a testbed (rules and
+//!   routing from `monitoring/` at the repository root), and the lab's webhook receiver that
+//!   records every notification.
 
 pub mod components;
 pub mod control;
 pub mod events;
 pub mod faults;
 pub mod injector;
+pub mod monitoring;
 pub mod ports;
 pub mod probe;
 pub mod process;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::components::{self, SystemAddrs};
 use crate::faults::Target;
+use crate::monitoring::{Monitoring, MonitoringConfig, MonitoringError, ScrapeTarget};
 use crate::ports::{free_port, loopback};
 use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
@@ -52,6 +53,9 @@ pub struct TestbedConfig {
     pub proxies: bool,
     /// Seeds the proxies' randomness (jitter, toxicity draws).
     pub seed: u64,
+    /// Run Prometheus, Alertmanager and the exporters beside the system (see
+    /// [`crate::monitoring`]); `None`: no monitoring.
+    pub monitoring: Option<MonitoringConfig>,
 }
 
 impl Default for TestbedConfig {
@@ -66,6 +70,7 @@ impl Default for TestbedConfig {
             flashsale_bin: None,
             proxies: true,
             seed: 1,
+            monitoring: None,
         }
     }
 }
@@ -80,6 +85,8 @@ pub enum TestbedError {
     Proxy(std::io::Error),
     #[error(transparent)]
     Process(#[from] ProcessError),
+    #[error("monitoring: {0}")]
+    Monitoring(#[from] MonitoringError),
 }
 
 /// The fault proxies and the runtime they run on.
@@ -133,6 +140,7 @@ impl ProxyRuntime {
 #[derive(Debug)]
 pub struct Testbed {
     // Field order is drop order: processes die before their directory is removed.
+    monitoring: Option<Monitoring>,
     gateways: Vec<Supervised>,
     processors: Vec<Supervised>,
     payment: Option<Supervised>,
@@ -210,6 +218,7 @@ impl Testbed {
             None
         };
         let mut testbed = Testbed {
+            monitoring: None,
             gateways: Vec::new(),
             processors: Vec::new(),
             payment,
@@ -236,6 +245,12 @@ impl Testbed {
         }
         if let Some(front) = testbed.proxies.as_ref().and_then(|p| p.front.as_ref()) {
             front.set_upstreams(testbed.gateways.iter().map(probe_addr).collect());
+        }
+        if let Some(monitoring) = &config.monitoring {
+            let dir = make_dir(&testbed.root.join("monitoring"))?;
+            let targets = testbed.scrape_targets();
+            let (redis, broker) = (testbed.redis_direct_addr(), testbed.kafka_direct_addr());
+            testbed.monitoring = Some(Monitoring::start(monitoring, &dir, &targets, Some(redis), Some(broker)).await?);
         }
         Ok(testbed)
     }
@@ -269,7 +284,35 @@ impl Testbed {
         let spec = |addr| components::processor(index, &self.flashsale, addr, &deps, &self.service_env, &dir);
         let processor = start_on_free_port(spec).await?;
         self.processors.push(processor);
+        if let Some(monitoring) = &self.monitoring {
+            monitoring.set_targets(&self.scrape_targets())?;
+        }
         Ok(index)
+    }
+
+    /// What Prometheus scrapes of the system itself: every gateway, processor and payment's own
+    /// `/metrics`, at their own addresses.
+    fn scrape_targets(&self) -> Vec<ScrapeTarget> {
+        let mut targets: Vec<ScrapeTarget> = self
+            .gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| ScrapeTarget { job: "gateway", instance: format!("gateway[{i}]"), addr: probe_addr(g) })
+            .collect();
+        targets.extend(self.processors.iter().enumerate().map(|(i, p)| ScrapeTarget {
+            job: "processor",
+            instance: format!("processor[{i}]"),
+            addr: probe_addr(p),
+        }));
+        if let Some(payment) = &self.payment {
+            targets.push(ScrapeTarget { job: "payment", instance: "payment".into(), addr: probe_addr(payment) });
+        }
+        targets
+    }
+
+    /// Prometheus, Alertmanager and the lab's receiver, when the testbed runs them.
+    pub fn monitoring(&self) -> Option<&Monitoring> {
+        self.monitoring.as_ref()
     }
 
     /// The directory holding every component's data and log.
@@ -445,29 +488,35 @@ impl Testbed {
                 proxy.set_down(false);
             }
         }
-        let mut first_error = None;
+        let mut first_error: Option<TestbedError> = None;
+        // The observers first: Prometheus would page about a system being shut down on purpose.
+        if let Some(monitoring) = &mut self.monitoring {
+            if let Err(e) = monitoring.stop().await {
+                first_error.get_or_insert(e.into());
+            }
+        }
         for gateway in &mut self.gateways {
             if let Err(e) = gateway.stop().await {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(e.into());
             }
         }
         for processor in &mut self.processors {
             if let Err(e) = processor.stop().await {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(e.into());
             }
         }
         if let Some(payment) = &mut self.payment {
             if let Err(e) = payment.stop().await {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(e.into());
             }
         }
         for process in [&mut self.broker, &mut self.redis] {
             if let Err(e) = process.stop().await {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(e.into());
             }
         }
         match first_error {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }

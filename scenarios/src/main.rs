@@ -41,6 +41,15 @@ enum Command {
         /// (to measure the system alone; network faults are then unavailable).
         #[arg(long)]
         no_proxies: bool,
+        /// Do not run Prometheus, Alertmanager and the exporters beside the system.
+        #[arg(long)]
+        no_monitoring: bool,
+        /// Alert rule files for Prometheus instead of the shipped ones (repeat for several).
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
+        /// An Alertmanager config instead of the shipped one (its webhook urls are pointed at the lab).
+        #[arg(long, value_name = "FILE")]
+        alertmanager_config: Option<PathBuf>,
     },
     /// Inject, list and heal faults in a running `flashlab up` (from a second shell).
     Fault(FaultArgs),
@@ -127,9 +136,33 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
         match cli.command {
-            Command::Up { port, dir, stock, processors, control, seed, no_proxies } => {
-                let options =
-                    UpOptions { gateway_port: port, dir, stock, processors, control, seed, proxies: !no_proxies };
+            Command::Up {
+                port,
+                dir,
+                stock,
+                processors,
+                control,
+                seed,
+                no_proxies,
+                no_monitoring,
+                rules,
+                alertmanager_config,
+            } => {
+                let monitoring = (!no_monitoring).then_some(chaos::monitoring::MonitoringConfig {
+                    rules,
+                    alertmanager_config,
+                    time_factor: 1.0,
+                });
+                let options = UpOptions {
+                    gateway_port: port,
+                    dir,
+                    stock,
+                    processors,
+                    control,
+                    seed,
+                    proxies: !no_proxies,
+                    monitoring,
+                };
                 up(options, stop_signal()).await?;
                 Ok(ExitCode::SUCCESS)
             }

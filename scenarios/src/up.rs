@@ -31,6 +31,8 @@ pub struct UpOptions {
     pub seed: u64,
     /// Put Redis, the broker and payment behind fault proxies.
     pub proxies: bool,
+    /// Run Prometheus, Alertmanager and the exporters (and with which rules and routing).
+    pub monitoring: Option<chaos::monitoring::MonitoringConfig>,
 }
 
 /// Parses `ITEM=QTY`.
@@ -55,9 +57,14 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
         gateway_port: (options.gateway_port != 0).then_some(options.gateway_port),
         seed: options.seed,
         proxies: options.proxies,
+        monitoring: options.monitoring.clone(),
         ..TestbedConfig::default()
     };
-    eprintln!("starting redis, broker, payment, {} processor(s) and the gateway ...", options.processors);
+    eprintln!(
+        "starting redis, broker, payment, {} processor(s) and the gateway{} ...",
+        options.processors,
+        if options.monitoring.is_some() { ", prometheus, alertmanager and the exporters" } else { "" }
+    );
     let testbed = Testbed::start(config).await.context("bringing up the system")?;
     for (item, qty) in &options.stock {
         set_stock(&testbed, item, *qty).await?;
@@ -77,6 +84,14 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
     } else {
         println!("  redis    {}", testbed.redis_addr());
         println!("  kafka    {}", testbed.kafka_addr());
+    }
+    if let Some(monitoring) = testbed.monitoring() {
+        println!("  prometheus   {}   (/graph /alerts /targets)", monitoring.prometheus_url());
+        println!(
+            "  alertmanager {}   (notifications also in {})",
+            monitoring.alertmanager_url(),
+            testbed.dir().join("monitoring/notifications.jsonl").display()
+        );
     }
     for (item, qty) in &options.stock {
         println!("  stock    {item} = {qty}");

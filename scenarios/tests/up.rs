@@ -87,7 +87,11 @@ fn curl_buy(url: &str, request_id: &str) -> String {
 fn up_serves_orders_and_ctrl_c_stops_every_child() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url) = start_up(dir.path());
-    assert_eq!(processes_in(dir.path()).len(), 5, "redis, broker, payment, processor and gateway run");
+    assert_eq!(
+        processes_in(dir.path()).len(),
+        9,
+        "redis, broker, payment, processor, gateway, prometheus, alertmanager, redis and process exporters run"
+    );
     assert_eq!(curl_buy(&url, "up-1"), "202");
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
@@ -155,7 +159,7 @@ fn bad_fault_requests_are_clear_errors() {
 fn children_die_with_a_killed_lab_even_mid_fault() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, _url) = start_up(dir.path());
-    assert_eq!(processes_in(dir.path()).len(), 5);
+    assert_eq!(processes_in(dir.path()).len(), 9, "the system and its monitoring");
     // A frozen broker and a stalled Redis: SIGKILL still reaches them.
     assert_eq!(fault(dir.path(), &["pause", "broker"]).0, 0);
     assert_eq!(fault(dir.path(), &["redis", "stall", "--for", "5m"]).0, 0);
