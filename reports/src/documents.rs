@@ -97,6 +97,54 @@ th{background:#f5f5f5}tr.fail td{background:#fdecea}tr.inconclusive td{backgroun
 ul.evidence{margin:0;padding-left:1.2em;font-family:monospace;font-size:12px}figure{margin:1.5em 0}\
 pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}";
 
+/// The alerts table's rows: undetected faults first (nobody was paged), then each expectation
+/// and false alarm — `(outcome, alert, fault, pending, fired, notified, resolved, note)`.
+fn alert_rows(run: &Run) -> Vec<[String; 8]> {
+    let v = &run.verdict;
+    let after = |t: Option<u64>| t.map(|t| format!("{:.1} s", t as f64 / 1000.0)).unwrap_or_else(|| "–".into());
+    let mut rows: Vec<[String; 8]> = v
+        .figures
+        .undetected_faults
+        .iter()
+        .map(|n| {
+            [
+                "FINDING".into(),
+                "(none)".into(),
+                format!("#{n}"),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                "–".into(),
+                "no alarm fired during this fault: nobody would have been paged".into(),
+            ]
+        })
+        .collect();
+    for a in &v.alerts {
+        rows.push([
+            mark(a.outcome).into(),
+            a.alert.clone(),
+            a.fault.map_or("outside faults".into(), |n| format!("#{n}")),
+            after(a.pending_after_ms),
+            after(a.fired_after_ms),
+            after(a.notified_after_ms),
+            after(a.resolved_after_ms),
+            if a.expected { a.note.clone() } else { format!("unexpected — {}", a.note) },
+        ]);
+    }
+    rows
+}
+
+const ALERT_HEADERS: [&str; 8] = [
+    "",
+    "alert",
+    "fault",
+    "pending after start",
+    "fired after start",
+    "notified after start",
+    "resolved after end",
+    "note",
+];
+
 /// `report.html`. `svgs` are the plots' SVG documents, in order.
 pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
     let v = &run.verdict;
@@ -129,6 +177,23 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
             escape(&c.measured),
             if lines.is_empty() { String::new() } else { format!("<ul class=\"evidence\">{}</ul>", lines.join("")) }
         );
+    }
+    let alerts = alert_rows(run);
+    if !alerts.is_empty() {
+        out.push_str("</table><h2>Alerts</h2><table id=\"alerts\"><tr>");
+        for h in ALERT_HEADERS {
+            let _ = write!(out, "<th>{h}</th>");
+        }
+        out.push_str("</tr>");
+        for row in &alerts {
+            let class = match row[0].as_str() {
+                "ok" => "pass",
+                "INCONCLUSIVE" => "inconclusive",
+                _ => "fail",
+            };
+            let cells: String = row.iter().map(|c| format!("<td>{}</td>", escape(c))).collect();
+            let _ = write!(out, "<tr class=\"{class}\">{cells}</tr>");
+        }
     }
     out.push_str("</table><h2>Figures</h2><table id=\"figures\">");
     for (name, value) in figures(run) {
@@ -194,6 +259,18 @@ pub fn markdown(run: &Run) -> String {
             o => format!("**{}**", mark(o)),
         };
         let _ = writeln!(out, "| {m} | {} | {} | {} |", cell(&c.title()), cell(&c.target), cell(&c.measured));
+    }
+    let alerts = alert_rows(run);
+    if !alerts.is_empty() {
+        out.push_str("\n### Alerts\n\n|");
+        for h in ALERT_HEADERS {
+            let _ = write!(out, " {h} |");
+        }
+        out.push_str("\n|---|---|---|---|---|---|---|---|\n");
+        for row in &alerts {
+            let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+        }
     }
     let shown: Vec<_> = rows.iter().filter(|c| !evidence(c).is_empty()).collect();
     if !shown.is_empty() {

@@ -212,3 +212,32 @@ fn chromium_shows_the_verdict_table() {
     assert!(header > 2_000, "table header pixels: {header}");
     assert!(green > 200, "green PASS pixels: {green}");
 }
+
+#[test]
+fn the_alerts_table_shows_undetected_faults_first_then_each_alert() {
+    let dir = recorded_run();
+    let path = dir.path().join("verdict.json");
+    let mut verdict: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    verdict["figures"]["undetected_faults"] = serde_json::json!([2]);
+    verdict["alerts"] = serde_json::json!([
+        {"alert": "CircuitBreakerOpen", "fault": 1, "expected": true, "pending_after_ms": 1000, "fired_after_ms": 6000,
+         "notified_after_ms": 9500, "resolved_after_ms": 4000, "outcome": "pass", "note": "fired after 6.0 s"},
+        {"alert": "HighErrorRate", "fault": null, "expected": false, "pending_after_ms": null, "fired_after_ms": null,
+         "notified_after_ms": null, "resolved_after_ms": null, "outcome": "fail", "note": "false alarm: outside every fault"}
+    ]);
+    std::fs::write(&path, serde_json::to_string(&verdict).unwrap()).unwrap();
+    let rendered = reports::render(dir.path()).expect("renders");
+    let html = std::fs::read_to_string(&rendered.html).unwrap();
+    let table = &html[html.find("id=\"alerts\"").expect("alerts table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    let finding = table.find("#2").expect("the undetected fault");
+    let breaker = table.find("CircuitBreakerOpen").expect("the expected alert");
+    assert!(finding < breaker, "undetected faults come first: {table}");
+    assert!(table.contains("<td>6.0 s</td>") && table.contains("<td>9.5 s</td>"), "fired and notified: {table}");
+    assert!(table.contains("unexpected — false alarm: outside every fault"), "{table}");
+    let md = std::fs::read_to_string(&rendered.markdown).unwrap();
+    assert!(
+        md.contains("### Alerts") && md.contains("| ok | CircuitBreakerOpen | #1 | 1.0 s | 6.0 s | 9.5 s | 4.0 s |"),
+        "{md}"
+    );
+}

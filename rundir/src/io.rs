@@ -42,6 +42,24 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), RunDirError
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
 }
 
+/// Writes `records` as JSON Lines, next to the file first and then renamed over it: a reader
+/// never sees half a file.
+pub fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<(), RunDirError> {
+    let mut text = String::new();
+    for record in records {
+        let line = serde_json::to_string(record).map_err(|e| RunDirError::Parse {
+            path: path.display().to_string(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, text).map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
 /// Calls `each` with every record of a JSON Lines file, streamed; blank lines are skipped.
 pub fn for_each_jsonl<T: DeserializeOwned>(path: &Path, mut each: impl FnMut(T)) -> Result<(), RunDirError> {
     let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;

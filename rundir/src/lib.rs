@@ -10,10 +10,12 @@
 //! | `final_state.json` | [`FinalState`] (outcome records as [`flashsale::order::Outcome`]) | [`state`] |
 //! | `verdict.json` | [`Verdict`], [`CheckResult`], [`Figures`] | [`verdict`] |
 //! | `load-summary.json` | [`loadgen::LoadSummary`] | (loadgen) |
+//! | `alerts.jsonl` | [`AlertRecord`]: the monitoring's setup, alert states, notifications | [`alerts`] |
 //!
 //! [`io`] has the readers and writers (errors name the file and line); [`stats`] the one
 //! quantile every figure uses.
 
+pub mod alerts;
 pub mod events;
 pub mod history;
 pub mod io;
@@ -22,12 +24,13 @@ pub mod state;
 pub mod stats;
 pub mod verdict;
 
+pub use alerts::{AlertPhase, AlertRecord};
 pub use events::{fault_windows, FaultWindow};
 pub use history::{Attempt, Class, Op};
 pub use io::RunDirError;
 pub use metrics::Scrape;
 pub use state::FinalState;
-pub use verdict::{CheckResult, Figures, Kind, Outcome, Stage, Verdict};
+pub use verdict::{AlertScore, CheckResult, Figures, Kind, Outcome, Stage, Verdict};
 
 /// The files of a run directory.
 pub mod files {
@@ -38,4 +41,5 @@ pub mod files {
     pub const FINAL_STATE: &str = "final_state.json";
     pub const VERDICT: &str = "verdict.json";
     pub const LOAD_SUMMARY: &str = "load-summary.json";
+    pub const ALERTS: &str = "alerts.jsonl";
 }

@@ -56,6 +56,8 @@ pub enum Kind {
     SteadyState,
     Slo,
     Invariant,
+    /// An alert expectation, or false alarms (the monitoring's verdict).
+    Alert,
     /// A fault's or action's own check (did it take effect, did it heal, did it succeed).
     Fault,
 }
@@ -191,6 +193,12 @@ pub struct Figures {
     /// Units of stock a repair step (`reconcile --fix`) rewrote, per item.
     #[serde(default)]
     pub drift_fixed: BTreeMap<String, i64>,
+    /// Faults (numbers, from 1) during which no alarm fired at all: nobody would have been paged.
+    #[serde(default)]
+    pub undetected_faults: Vec<u64>,
+    /// Alarms that fired outside every fault, or unexpected during one.
+    #[serde(default)]
+    pub false_alarms: u64,
 }
 
 /// `verdict.json`.
@@ -207,9 +215,28 @@ pub struct Verdict {
     pub ended_unix_ms: u64,
     pub figures: Figures,
     pub checks: Vec<CheckResult>,
-    /// Reserved for the monitoring issue: alert rules' verdicts from Prometheus/Alertmanager.
+    /// Each alert expectation per fault, and each alert that fired unexpected: the report's
+    /// alerts table (empty for a run without monitoring).
     #[serde(default)]
-    pub alerts: Vec<serde_json::Value>,
+    pub alerts: Vec<AlertScore>,
+}
+
+/// One row of the alerts table: an alert around one fault (or, for a false alarm, on its own).
+/// Times are ms after the fault's start (pending, firing, notified) or end (resolved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertScore {
+    pub alert: String,
+    /// The fault number (from 1, timeline order); `None`: outside every fault.
+    pub fault: Option<u64>,
+    /// The scenario expected it for this fault.
+    pub expected: bool,
+    pub pending_after_ms: Option<u64>,
+    pub fired_after_ms: Option<u64>,
+    pub notified_after_ms: Option<u64>,
+    pub resolved_after_ms: Option<u64>,
+    pub outcome: Outcome,
+    /// What went wrong, or what it measured (`fired after 4.0 s`, `false alarm: outside faults`).
+    pub note: String,
 }
 
 impl Verdict {

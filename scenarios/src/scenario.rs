@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use chaos::faults::{duration_text, option_duration_text};
 
+pub mod alerts;
+pub use alerts::{Alerts, Expectation};
+
 /// A parsed scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +56,9 @@ pub struct Scenario {
     /// Stop the faults early when the error rate burns faster than this.
     #[serde(default)]
     pub abort: Option<Abort>,
+    /// The monitoring, and the alerts that must detect the faults.
+    #[serde(default)]
+    pub alerts: Alerts,
     /// After the load, how long the system may take to finish every order.
     #[serde(default = "drain_default", with = "duration_text")]
     pub drain_timeout: Duration,
@@ -498,6 +504,7 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         }
     }
     let mut backup_seen = false;
+    let mut fault_count = 0;
     for (i, entry) in scenario.faults.iter().enumerate() {
         let field = format!("faults[{i}]");
         let line = nth_line(text, "[[faults]]", i);
@@ -510,11 +517,20 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         let step = entry.step(backup_seen).map_err(bad)?;
         if let Step::Fault(fault) = &step {
             scenario.topology.has(fault.target).map_err(|m| bad(("target".into(), m)))?;
+            fault_count += 1;
         }
         if step == Step::Backup {
             backup_seen = true;
         }
     }
+    scenario.alerts.validate(chaos::monitoring::SHIPPED_RULES, fault_count).map_err(|(field, message)| {
+        // `expect[2].alert` → the line of `alert =` in the third `[[alerts.expect]]`.
+        let line = match field.strip_prefix("expect[").and_then(|r| r.split_once("].")) {
+            Some((i, sub)) => entry_line(text, nth_line(text, "[[alerts.expect]]", i.parse().unwrap_or(0)), sub),
+            None => entry_line(text, find_line(text, "[alerts]"), field.split('[').next().unwrap_or(&field)),
+        };
+        ScenarioError::Invalid { path: path.to_string(), line, field: format!("alerts.{field}"), message }
+    })?;
     Ok(scenario)
 }
 
@@ -697,6 +713,10 @@ impl Scenario {
         // The hold is a stretch of the drill like the others, but below 3 s one good second
         // would decide it.
         self.slo.rto_hold = scale_d(self.slo.rto_hold).max(Duration::from_secs(3));
+        // Rule windows shrink with the drill's faults (a 9 s outage needs a window it can fill);
+        // the detection targets do not (like the RTO, they are the promise being tested).
+        self.alerts.time_factor *= factor;
+        self.alerts.settle = scale_d(self.alerts.settle);
         Ok(self)
     }
 
@@ -748,6 +768,23 @@ target = "broker"
                 })
             )]
         );
+    }
+
+    #[test]
+    fn alert_expectations_parse_and_a_bad_one_names_its_line() {
+        let with = format!(
+            "{GOOD}[alerts]\nmonitoring = true\ntime_factor = 0.1\n[[alerts.expect]]\nalert = \"CircuitBreakerOpen\"\nfires_within = \"20s\"\nnotified_within = \"40s\"\n"
+        );
+        let s = parse(&with, "t.toml").unwrap();
+        assert!(s.alerts.monitoring);
+        assert_eq!(s.alerts.expect[0].fires_within, Duration::from_secs(20));
+        assert_eq!(s.alerts.expect[0].notified_within, Some(Duration::from_secs(40)));
+        let unknown = with.replace("\"CircuitBreakerOpen\"", "\"BreakerOpen\"");
+        let err = parse(&unknown, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:17: alerts.expect[0].alert: no rule named \"BreakerOpen\""), "{err}");
+        let far = with.replace("fires_within", "fault = 2\nfires_within");
+        let err = parse(&far, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:18: alerts.expect[0].fault: #2: the timeline has 1 fault(s)"), "{err}");
     }
 
     #[test]

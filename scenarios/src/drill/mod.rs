@@ -17,6 +17,7 @@
 //!
 //! The records of those files are [`rundir`]'s: the one definition the checks and reports read.
 
+mod alerts;
 pub mod checks;
 pub mod final_state;
 pub mod scrape;
@@ -199,6 +200,7 @@ pub async fn drill(
         payment: true,
         service_env: env.into_iter().collect(),
         seed: scenario.seed,
+        monitoring: alerts::config(&scenario),
         ..TestbedConfig::default()
     };
     if !options.quiet {
@@ -240,7 +242,8 @@ pub async fn drill(
     let injector = Injector::new(testbed.clone(), events.clone());
 
     // Everything below ends in `finish`, which heals and stops the system whatever happened.
-    let system = System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes };
+    let system =
+        System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed: testbed.clone() };
     let result =
         run_inside(&scenario, &schedule, &dir, &events, &injector, system, &options, stopped.clone(), stop_signal)
             .await;
@@ -255,7 +258,7 @@ pub async fn drill(
     if stopped.load(Ordering::SeqCst) {
         return Err(DrillError::Interrupted(dir));
     }
-    let (checks, figures) = result?;
+    let (checks, figures, alert_scores) = result?;
     let outcome = Outcome::combine(checks.iter().map(|c| c.outcome));
     let verdict = Verdict {
         scenario: scenario.name.clone(),
@@ -268,7 +271,7 @@ pub async fn drill(
         ended_unix_ms: ended_ms,
         figures,
         checks,
-        alerts: Vec::new(),
+        alerts: alert_scores,
     };
     write_json(&dir.join("verdict.json"), &verdict)?;
     Ok(DrillRun { dir, verdict })
@@ -284,6 +287,8 @@ struct System {
     scrape_targets: Vec<(String, std::net::SocketAddr)>,
     processor_addrs: Vec<std::net::SocketAddr>,
     probes: Vec<(Target, chaos::probe::Probe)>,
+    /// For what the monitoring saw, read at the end.
+    testbed: Arc<tokio::sync::Mutex<Testbed>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -297,12 +302,12 @@ async fn run_inside<F, Fut>(
     options: &DrillOptions,
     stopped: Arc<AtomicBool>,
     stop_signal: F,
-) -> Result<(Vec<CheckResult>, Figures), DrillError>
+) -> Result<(Vec<CheckResult>, Figures, Vec<rundir::AlertScore>), DrillError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes } = system;
+    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed } = system;
     let sources = &sources;
     let mut results = Vec::new();
     for (item, qty) in &scenario.stock {
@@ -565,15 +570,26 @@ where
     rundir::state::write(&dir.join(rundir::files::FINAL_STATE), &states)?;
     let all_events: Vec<serde_json::Value> = events.recent();
     let scrapes = rundir::metrics::read(&dir.join(rundir::files::METRICS))?;
+    if let Some(monitoring) = testbed.lock().await.monitoring() {
+        // Without this file the alert checks fail ("monitoring ran"): nothing is hidden.
+        match alerts::collect(monitoring, scenario).await {
+            Ok(records) => rundir::alerts::write(&dir.join(rundir::files::ALERTS), &records)?,
+            Err(e) => {
+                events.record("monitoring_error", json!({"error": e}));
+            }
+        }
+    }
+    let alert_records = rundir::alerts::read(&dir.join(rundir::files::ALERTS))?;
     let evidence = checks::Evidence {
         scenario,
         history: &history,
         events: &all_events,
         scrapes: &scrapes,
         states: &states,
+        alerts: &alert_records,
         run_end_ms: chaos::events::unix_ms(),
     };
-    let (mut checked, figures) = checks::check(&evidence);
+    let (mut checked, figures, alert_scores) = checks::check(&evidence);
     if aborted.load(Ordering::SeqCst) {
         results.push(CheckResult::held(
             "abort condition",
@@ -584,7 +600,7 @@ where
         ));
     }
     results.append(&mut checked);
-    Ok((results, figures))
+    Ok((results, figures, alert_scores))
 }
 
 #[cfg(test)]

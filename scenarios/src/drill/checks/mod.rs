@@ -1,7 +1,8 @@
 //! The checks of a run, from the run directory's records alone (history, events, scrapes and the
 //! final state): [`slo`] (availability, latency, RTO, time to decision, lag, steady state),
 //! [`invariants`] (DESIGN.md's six, on the state before and after any repair) and [`faults`]
-//! (each planned fault landed and healed, each action succeeded).
+//! (each planned fault landed and healed, each action succeeded) and [`alerts`] (the expected
+//! alerts fired, were notified and resolved in time; no false alarms).
 //!
 //! Every check has three outcomes ([`rundir::Outcome`]): pass, fail, or inconclusive when it
 //! saw less evidence than the scenario's `[evidence]` asks for. Availability counts good answers
@@ -10,6 +11,7 @@
 //! connection errors, a 409 for an id nobody took, and every arrival the generator could not
 //! send (unserved) — is bad.
 
+pub mod alerts;
 pub mod faults;
 pub mod invariants;
 pub mod slo;
@@ -19,7 +21,7 @@ mod tests;
 use std::collections::BTreeSet;
 
 use rundir::state::States;
-use rundir::{Attempt, CheckResult, Class, FaultWindow, Figures, Op, Scrape};
+use rundir::{AlertRecord, AlertScore, Attempt, CheckResult, Class, FaultWindow, Figures, Op, Scrape};
 use serde_json::Value;
 
 use crate::scenario::Scenario;
@@ -35,12 +37,14 @@ pub struct Evidence<'a> {
     pub events: &'a [Value],
     pub scrapes: &'a [Scrape],
     pub states: &'a States,
+    /// `alerts.jsonl` (empty without monitoring).
+    pub alerts: &'a [AlertRecord],
     /// When the run ended (ms since the epoch): a fault never lifted lasts until then.
     pub run_end_ms: u64,
 }
 
-/// Runs every check.
-pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
+/// Runs every check; also returns the alerts table.
+pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures, Vec<AlertScore>) {
     let mut results = Vec::new();
     let mut figures = Figures::default();
     let run = Judged::new(ev);
@@ -53,7 +57,8 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures) {
     faults::faults_landed(ev, &mut results);
     faults::actions(ev, &mut results, &mut figures);
     invariants::all(ev, &run, &mut results, &mut figures);
-    (results, figures)
+    let scores = alerts::alerts(ev, &run.windows, &mut results, &mut figures);
+    (results, figures, scores)
 }
 
 /// The history judged once: good or bad per `POST /buy` attempt and unserved arrival.

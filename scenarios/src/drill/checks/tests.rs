@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use super::{check, Evidence};
 use crate::scenario::{parse, Scenario};
 
+mod alerts;
+
 /// Second 0 of every synthetic run (ms since the epoch).
 const T0: u64 = 1_800_000_000_000;
 
@@ -23,6 +25,7 @@ struct Run {
     events: Vec<Value>,
     scrapes: Vec<Scrape>,
     states: States,
+    alerts: Vec<rundir::AlertRecord>,
     end_s: f64,
     next: u64,
 }
@@ -35,7 +38,16 @@ fn run(extra: &str) -> Run {
     let scenario = parse(&text, "t.toml").expect("a valid scenario");
     let mut states = States::default();
     states.after.stock.insert("i".into(), Some(1000));
-    let mut r = Run { scenario, history: vec![], events: vec![], scrapes: vec![], states, end_s: 60.0, next: 0 };
+    let mut r = Run {
+        scenario,
+        history: vec![],
+        events: vec![],
+        scrapes: vec![],
+        states,
+        alerts: vec![],
+        end_s: 60.0,
+        next: 0,
+    };
     r.events.push(json!({"event": "phase", "name": "p", "start_ms": T0, "duration_ms": 60_000, "ts_ms": T0}));
     r
 }
@@ -130,9 +142,11 @@ impl Run {
             events: &self.events,
             scrapes: &self.scrapes,
             states: &self.states,
+            alerts: &self.alerts,
             run_end_ms: ms(self.end_s),
         };
-        check(&ev)
+        let (results, figures, _) = check(&ev);
+        (results, figures)
     }
 
     /// The one check called `name`.
