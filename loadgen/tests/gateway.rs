@@ -31,16 +31,19 @@ async fn a_retrier_reuses_its_request_id_and_the_gateway_answers_409_or_the_orig
     let testbed = Arc::new(tokio::sync::Mutex::new(bed));
     let injector = Injector::new(testbed.clone(), EventLog::in_memory());
 
-    // Redis answers the gateway 300 ms late for 1.5 s: every first attempt (client timeout
-    // 200 ms) times out while the gateway goes on and takes the order; the retries after the
-    // heal meet an order that exists.
+    // Redis answers the gateway 300 ms late until every arrival's first attempt is over: each
+    // (client timeout 200 ms) times out while the gateway goes on and takes the order; the
+    // retries after the heal meet an order that exists. The heal follows the load's own clock
+    // (arrivals due over 500 ms from its start), not the injection's: the generator's start-up
+    // takes its time on a busy machine.
     let latency = Toxic::Latency { latency: Duration::from_millis(150), jitter: Duration::ZERO };
     let fault = Fault {
         target: Target::Redis,
         action: Action::Network { toxic: latency, directions: Directions::Both, toxicity: 1.0 },
-        duration: Some(Duration::from_millis(1500)),
+        duration: None,
     };
     injector.inject(fault).await.expect("latency on Redis");
+    let live = Arc::new(loadgen::Live::default());
     let out = tempfile::tempdir().unwrap();
     let config = LoadConfig {
         target,
@@ -57,9 +60,15 @@ async fn a_retrier_reuses_its_request_id_and_the_gateway_answers_409_or_the_orig
         max_backlog: 1000,
         drain: Duration::from_secs(10),
         progress: false,
-        live: None,
+        live: Some(live.clone()),
     };
-    let summary = loadgen::run(config, std::future::pending()).await.expect("the run completes");
+    let heal = async {
+        let clock = live.started(Duration::from_secs(60)).await.expect("the load starts");
+        tokio::time::sleep_until(clock + Duration::from_millis(1000)).await;
+        injector.heal_all("every first attempt is over").await;
+    };
+    let (summary, ()) = tokio::join!(loadgen::run(config, std::future::pending()), heal);
+    let summary = summary.expect("the run completes");
     assert_eq!(summary.phases[0].started, 20);
 
     let lines: Vec<Attempt> = std::fs::read_to_string(out.path().join("history.jsonl"))
@@ -88,6 +97,5 @@ async fn a_retrier_reuses_its_request_id_and_the_gateway_answers_409_or_the_orig
         assert!(attempts.iter().all(|a| a.request_id == *id && a.user == attempts[0].user));
     }
     assert!(finals.get(&409).copied().unwrap_or(0) > 0, "the gateway recognised retried ids: {finals:?}");
-    injector.heal_all("test over").await;
     testbed.lock().await.stop_all().await.unwrap();
 }
