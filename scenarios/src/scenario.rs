@@ -467,7 +467,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 
 /// Parses and checks scenario text; `path` names it in errors.
 pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-    let scenario: Scenario = toml::from_str(text).map_err(|e| {
+    let mut scenario: Scenario = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         let message = e.message().to_string();
         match line {
@@ -523,7 +523,26 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             backup_seen = true;
         }
     }
-    scenario.alerts.validate(chaos::monitoring::SHIPPED_RULES, fault_count).map_err(|(field, message)| {
+    // The rules the alerts are checked against: the scenario's own files, or the shipped ones.
+    let base = Path::new(path).parent().unwrap_or(Path::new("."));
+    let mut rules_text = String::new();
+    for (i, rule) in scenario.alerts.rules.iter_mut().enumerate() {
+        if rule.is_relative() {
+            *rule = base.join(&*rule);
+        }
+        let rule_text = std::fs::read_to_string(&*rule).map_err(|e| ScenarioError::Invalid {
+            path: path.to_string(),
+            line: entry_line(text, find_line(text, "[alerts]"), "rules"),
+            field: format!("alerts.rules[{i}]"),
+            message: format!("{}: {e}", rule.display()),
+        })?;
+        rules_text.push_str(&rule_text);
+        rules_text.push('\n');
+    }
+    if scenario.alerts.rules.is_empty() {
+        rules_text = chaos::monitoring::SHIPPED_RULES.to_string();
+    }
+    scenario.alerts.validate(&rules_text, fault_count).map_err(|(field, message)| {
         // `expect[2].alert` → the line of `alert =` in the third `[[alerts.expect]]`.
         let line = match field.strip_prefix("expect[").and_then(|r| r.split_once("].")) {
             Some((i, sub)) => entry_line(text, nth_line(text, "[[alerts.expect]]", i.parse().unwrap_or(0)), sub),

@@ -13,10 +13,11 @@ use crate::scenario::Scenario;
 /// The monitoring a drill asks for: the shipped rules and routing, windows scaled by the
 /// scenario's (already `--scale`d) time factor.
 pub(super) fn config(scenario: &Scenario) -> Option<MonitoringConfig> {
-    scenario
-        .alerts
-        .monitoring
-        .then(|| MonitoringConfig { time_factor: scenario.alerts.time_factor, ..MonitoringConfig::default() })
+    scenario.alerts.monitoring.then(|| MonitoringConfig {
+        rules: scenario.alerts.rules.clone(),
+        time_factor: scenario.alerts.time_factor,
+        ..MonitoringConfig::default()
+    })
 }
 
 /// Everything the monitoring saw up to now.
@@ -25,7 +26,11 @@ pub(super) async fn collect(monitoring: &Monitoring, scenario: &Scenario) -> Res
     let from_ms = monitoring.started_ms();
     let rounds = monitoring.evaluation_rounds().await.map_err(|e| e.to_string())?;
     let mut records = vec![AlertRecord::Setup {
-        rules: vec!["shipped: monitoring/rules/flashsale.rules.yml".into()],
+        rules: if scenario.alerts.rules.is_empty() {
+            vec!["shipped: monitoring/rules/flashsale.rules.yml".into()]
+        } else {
+            scenario.alerts.rules.iter().map(|r| r.display().to_string()).collect()
+        },
         alertmanager_config: "shipped: monitoring/alertmanager.yml".into(),
         time_factor: scenario.alerts.time_factor,
         from_ms,

@@ -2,6 +2,7 @@
 //! Alertmanager, the exporters), how its rule windows are scaled, and which alerts must fire,
 //! be notified and resolve around which fault. Judged by `drill::checks::alerts`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chaos::faults::{duration_text, option_duration_text};
@@ -15,6 +16,10 @@ pub struct Alerts {
     /// and judge the expectations below and false alarms. Default false.
     #[serde(default)]
     pub monitoring: bool,
+    /// Rule files instead of the shipped ones, relative to the scenario file (made absolute
+    /// when the scenario is read).
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
     /// Multiplies every rule window, `for` and Alertmanager wait (1: the rules as written). It
     /// is multiplied by `--scale` too, like every duration of the drill.
     #[serde(default = "one")]
@@ -72,6 +77,7 @@ impl Default for Alerts {
     fn default() -> Self {
         Alerts {
             monitoring: false,
+            rules: Vec::new(),
             time_factor: 1.0,
             settle: settle_default(),
             may_fire: Vec::new(),
