@@ -16,6 +16,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::ports::{free_port, loopback};
 use crate::probe::Probe;
 
 /// How often a readiness probe is repeated while waiting.
@@ -70,6 +72,29 @@ pub enum ProcessError {
     Signal { name: String, signal: Signal, source: nix::Error },
     #[error("{name}: waiting for exit: {source}")]
     Wait { name: String, source: std::io::Error },
+    #[error("no free port: {0}")]
+    NoPort(std::io::Error),
+}
+
+/// How many times a component is started on a fresh port when its start fails (another process
+/// can take a free port between our check and the child's bind).
+const START_ATTEMPTS: usize = 3;
+
+/// Starts `spec_for(addr)` on a free loopback port; when the child exits while starting, again
+/// on another port, [`START_ATTEMPTS`] times in all.
+pub async fn start_on_free_port(spec_for: impl Fn(SocketAddr) -> ProcessSpec) -> Result<Supervised, ProcessError> {
+    let mut attempt = 1;
+    loop {
+        let addr = loopback(free_port().map_err(ProcessError::NoPort)?);
+        match Supervised::start(spec_for(addr)).await {
+            Ok(process) => return Ok(process),
+            Err(ProcessError::ExitedEarly { name, .. }) if attempt < START_ATTEMPTS => {
+                tracing::warn!(%name, %addr, attempt, "exited while starting; trying another port");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A child process under the lab's control. See the module docs.
@@ -90,6 +115,13 @@ impl Supervised {
 
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The address it serves on: the one its readiness probe checks.
+    pub fn addr(&self) -> SocketAddr {
+        match self.spec.probe {
+            Probe::RedisPing(addr) | Probe::KafkaApiVersions(addr) | Probe::HttpOk(addr, _) => addr,
+        }
     }
 
     pub fn spec(&self) -> &ProcessSpec {

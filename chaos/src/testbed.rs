@@ -20,14 +20,10 @@ use std::path::{Path, PathBuf};
 use crate::components::{self, SystemAddrs};
 use crate::faults::Target;
 use crate::monitoring::{Monitoring, MonitoringConfig, MonitoringError, ScrapeTarget};
-use crate::ports::{free_port, loopback};
+use crate::ports::loopback;
 use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
 use crate::proxy::FaultProxy;
-
-/// How many times a component is started on a fresh port when its start fails (another process
-/// can take a free port between our check and the child's bind).
-const START_ATTEMPTS: usize = 3;
 
 /// What to bring up.
 #[derive(Debug, Clone)]
@@ -79,8 +75,6 @@ impl Default for TestbedConfig {
 pub enum TestbedError {
     #[error("testbed directory {path}: {source}")]
     Dir { path: String, source: std::io::Error },
-    #[error("no free port: {0}")]
-    Port(std::io::Error),
     #[error("fault proxy: {0}")]
     Proxy(std::io::Error),
     #[error(transparent)]
@@ -529,24 +523,9 @@ fn make_dir(path: &Path) -> Result<PathBuf, TestbedError> {
 
 /// The address a component serves on: the one its readiness probe checks.
 fn probe_addr(process: &Supervised) -> SocketAddr {
-    match process.spec().probe {
-        crate::probe::Probe::RedisPing(addr)
-        | crate::probe::Probe::KafkaApiVersions(addr)
-        | crate::probe::Probe::HttpOk(addr, _) => addr,
-    }
+    process.addr()
 }
 
 async fn start_on_free_port(spec_for: impl Fn(SocketAddr) -> ProcessSpec) -> Result<Supervised, TestbedError> {
-    let mut attempt = 1;
-    loop {
-        let addr = loopback(free_port().map_err(TestbedError::Port)?);
-        match Supervised::start(spec_for(addr)).await {
-            Ok(process) => return Ok(process),
-            Err(ProcessError::ExitedEarly { name, .. }) if attempt < START_ATTEMPTS => {
-                tracing::warn!(%name, %addr, attempt, "exited while starting; trying another port");
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(crate::process::start_on_free_port(spec_for).await?)
 }

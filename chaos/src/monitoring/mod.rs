@@ -21,12 +21,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ports::{free_port, loopback};
-
 mod config;
 mod receiver;
 
-use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
 use config::{
     alertmanager_config, alertmanager_spec, process_exporter_config, process_exporter_spec, prometheus_config,
@@ -80,8 +77,6 @@ pub struct ScrapeTarget {
 pub enum MonitoringError {
     #[error("monitoring directory {path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("no free port: {0}")]
-    Port(std::io::Error),
     #[error("{path}: {why}")]
     Config { path: String, why: String },
     #[error(transparent)]
@@ -391,24 +386,11 @@ fn write(path: &Path, text: &str) -> Result<(), MonitoringError> {
 }
 
 fn probe_addr(process: &Supervised) -> SocketAddr {
-    match process.spec().probe {
-        Probe::RedisPing(addr) | Probe::KafkaApiVersions(addr) | Probe::HttpOk(addr, _) => addr,
-    }
+    process.addr()
 }
 
-/// How many times a component is started on a fresh port when its start fails.
-const START_ATTEMPTS: usize = 3;
-
 async fn start_on_free_port(spec_for: impl Fn(SocketAddr) -> ProcessSpec) -> Result<Supervised, MonitoringError> {
-    let mut attempt = 1;
-    loop {
-        let addr = loopback(free_port().map_err(MonitoringError::Port)?);
-        match Supervised::start(spec_for(addr)).await {
-            Ok(process) => return Ok(process),
-            Err(ProcessError::ExitedEarly { .. }) if attempt < START_ATTEMPTS => attempt += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(crate::process::start_on_free_port(spec_for).await?)
 }
 
 #[cfg(test)]
