@@ -8,6 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::{MonitoringError, Notification};
+
+/// Notifications kept in memory (the file has them all).
+const MAX_KEPT: usize = 10_000;
 use crate::ports::loopback;
 
 /// The lab's webhook: Alertmanager POSTs each notification here; it is kept in memory and
@@ -67,7 +70,13 @@ async fn receive(
             let _ = writeln!(file, "{line}");
         }
     }
-    received.lock().unwrap_or_else(|p| p.into_inner()).push(notification);
+    let mut kept = received.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounded: a `flashlab up` left running for days keeps the newest in memory; every
+    // notification stays in the file.
+    if kept.len() >= MAX_KEPT {
+        kept.remove(0);
+    }
+    kept.push(notification);
     axum::http::StatusCode::OK
 }
 
