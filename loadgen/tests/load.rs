@@ -228,6 +228,20 @@ async fn every_request_is_recorded_once_and_retriers_reuse_their_request_id() {
         assert_eq!(attempts.last().unwrap().status, Some(202));
         assert!(attempts[1].intended_us >= attempts[0].done_us, "the retry is planned after the answer");
     }
+    // An abuser's burst is back to back: each request is intended when the one before was
+    // answered, so its latency does not count the abuser's own earlier requests.
+    let mut bursts: BTreeMap<&str, Vec<&Attempt>> = BTreeMap::new();
+    for a in lines.iter().filter(|a| a.kind == UserKind::Abuser && a.op == Op::Buy) {
+        let (order, _) = a.request_id.rsplit_once('-').expect("burst ids are ORDER-K");
+        bursts.entry(order).or_default().push(a);
+    }
+    assert!(!bursts.is_empty(), "some abuser arrived");
+    for burst in bursts.values_mut() {
+        burst.sort_by_key(|a| a.request_id.rsplit_once('-').unwrap().1.parse::<u32>().unwrap());
+        for pair in burst.windows(2) {
+            assert_eq!(pair[1].intended_us, pair[0].done_us, "{} follows {}", pair[1].request_id, pair[0].request_id);
+        }
+    }
     // Buyers do not retry: one POST each.
     assert!(lines.iter().filter(|a| a.kind == UserKind::Buyer && a.op == Op::Buy).all(|a| a.attempt == 1));
 }
