@@ -15,11 +15,11 @@ use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use crate::keys;
-use crate::order::{dlq_headers, now_ms, OrderMessage, DLQ_TOPIC, ORDERS_TOPIC};
+use crate::order::{dlq_headers, now_ms, DeadLetterInfo, DeadLetterMessage, OrderMessage, DLQ_TOPIC, ORDERS_TOPIC};
 use crate::payment::client::PaymentClient;
 use crate::payment::ledger::ChargeStatus;
 use crate::redis_conn::{Redis, RedisError};
-use crate::topic_reader::{read_all, ReadError};
+use crate::topic_reader::{read_all, ReadError, Record};
 
 /// How long reading the DLQ topic may take.
 const READ_LIMIT: Duration = Duration::from_secs(60);
@@ -55,6 +55,29 @@ pub struct DlqReport {
     pub entries: Vec<DlqEntry>,
 }
 
+/// The dead letter a DLQ record holds: from its payload, or — a letter written before the
+/// payload carried it — from its headers (reason `unknown` and time 0 when those lack it too).
+/// `None` when the payload is not an order.
+pub fn letter_of(record: &Record) -> Option<DeadLetterMessage> {
+    if let Ok(letter) = serde_json::from_slice::<DeadLetterMessage>(&record.payload) {
+        return Some(letter);
+    }
+    let order = serde_json::from_slice::<OrderMessage>(&record.payload).ok()?;
+    let header = |name: &str| record.headers.get(name);
+    fn number<T: std::str::FromStr>(value: Option<&String>) -> Option<T> {
+        value.and_then(|v| v.parse().ok())
+    }
+    Some(DeadLetterMessage {
+        order,
+        dead_letter: DeadLetterInfo {
+            reason: header(dlq_headers::REASON).cloned().unwrap_or_else(|| "unknown".into()),
+            original_partition: number(header(dlq_headers::ORIGINAL_PARTITION)).unwrap_or(-1),
+            original_offset: number(header(dlq_headers::ORIGINAL_OFFSET)).unwrap_or(-1),
+            failed_at_ms: number(header(dlq_headers::FAILED_AT_MS)).unwrap_or(0),
+        },
+    })
+}
+
 /// Every dead letter, one per `request_id/attempt`, oldest first, with whether it is pending.
 pub async fn list(bootstrap: &str, redis: &Redis) -> Result<DlqReport, DlqError> {
     let bootstrap = bootstrap.to_string();
@@ -68,15 +91,14 @@ pub async fn list(bootstrap: &str, redis: &Redis) -> Result<DlqReport, DlqError>
     let mut seen = HashSet::new();
     let mut entries = Vec::new();
     for record in records {
-        let Ok(order) = serde_json::from_slice::<OrderMessage>(&record.payload) else { continue };
+        let Some(DeadLetterMessage { order, dead_letter }) = letter_of(&record) else { continue };
         let member = keys::dlq_member(&order.request_id, order.attempt);
         if !seen.insert(member.clone()) {
             continue; // a duplicate dead letter of the same attempt
         }
-        let failed_at_ms = record.headers.get(dlq_headers::FAILED_AT_MS).and_then(|v| v.parse().ok()).unwrap_or(0);
         entries.push(DlqEntry {
-            reason: record.headers.get(dlq_headers::REASON).cloned().unwrap_or_else(|| "unknown".into()),
-            failed_at_ms,
+            reason: dead_letter.reason,
+            failed_at_ms: dead_letter.failed_at_ms,
             pending: pending.contains(&member),
             order,
         });
@@ -171,4 +193,64 @@ async fn remove_pending(redis: &Redis, member: &str) -> Result<(), RedisError> {
         .call(|mut c| async move { redis::cmd("ZREM").arg(keys::DLQ_PENDING).arg(member).query_async::<i64>(&mut c).await })
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(payload: &[u8], headers: &[(&str, &str)]) -> Record {
+        Record {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: "k".into(),
+            payload: payload.to_vec(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    fn order() -> OrderMessage {
+        OrderMessage {
+            request_id: "r1".into(),
+            user_id: "u1".into(),
+            item_id: "101".into(),
+            amount: 2,
+            correlation_id: "c1".into(),
+            accepted_at_ms: 5,
+            attempt: 3,
+        }
+    }
+
+    #[test]
+    fn a_letter_reads_back_from_its_payload_and_is_still_an_order() {
+        let letter = DeadLetterMessage {
+            order: order(),
+            dead_letter: DeadLetterInfo {
+                reason: "payment_timeout".into(),
+                original_partition: 4,
+                original_offset: 77,
+                failed_at_ms: 1234,
+            },
+        };
+        let payload = serde_json::to_vec(&letter).unwrap();
+        assert_eq!(letter_of(&record(&payload, &[])), Some(letter));
+        // A reader that only knows orders (an older `dlq` or drill) still reads the order.
+        assert_eq!(serde_json::from_slice::<OrderMessage>(&payload).unwrap(), order());
+    }
+
+    #[test]
+    fn a_letter_written_with_headers_reads_from_them() {
+        let payload = serde_json::to_vec(&order()).unwrap();
+        let headers = [("reason", "payment_error"), ("failed_at_ms", "99"), ("original_offset", "8"), ("original_partition", "1")];
+        let letter = letter_of(&record(&payload, &headers)).unwrap();
+        assert_eq!(letter.order, order());
+        assert_eq!(
+            letter.dead_letter,
+            DeadLetterInfo { reason: "payment_error".into(), original_partition: 1, original_offset: 8, failed_at_ms: 99 }
+        );
+        let bare = letter_of(&record(&payload, &[])).unwrap();
+        assert_eq!((bare.dead_letter.reason.as_str(), bare.dead_letter.failed_at_ms), ("unknown", 0));
+        assert_eq!(letter_of(&record(b"not json", &headers)), None);
+    }
 }

@@ -1,9 +1,12 @@
 //! The order as it travels between the services, and the topics it travels on.
 //!
 //! - `orders`: [`OrderMessage`] from the gateway (and from `flashsale dlq replay`) to the
-//!   processor, key `request_id`, header `correlation_id`.
-//! - `orders-dlq`: the [`OrderMessage`] of an order whose payment failed, with headers saying
-//!   why ([`dlq_headers`]).
+//!   processor, key `request_id`, no headers (the correlation id is in the payload).
+//! - `orders-dlq`: a [`DeadLetterMessage`] — the order whose payment failed and, beside it, why
+//!   and where it came from. All in the payload: tansu 0.6.0 reads record headers from an
+//!   unindexed table, one query per record, so a DLQ of 1,600 letters took 2 s to read with
+//!   headers. Letters written before carried that in headers ([`dlq_headers`]); readers take
+//!   either ([`crate::dlq::letter_of`]).
 //! - `order-outcomes`: one [`Outcome`] per decided order attempt — the durable record that
 //!   reconciliation trusts. At least once: a processor that crashed after publishing may publish
 //!   the same outcome again, so readers keep one per `(request_id, attempt)`.
@@ -19,8 +22,6 @@ pub const DLQ_TOPIC: &str = "orders-dlq";
 pub const OUTCOMES_TOPIC: &str = "order-outcomes";
 /// Stock set or added by the admin commands.
 pub const INVENTORY_TOPIC: &str = "inventory-events";
-/// The Kafka header carrying the correlation id from the gateway to the processor's logs.
-pub const CORRELATION_HEADER: &str = "correlation_id";
 
 /// One queued order. The message key is `request_id` (see [`crate::gateway::queue`] for why).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +114,28 @@ pub enum InventoryChange {
     Add,
 }
 
-/// Header names of a DLQ message.
+/// One message on `orders-dlq`: the order's own fields, and `dead_letter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterMessage {
+    #[serde(flatten)]
+    pub order: OrderMessage,
+    pub dead_letter: DeadLetterInfo,
+}
+
+/// Why and where an order attempt was dead-lettered. Its attempt, correlation id and the time
+/// the gateway accepted it are the order's own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterInfo {
+    /// `payment_timeout`, `payment_error`, `payment_unresolved`.
+    pub reason: String,
+    pub original_partition: i32,
+    pub original_offset: i64,
+    /// Milliseconds since the epoch.
+    pub failed_at_ms: u64,
+}
+
+/// Header names of a DLQ message written before the payload carried [`DeadLetterInfo`]; read,
+/// never written.
 pub mod dlq_headers {
     /// `payment_timeout`, `payment_error`, `payment_unresolved`.
     pub const REASON: &str = "reason";

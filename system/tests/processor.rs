@@ -107,7 +107,7 @@ async fn capture_then_timeout_completes_without_refund() {
 }
 
 #[tokio::test]
-async fn a_payment_error_is_dead_lettered_with_its_headers() {
+async fn a_payment_error_is_dead_lettered_with_why_and_where_in_its_payload() {
     let bed = full_testbed(1, &[]).await;
     admin(&bed, &["stock", "set", "101", "5"]).await;
     payment_control(&bed, json!({"outage": true})).await;
@@ -118,15 +118,13 @@ async fn a_payment_error_is_dead_lettered_with_its_headers() {
         flashsale::topic_reader::read_all(&bed.kafka_addr().to_string(), "orders-dlq", Duration::from_secs(30))
             .unwrap();
     assert_eq!(records.len(), 1);
-    let headers = &records[0].headers;
-    assert_eq!(headers["reason"], "payment_error");
-    assert_eq!(headers["attempt"], "1");
-    assert!(
-        headers.contains_key("correlation_id")
-            && headers.contains_key("original_offset")
-            && headers.contains_key("original_time_ms"),
-        "{headers:?}"
-    );
+    // No record headers (tansu 0.6.0 reads them one query per record, from an unindexed table).
+    assert!(records[0].headers.is_empty(), "{:?}", records[0].headers);
+    let letter: flashsale::order::DeadLetterMessage = serde_json::from_slice(&records[0].payload).unwrap();
+    assert_eq!((letter.order.request_id.as_str(), letter.order.attempt), ("down-1", 1));
+    assert_eq!(letter.dead_letter.reason, "payment_error");
+    assert!(letter.dead_letter.original_offset >= 0 && letter.dead_letter.failed_at_ms >= letter.order.accepted_at_ms);
+    assert!(!letter.order.correlation_id.is_empty());
     assert_eq!(stock(&bed, "101").await, 5);
     bed.stop().await.unwrap();
 }

@@ -64,14 +64,10 @@ pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]
     state.dlq = letters
         .iter()
         .filter_map(|r| {
-            let order = serde_json::from_slice::<OrderMessage>(&r.payload).ok()?;
+            let flashsale::order::DeadLetterMessage { order, dead_letter } = flashsale::dlq::letter_of(r)?;
             Some(DeadLetter {
                 pending: pending.contains(&flashsale::keys::dlq_member(&order.request_id, order.attempt)),
-                reason: r
-                    .headers
-                    .get(flashsale::order::dlq_headers::REASON)
-                    .cloned()
-                    .unwrap_or_else(|| "unknown".into()),
+                reason: dead_letter.reason,
                 request_id: order.request_id,
                 attempt: order.attempt,
             })

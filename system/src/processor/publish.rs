@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use crate::gateway::queue::QueueError;
-use crate::order::{dlq_headers, now_ms, OrderMessage, Outcome, CORRELATION_HEADER, DLQ_TOPIC, OUTCOMES_TOPIC};
+use crate::order::{now_ms, DeadLetterInfo, DeadLetterMessage, OrderMessage, Outcome, DLQ_TOPIC, OUTCOMES_TOPIC};
 
-/// Where a consumed order came from, for its dead letter's headers.
+/// Where a consumed order came from, for its dead letter.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin {
     pub partition: i32,
@@ -46,17 +45,9 @@ impl Publisher {
         Ok(Publisher { producer, timeout })
     }
 
-    async fn send(
-        &self,
-        topic: &str,
-        key: &str,
-        payload: &[u8],
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), QueueError> {
-        let mut record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload);
-        if let Some(headers) = headers {
-            record = record.headers(headers);
-        }
+    /// Without record headers: see [`crate::order`].
+    async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), QueueError> {
+        let record = FutureRecord::to(topic).key(key.as_bytes()).payload(payload);
         let guard = self.timeout + Duration::from_millis(500);
         match tokio::time::timeout(guard, self.producer.send(record, self.timeout)).await {
             Ok(Ok(_)) => Ok(()),
@@ -68,33 +59,25 @@ impl Publisher {
     /// The decision, on `order-outcomes`.
     pub async fn outcome(&self, outcome: &Outcome) -> Result<(), QueueError> {
         let payload = serde_json::to_vec(outcome)?;
-        // No headers on this high-volume topic: the correlation id is in the payload (tansu
-        // 0.6.0 reads headers from an unindexed table once per fetched record).
-        self.send(OUTCOMES_TOPIC, &outcome.request_id, &payload, None).await
+        self.send(OUTCOMES_TOPIC, &outcome.request_id, &payload).await
     }
 
-    /// The order on `orders-dlq`, with why and where it came from.
+    /// The order on `orders-dlq`, with why and where it came from (in the payload: see
+    /// [`crate::order`] for why not in headers).
     pub async fn dead_letter(&self, order: &OrderMessage, reason: &str, origin: Origin) -> Result<u64, QueueError> {
-        let payload = serde_json::to_vec(order)?;
-        let failed_at = now_ms();
-        let attempt = order.attempt.to_string();
-        let partition = origin.partition.to_string();
-        let offset = origin.offset.to_string();
-        let original = order.accepted_at_ms.to_string();
-        let failed = failed_at.to_string();
-        let headers = [
-            (dlq_headers::REASON, reason),
-            (CORRELATION_HEADER, order.correlation_id.as_str()),
-            (dlq_headers::ATTEMPT, attempt.as_str()),
-            (dlq_headers::ORIGINAL_PARTITION, partition.as_str()),
-            (dlq_headers::ORIGINAL_OFFSET, offset.as_str()),
-            (dlq_headers::ORIGINAL_TIME_MS, original.as_str()),
-            (dlq_headers::FAILED_AT_MS, failed.as_str()),
-        ]
-        .into_iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_bytes()) }));
-        self.send(DLQ_TOPIC, &order.request_id, &payload, Some(headers)).await?;
-        Ok(failed_at)
+        let failed_at_ms = now_ms();
+        let letter = DeadLetterMessage {
+            order: order.clone(),
+            dead_letter: DeadLetterInfo {
+                reason: reason.to_string(),
+                original_partition: origin.partition,
+                original_offset: origin.offset,
+                failed_at_ms,
+            },
+        };
+        let payload = serde_json::to_vec(&letter)?;
+        self.send(DLQ_TOPIC, &order.request_id, &payload).await?;
+        Ok(failed_at_ms)
     }
 
     pub async fn flush(&self, limit: Duration) {
