@@ -214,6 +214,8 @@ pub(super) fn process_exporter_spec(addr: SocketAddr, dir: &Path) -> ProcessSpec
 /// each at least [`MIN_SCALED`]; with Alertmanager text, its `group_wait`, `group_interval`,
 /// `repeat_interval` and `resolve_timeout` too. A 5-minute window cannot see a 30 s outage: a
 /// short drill states a factor (and its report shows it); `factor` 1 leaves the text as written.
+/// A threshold that is itself a duration is scaled where its line is marked
+/// ([`SCALED_THRESHOLD_MARK`]).
 pub fn scale_durations(text: &str, factor: f64) -> String {
     if (factor - 1.0).abs() < f64::EPSILON {
         return text.to_owned();
@@ -232,7 +234,14 @@ pub const MIN_SCALED: Duration = Duration::from_secs(3);
 
 const SCALED_KEYS: [&str; 5] = ["for:", "group_wait:", "group_interval:", "repeat_interval:", "resolve_timeout:"];
 
+/// A rule line ending in this comment has its threshold (the last number before the comment)
+/// scaled as a duration in seconds: `DLQAgeHigh`'s 3600 s cannot be reached in a drill.
+pub const SCALED_THRESHOLD_MARK: &str = "# lab: a duration in seconds, scaled";
+
 fn scale_line(line: &str, factor: f64) -> String {
+    if let Some(scaled) = scale_threshold(line, factor) {
+        return scaled;
+    }
     let trimmed = line.trim_start();
     let indent = &line[..line.len() - trimmed.len()];
     for key in SCALED_KEYS {
@@ -261,6 +270,18 @@ fn scale_line(line: &str, factor: f64) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The line with its marked threshold scaled (at least [`MIN_SCALED`]: the watchdog's own
+/// readings are 2 s apart), or `None` when it is not marked
+/// or has no number before the mark.
+fn scale_threshold(line: &str, factor: f64) -> Option<String> {
+    let before = line.trim_end().strip_suffix(SCALED_THRESHOLD_MARK)?;
+    let body = before.trim_end();
+    let start = body.rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |i| i + 1);
+    let seconds: f64 = body[start..].parse().ok()?;
+    let scaled = (seconds * factor).round().max(MIN_SCALED.as_secs_f64());
+    Some(format!("{}{scaled}{}{SCALED_THRESHOLD_MARK}", &body[..start], &before[body.len()..]))
 }
 
 fn scaled(d: Duration, factor: f64) -> Duration {
@@ -354,6 +375,14 @@ mod tests {
         );
         assert_eq!(scale_durations("for: 5s\nx[10s]\n", 0.1), "for: 3s\nx[3s]\n", "at least 3 s");
         assert_eq!(scale_durations("for: 0s\n", 0.1), "for: 0s\n", "no wait stays no wait");
+        let marked = format!("        expr: max(age_seconds) > 3600  {SCALED_THRESHOLD_MARK}\n");
+        assert_eq!(
+            scale_durations(&marked, 0.01),
+            format!("        expr: max(age_seconds) > 36  {SCALED_THRESHOLD_MARK}\n"),
+            "a marked threshold is a duration"
+        );
+        assert_eq!(scale_durations(&marked, 0.0001), marked.replace("3600", "3"), "at least 3 s");
+        assert_eq!(scale_durations("expr: x > 3600\n", 0.01), "expr: x > 3600\n", "an unmarked one is not");
         assert_eq!(scale_durations("max_over_time(x[1h30m:1m])\n", 0.5), "max_over_time(x[2700s:30s])\n");
         assert_eq!(
             scale_durations("label{a=~\"[0-9]\"}[5m]\n", 0.5),

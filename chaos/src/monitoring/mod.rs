@@ -29,7 +29,7 @@ use config::{
     alertmanager_config, alertmanager_spec, process_exporter_config, process_exporter_spec, prometheus_config,
     prometheus_spec, redis_exporter_spec, rule_files, write_targets,
 };
-pub use config::{scale_durations, MIN_SCALED};
+pub use config::{scale_durations, MIN_SCALED, SCALED_THRESHOLD_MARK};
 use receiver::Receiver;
 
 /// The rules shipped with the lab (`monitoring/rules/flashsale.rules.yml`).

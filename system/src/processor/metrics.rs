@@ -20,6 +20,11 @@ pub struct ProcessorMetrics {
     pub dlq_oldest_age_seconds: IntGauge,
     pub inventory: IntGaugeVec,
     pub lag: IntGaugeVec,
+    /// Every partition of `orders`, owned or not, from the broker: end − the group's commit
+    /// point (the group watchdog's reading). Unlike `lag`, it sees a dead member's partitions.
+    pub group_backlog: IntGaugeVec,
+    /// How long each partition's commit point has stood still with orders behind it.
+    pub partition_stalled_seconds: IntGaugeVec,
     pub in_flight: IntGauge,
     /// The group watchdog's repairs, by remedy (`probe`, `rejoin`).
     pub group_repairs: IntCounterVec,
@@ -83,6 +88,16 @@ impl ProcessorMetrics {
             inventory: gauge_vec("processor_inventory_level", "Inventory level per item", "item_id"),
             lag: gauge_vec("processor_consumer_lag", "Messages behind the end of each assigned partition", "partition"),
             in_flight: gauge("processor_orders_in_flight", "Orders being processed now"),
+            group_backlog: gauge_vec(
+                "processor_group_backlog",
+                "Messages behind the group's commit point, every partition (from the broker)",
+                "partition",
+            ),
+            partition_stalled_seconds: gauge_vec(
+                "processor_partition_stalled_seconds",
+                "Seconds the group's commit point of the partition has not moved with messages behind it",
+                "partition",
+            ),
             group_repairs,
             payments,
             registry,

@@ -67,6 +67,9 @@ struct Clock {
     since: Instant,
     /// A probe was asked for this stall.
     probed: bool,
+    /// Since when the commit point has stood still with lag, remedies or not: the stall's age
+    /// as the alert sees it (`processor_partition_stalled_seconds`).
+    still_since: Instant,
 }
 
 /// The stall detector: fed with readings, answers the remedy. No I/O, so it is unit-tested.
@@ -81,6 +84,15 @@ impl StallTracker {
         self.clocks.clear();
     }
 
+    /// How long each partition's commit point has stood still with orders behind it, as of
+    /// `now` (zero for a partition that moved or has nothing waiting at the last reading).
+    pub fn stalled_for(&self, now: Instant) -> Vec<(i32, Duration)> {
+        let mut out: Vec<(i32, Duration)> =
+            self.clocks.iter().map(|(p, c)| (*p, now.saturating_duration_since(c.still_since))).collect();
+        out.sort_unstable();
+        out
+    }
+
     /// `ours`: our assignment; `in_flight(p)`: orders of partition `p` being worked on here.
     pub fn observe(
         &mut self,
@@ -93,10 +105,10 @@ impl StallTracker {
         let mut stalled_ours_busy = false;
         let mut stalled_theirs = Vec::new();
         for r in readings {
-            let clock =
-                self.clocks.entry(r.partition).or_insert(Clock { committed: r.committed, since: now, probed: false });
+            let fresh = Clock { committed: r.committed, since: now, probed: false, still_since: now };
+            let clock = self.clocks.entry(r.partition).or_insert(fresh);
             if r.committed != clock.committed || r.committed >= r.high {
-                *clock = Clock { committed: r.committed, since: now, probed: false };
+                *clock = Clock { committed: r.committed, since: now, probed: false, still_since: now };
                 continue;
             }
             if now.duration_since(clock.since) < STALL_AFTER {
@@ -159,12 +171,21 @@ pub(super) async fn watch_group(
         let c = consumer.clone();
         let read = tokio::task::spawn_blocking(move || read_group(&c, partitions)).await;
         let Ok(Some((readings, ours))) = read else {
-            // The broker did not answer: nothing is known, every clock starts again.
+            // The broker did not answer: nothing is known, every clock starts again (and the
+            // gauges say nothing rather than something stale).
             tracker.reset();
+            metrics.group_backlog.reset();
+            metrics.partition_stalled_seconds.reset();
             continue;
         };
-        let remedy =
-            tracker.observe(std::time::Instant::now(), &readings, &ours, |p| lock(&shared.tracker).in_flight_in(p));
+        let now = std::time::Instant::now();
+        let remedy = tracker.observe(now, &readings, &ours, |p| lock(&shared.tracker).in_flight_in(p));
+        for r in &readings {
+            metrics.group_backlog.with_label_values(&[&r.partition.to_string()]).set((r.high - r.committed).max(0));
+        }
+        for (partition, stalled) in tracker.stalled_for(now) {
+            metrics.partition_stalled_seconds.with_label_values(&[&partition.to_string()]).set(stalled.as_secs() as i64);
+        }
         match remedy {
             Remedy::Nothing => {}
             Remedy::Probe { stalled } => {
@@ -234,6 +255,22 @@ mod tests {
             let now = t0 + Duration::from_secs(2 * i);
             assert_eq!(t.observe(now, &[r(0, 5, 5), r(1, 3 + i as i64, 100)], &set(&[0]), |_| 0), Remedy::Nothing);
         }
+    }
+
+    #[test]
+    fn a_stall_ages_through_remedies_and_ends_with_progress() {
+        let mut t = StallTracker::default();
+        let t0 = Instant::now();
+        let stuck = [r(0, 10, 10), r(1, 4, 9)];
+        t.observe(t0, &stuck, &set(&[0]), |_| 0);
+        assert_eq!(t.observe(t0 + STALL_AFTER, &stuck, &set(&[0]), |_| 0), Remedy::Probe { stalled: vec![1] });
+        let later = t0 + STALL_AFTER + Duration::from_secs(4);
+        t.observe(later, &stuck, &set(&[0]), |_| 0);
+        // The probe restarted the remedy clock, not the stall's age.
+        assert_eq!(t.stalled_for(later), vec![(0, Duration::ZERO), (1, STALL_AFTER + Duration::from_secs(4))]);
+        let moved = later + Duration::from_secs(2);
+        t.observe(moved, &[r(0, 10, 10), r(1, 5, 9)], &set(&[0]), |_| 0);
+        assert_eq!(t.stalled_for(moved), vec![(0, Duration::ZERO), (1, Duration::ZERO)]);
     }
 
     #[test]
