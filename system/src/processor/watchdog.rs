@@ -72,6 +72,13 @@ struct Clock {
     still_since: Instant,
 }
 
+impl Clock {
+    /// A commit point seen moving (or with nothing behind it) at `now`.
+    fn fresh(committed: i64, now: Instant) -> Clock {
+        Clock { committed, since: now, probed: false, still_since: now }
+    }
+}
+
 /// The stall detector: fed with readings, answers the remedy. No I/O, so it is unit-tested.
 #[derive(Debug, Default)]
 pub struct StallTracker {
@@ -105,10 +112,9 @@ impl StallTracker {
         let mut stalled_ours_busy = false;
         let mut stalled_theirs = Vec::new();
         for r in readings {
-            let fresh = Clock { committed: r.committed, since: now, probed: false, still_since: now };
-            let clock = self.clocks.entry(r.partition).or_insert(fresh);
+            let clock = self.clocks.entry(r.partition).or_insert_with(|| Clock::fresh(r.committed, now));
             if r.committed != clock.committed || r.committed >= r.high {
-                *clock = Clock { committed: r.committed, since: now, probed: false, still_since: now };
+                *clock = Clock::fresh(r.committed, now);
                 continue;
             }
             if now.duration_since(clock.since) < STALL_AFTER {
