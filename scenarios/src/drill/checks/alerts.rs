@@ -63,7 +63,8 @@ pub fn alerts(
             None => (1..=windows.len().max(1)).collect(),
         };
         for n in numbers {
-            match windows.get(n - 1) {
+            // The fault's id is its number: a fault that failed to apply keeps its number.
+            match windows.iter().find(|w| w.id == n as u64) {
                 Some(w) => scores.push(expectation(ev.alerts, e, n as u64, w, end_of(w), to_ms, enough, results)),
                 None => results.push(CheckResult::held(
                     &format!("{} detects fault #{n}", e.alert),
