@@ -1,5 +1,5 @@
 //! What a report shows, read from a run directory alone (DESIGN.md): the verdict, the
-//! manifest, the events (fault windows, phases), and per-second series built from
+//! manifest, the events (fault windows, phases), the alert records, and per-second series built from
 //! `history.jsonl` (streamed: one pass, memory bounded by the run's length), `metrics.jsonl` and
 //! `final_state.json`.
 
@@ -68,6 +68,8 @@ pub struct Run {
     pub events: Vec<Value>,
     pub windows: Vec<Window>,
     pub series: Series,
+    /// `alerts.jsonl`: empty for a run without monitoring.
+    pub alerts: Vec<rundir::AlertRecord>,
 }
 
 /// The `q` quantile of `v` (sorted here), in ms; NaN when empty (a gap in the plot).
@@ -93,7 +95,8 @@ pub fn load(dir: &Path) -> Result<Run, ReportError> {
             to_s: w.end_ms.map_or(series.seconds as f64, |end| at(end.max(w.start_ms + 200))),
         })
         .collect();
-    Ok(Run { verdict, manifest, events, windows, series })
+    let alerts = rundir::alerts::read(&dir.join(rundir::files::ALERTS))?;
+    Ok(Run { verdict, manifest, events, windows, series, alerts })
 }
 
 fn series(dir: &Path, events: &[Value]) -> Result<Series, ReportError> {

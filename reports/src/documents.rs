@@ -134,6 +134,23 @@ fn alert_rows(run: &Run) -> Vec<[String; 8]> {
     rows
 }
 
+/// How the monitoring ran, from `alerts.jsonl`'s setup: the rules, the config and the time
+/// factor (1: as written) — a report always says whether the rules were scaled.
+fn alert_setup(run: &Run) -> Option<String> {
+    run.alerts.iter().find_map(|r| match r {
+        rundir::AlertRecord::Setup { rules, alertmanager_config, time_factor, .. } => Some(format!(
+            "Rules: {}; Alertmanager: {alertmanager_config}; {}.",
+            rules.join(", "),
+            if *time_factor == 1.0 {
+                "windows, `for` and waits as written (time factor 1)".to_string()
+            } else {
+                format!("windows, `for`, waits and marked thresholds scaled by a time factor of {time_factor}")
+            }
+        )),
+        _ => None,
+    })
+}
+
 const ALERT_HEADERS: [&str; 8] = [
     "",
     "alert",
@@ -179,8 +196,13 @@ pub fn html(run: &Run, svgs: &[(String, String)]) -> String {
         );
     }
     let alerts = alert_rows(run);
-    if !alerts.is_empty() {
-        out.push_str("</table><h2>Alerts</h2><table id=\"alerts\"><tr>");
+    let setup = alert_setup(run);
+    if !alerts.is_empty() || setup.is_some() {
+        out.push_str("</table><h2>Alerts</h2>");
+        if let Some(setup) = &setup {
+            let _ = write!(out, "<p id=\"alerts-setup\">{}</p>", escape(setup));
+        }
+        out.push_str("<table id=\"alerts\"><tr>");
         for h in ALERT_HEADERS {
             let _ = write!(out, "<th>{h}</th>");
         }
@@ -261,8 +283,13 @@ pub fn markdown(run: &Run) -> String {
         let _ = writeln!(out, "| {m} | {} | {} | {} |", cell(&c.title()), cell(&c.target), cell(&c.measured));
     }
     let alerts = alert_rows(run);
-    if !alerts.is_empty() {
-        out.push_str("\n### Alerts\n\n|");
+    let setup = alert_setup(run);
+    if !alerts.is_empty() || setup.is_some() {
+        out.push_str("\n### Alerts\n\n");
+        if let Some(setup) = &setup {
+            let _ = writeln!(out, "{setup}\n");
+        }
+        out.push('|');
         for h in ALERT_HEADERS {
             let _ = write!(out, " {h} |");
         }

@@ -4,7 +4,8 @@
 //!   per-second series from `history.jsonl` (streamed), `metrics.jsonl`, `final_state.json`.
 //! - [`plots`]: latency, throughput by outcome, stock against completed units, DLQ, breaker
 //!   state, consumer lag, processing time — SVG and PNG, fault windows shaded and labelled, with
-//!   a bundled font.
+//!   a bundled font; under them, when the run had monitoring, the alert bands (pending, firing,
+//!   notified) from `alerts.jsonl` ([`plots::alerts`]).
 //! - [`documents`]: `report.html` (self-contained), `summary.md`, `junit.xml`.
 //! - [`compare`]: two runs side by side — deltas, regressions past a limit, overlaid plots.
 //!
@@ -50,6 +51,17 @@ pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
         files.push(svg_path);
         files.push(png_path);
         svgs.push((plot.name.to_string(), svg));
+    }
+    // Under the time plots, on their axis: the alert bands of a run with monitoring.
+    if plots::alerts::monitored(&run) {
+        let svg = plots::alerts::svg(&run).map_err(|e| ReportError::Render(format!("alerts: {e}")))?;
+        let svg_path = plots_dir.join("alerts.svg");
+        write(&svg_path, &svg)?;
+        let png_path = plots_dir.join("alerts.png");
+        plots::alerts::png(&run, &png_path).map_err(|e| ReportError::Render(format!("alerts: {e}")))?;
+        files.push(svg_path);
+        files.push(png_path);
+        svgs.push(("alerts".to_string(), svg));
     }
     let html = dir.join("report.html");
     write(&html, &documents::html(&run, &svgs))?;

@@ -241,3 +241,86 @@ fn the_alerts_table_shows_undetected_faults_first_then_each_alert() {
         "{md}"
     );
 }
+
+/// The fixture's monitoring, written as the drill writes it: the breaker alert pending then
+/// firing through the broker's outage, notified, resolved.
+fn with_alerts(dir: &Path, fired: bool) {
+    let (load, fault) = (1796196399801u64, 1796196406571u64);
+    let mut records = vec![rundir::AlertRecord::Setup {
+        rules: vec!["shipped".into()],
+        alertmanager_config: "shipped".into(),
+        time_factor: 0.1,
+        from_ms: load,
+        to_ms: load + 40_000,
+        evaluation_rounds: 40,
+    }];
+    if fired {
+        let labels: std::collections::BTreeMap<String, String> =
+            [("severity".to_string(), "critical".to_string())].into_iter().collect();
+        let state = |state, from_ms, to_ms| rundir::AlertRecord::State {
+            alertname: "CircuitBreakerOpen".into(),
+            state,
+            labels: labels.clone(),
+            from_ms,
+            to_ms,
+        };
+        let notice = |status: &str, received_ms| rundir::AlertRecord::Notification {
+            received_ms,
+            alertname: "CircuitBreakerOpen".into(),
+            status: status.into(),
+            labels: labels.clone(),
+            starts_at: String::new(),
+            ends_at: String::new(),
+        };
+        records.push(state(rundir::AlertPhase::Pending, fault + 1_000, fault + 2_000));
+        records.push(state(rundir::AlertPhase::Firing, fault + 3_000, fault + 9_000));
+        records.push(notice("firing", fault + 6_000));
+        records.push(notice("resolved", fault + 12_000));
+    }
+    rundir::alerts::write(&dir.join("alerts.jsonl"), &records).unwrap();
+}
+
+#[test]
+fn the_alert_bands_sit_under_the_plots_on_their_time_axis() {
+    let dir = recorded_run();
+    with_alerts(dir.path(), true);
+    let run = reports::data::load(dir.path()).unwrap();
+    let lanes = reports::plots::alerts::lanes(&run);
+    assert_eq!(lanes.len(), 1, "{lanes:?}");
+    let lane = &lanes[0];
+    assert_eq!((lane.alert.as_str(), lane.severity.as_str()), ("CircuitBreakerOpen", "critical"));
+    // Seconds since the load started: the fault began 6.77 s in; a stretch holds one evaluation
+    // (1 s) past its last.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert!(close(lane.pending[0].0, 7.77) && close(lane.pending[0].1, 9.77), "{:?}", lane.pending);
+    assert!(close(lane.firing[0].0, 9.77) && close(lane.firing[0].1, 16.77), "{:?}", lane.firing);
+    assert!(close(lane.notified[0], 12.77) && close(lane.resolved[0], 18.77));
+
+    let rendered = reports::render(dir.path()).expect("renders");
+    let html = std::fs::read_to_string(&rendered.html).unwrap();
+    let start = html.find("id=\"plot-alerts\"").expect("the alerts plot");
+    assert!(start > html.find("id=\"plot-processing\"").unwrap(), "under the time plots");
+    let figure = &html[start..start + html[start..].find("</figure>").unwrap()];
+    assert!(figure.contains("CircuitBreakerOpen (critical)"), "the lane is named");
+    assert!(figure.contains("#1 kill broker"), "the fault window is shaded and labelled");
+    // Firing solid and pending light in the critical red; the notice a marker.
+    assert!(figure.contains("fill=\"#D32F2F\""), "firing band");
+    assert!(figure.matches("<polygon").count() >= 1 && figure.contains("<circle"), "notice markers");
+    let png = std::fs::read(dir.path().join("plots/alerts.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // The report says the rules ran scaled, and by how much.
+    assert!(html.contains("scaled by a time factor of 0.1"), "the time factor is shown");
+    let md = std::fs::read_to_string(&rendered.markdown).unwrap();
+    assert!(md.contains("### Alerts") && md.contains("time factor of 0.1"), "{md}");
+}
+
+#[test]
+fn monitoring_that_saw_nothing_says_so_and_a_run_without_it_has_no_bands() {
+    let dir = recorded_run();
+    with_alerts(dir.path(), false);
+    let html = std::fs::read_to_string(reports::render(dir.path()).unwrap().html).unwrap();
+    assert!(html.contains("id=\"plot-alerts\"") && html.contains("no alert was pending or firing"));
+    let bare = recorded_run();
+    let html = std::fs::read_to_string(reports::render(bare.path()).unwrap().html).unwrap();
+    assert!(!html.contains("id=\"plot-alerts\""), "no monitoring, no alerts plot");
+}

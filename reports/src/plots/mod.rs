@@ -1,6 +1,7 @@
 //! The plots, drawn with plotters to SVG (inlined in the HTML) and PNG (for sharing), each with
 //! the fault windows shaded and labelled. Text uses the DejaVu Sans font bundled in
-//! `reports/fonts/` through plotters' `ab_glyph` support: no system font is needed.
+//! `reports/fonts/` through plotters' `ab_glyph` support: no system font is needed. [`alerts`]
+//! draws the alert bands (pending, firing, notified) on the same time axis, under the others.
 
 use std::sync::OnceLock;
 
@@ -8,9 +9,13 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, RGBColor};
 
+use plotters::coord::types::RangedCoordf64;
+
 use crate::data::{Run, Window, OUTCOMES};
 
-const FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+pub mod alerts;
+
+const FONT: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (960, 320);
 const SHADE: RGBColor = RGBColor(230, 80, 60);
 
@@ -229,23 +234,7 @@ where
         })
         .draw()
         .map_err(e)?;
-    // Fault windows, shaded and labelled.
-    for (i, w) in windows.iter().enumerate() {
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(w.from_s, 0.0), (w.to_s.max(w.from_s + 0.2), y_max)],
-                SHADE.mix(0.15).filled(),
-            )))
-            .map_err(e)?;
-        let y = y_max * (0.97 - 0.07 * (i % 4) as f64);
-        chart
-            .draw_series(std::iter::once(Text::new(
-                w.label.clone(),
-                (w.from_s, y),
-                ("sans-serif", 11).into_font().color(&SHADE),
-            )))
-            .map_err(e)?;
-    }
+    shade(&mut chart, windows, y_max)?;
     for line in lines.iter().rev() {
         if line.points.is_empty() {
             continue;
@@ -291,6 +280,33 @@ where
             .map_err(e)?;
     }
     root.present().map_err(e)?;
+    Ok(())
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The fault windows, shaded over the whole height (`0..y_max`) and labelled.
+fn shade<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, windows: &[Window], y_max: f64) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    for (i, w) in windows.iter().enumerate() {
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(w.from_s, 0.0), (w.to_s.max(w.from_s + 0.2), y_max)],
+                SHADE.mix(0.15).filled(),
+            )))
+            .map_err(e)?;
+        let y = y_max * (0.97 - 0.07 * (i % 4) as f64);
+        chart
+            .draw_series(std::iter::once(Text::new(
+                w.label.clone(),
+                (w.from_s, y),
+                ("sans-serif", 11).into_font().color(&SHADE),
+            )))
+            .map_err(e)?;
+    }
     Ok(())
 }
 
