@@ -19,6 +19,7 @@
 //! (`dlq list|replay`), [`reconcile`] (`reconcile [--fix [--processors-stopped]]`: a restore rolled forward), [`backup`] (`backup`/`restore`).
 //!
 //! Shared pieces: [`config`] (the runbook's env vars), [`keys`] (Redis key names),
+//! [`kafka_stats`] (requests each Kafka client sent, by type, on `/metrics`),
 //! [`redis_conn`] (a Redis connection with a limit on every call), [`topic_reader`] (read a
 //! whole topic), [`logging`] (JSON logs), [`shutdown`] (SIGTERM/SIGINT).
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dlq;
 pub mod gateway;
 pub mod inventory;
+pub mod kafka_stats;
 pub mod keys;
 pub mod logging;
 pub mod order;

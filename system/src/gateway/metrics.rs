@@ -29,6 +29,7 @@ pub struct GatewayMetrics {
 impl GatewayMetrics {
     pub fn new() -> GatewayMetrics {
         let registry = Registry::new();
+        crate::kafka_stats::register(&registry);
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry.register(Box::new(c.clone())).expect("unique metric");

@@ -80,6 +80,10 @@ impl Link {
 }
 
 impl ClientContext for Link {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::kafka_stats::record("gateway", &statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(
             error,
@@ -153,6 +157,7 @@ impl OrderQueue {
             .set("linger.ms", linger.as_millis().to_string())
             .set("socket.connection.setup.timeout.ms", "2000")
             .set("reconnect.backoff.max.ms", "1000")
+            .set("statistics.interval.ms", crate::kafka_stats::INTERVAL_MS)
             .create_with_context(link.clone())?;
         Ok(OrderQueue { producer, link, produce_timeout })
     }

@@ -36,7 +36,11 @@ pub struct GroupRepair {
     needed: Arc<Notify>,
 }
 
-impl ClientContext for GroupRepair {}
+impl ClientContext for GroupRepair {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::kafka_stats::record("processor-consumer", &statistics);
+    }
+}
 
 impl ConsumerContext for GroupRepair {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -36,6 +36,7 @@ pub struct ProcessorMetrics {
 impl ProcessorMetrics {
     pub fn new() -> ProcessorMetrics {
         let registry = Registry::new();
+        crate::kafka_stats::register(&registry);
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
             registry.register(Box::new(c.clone())).expect("unique metric");

@@ -183,6 +183,7 @@ pub async fn run(
         .set("message.max.bytes", "262144")
         .set("queued.max.messages.kbytes", "16384")
         .set("socket.connection.setup.timeout.ms", "2000")
+        .set("statistics.interval.ms", crate::kafka_stats::INTERVAL_MS)
         .create_with_context(repair)
         .map_err(|e| kafka_err(e.into()))?;
     consumer.subscribe(&[ORDERS_TOPIC]).map_err(|e| kafka_err(e.into()))?;

@@ -9,6 +9,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use crate::gateway::queue::QueueError;
+use crate::kafka_stats::Counted;
 use crate::order::{now_ms, DeadLetterInfo, DeadLetterMessage, OrderMessage, Outcome, DLQ_TOPIC, OUTCOMES_TOPIC};
 
 /// Where a consumed order came from, for its dead letter.
@@ -20,7 +21,7 @@ pub struct Origin {
 
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<Counted>,
     timeout: Duration,
 }
 
@@ -41,7 +42,8 @@ impl Publisher {
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
             .set("linger.ms", "5")
-            .create()?;
+            .set("statistics.interval.ms", crate::kafka_stats::INTERVAL_MS)
+            .create_with_context(Counted("processor-producer"))?;
         Ok(Publisher { producer, timeout })
     }
 
