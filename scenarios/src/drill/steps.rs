@@ -51,7 +51,9 @@ pub(super) async fn run_step(
             let backup = backup.display().to_string();
             let (name, args): (&str, Vec<&str>) = match step {
                 Step::Backup => ("backup", vec!["backup", &backup]),
-                Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay"]),
+                // Every pending letter, as an operator processing the DLQ would (the command's own
+                // default stops at 1,000); bounded by the admin call's 180 s.
+                Step::DlqReplay => ("dlq_replay", vec!["dlq", "replay", "--max", "1000000"]),
                 _ if processors_stopped => {
                     ("reconcile_fix", vec!["reconcile", "--fix", "--processors-stopped", "--json"])
                 }

@@ -198,28 +198,38 @@ fn expectation(
             outcome,
         ));
     }
-    // The last firing stretch that began by the fault's end (or was on at its start).
+    // The last firing stretch of this fault's episode: on at or after its start and begun
+    // before the resolve deadline (an alert may first fire after a short fault has ended).
+    let deadline = end_ms + e.resolves_within.map_or(0, |l| l.as_millis() as u64);
     let last_on = records
         .iter()
         .filter_map(|r| match r {
             AlertRecord::State { alertname, state: AlertPhase::Firing, from_ms, to_ms, .. }
-                if *alertname == e.alert && *to_ms >= start && *from_ms <= end_ms =>
+                if *alertname == e.alert && *to_ms >= start && *from_ms <= deadline =>
             {
                 Some(*to_ms)
             }
             _ => None,
         })
         .max();
-    let resolved = last_on.filter(|t| *t + 2_000 < run_end_ms).map(|t| t.saturating_sub(end_ms));
+    // Firing at the last evaluations: not resolved (yet).
+    let still_on = last_on.is_some_and(|t| t + 2_000 >= run_end_ms);
+    let resolved = last_on.filter(|_| !still_on).map(|t| t.saturating_sub(end_ms));
     if let Some(limit) = e.resolves_within {
         let limit = limit.as_millis() as u64;
-        let still_on = last_on.is_some() && resolved.is_none();
-        let held = fired.is_some() && !still_on && resolved.is_none_or(|t| t <= limit);
-        let outcome = Outcome::judge(held, enough);
+        let outcome = match (fired, resolved) {
+            (Some(_), Some(t)) => Outcome::judge(t <= limit, enough),
+            // Still firing, and the drill ended before the deadline: nothing was seen either way.
+            (Some(_), None) if run_end_ms < deadline => Outcome::Inconclusive,
+            _ => Outcome::Fail,
+        };
         outcomes.push(outcome);
         let measured = match (fired, resolved) {
             (None, _) => "never fired".to_string(),
             (Some(_), Some(t)) => format!("resolved {} after the fault's end", secs(t)),
+            (Some(_), None) if run_end_ms < deadline => {
+                format!("still firing when the drill ended, {} after the fault's end", secs(run_end_ms.saturating_sub(end_ms)))
+            }
             (Some(_), None) => "still firing when the drill ended".to_string(),
         };
         results.push(CheckResult::new(

@@ -96,6 +96,42 @@ fn late_unnotified_and_never_resolved_alerts_fail() {
 }
 
 #[test]
+fn an_alert_that_first_fires_after_the_fault_ended_is_judged_on_its_resolve_too() {
+    // Fault 10–20 s; the alert fires only at 22 s (a short fault, a slow rule) and stays on.
+    let mut late_start = alerting();
+    state(&mut late_start, "CircuitBreakerOpen", "critical", AlertPhase::Firing, 22.0, 60.0);
+    let resolved = late_start.result("CircuitBreakerOpen resolves after fault #1");
+    assert_eq!((resolved.outcome, resolved.measured.as_str()), (Outcome::Fail, "still firing when the drill ended"));
+
+    // The same, resolved at 27 s: 7 s after the end, within the 10 s.
+    let mut resolves = alerting();
+    state(&mut resolves, "CircuitBreakerOpen", "critical", AlertPhase::Firing, 22.0, 27.0);
+    assert_eq!(resolves.outcome("CircuitBreakerOpen resolves after fault #1"), Outcome::Pass);
+}
+
+#[test]
+fn a_drill_that_ends_before_the_resolve_deadline_is_inconclusive_not_passed() {
+    // Evaluations stop at 25 s, 5 s after the fault's end, with the alert still firing: the
+    // 10 s allowed had not run out, so nothing was seen either way.
+    let mut r = alerting();
+    r.alerts.retain(|a| !matches!(a, AlertRecord::Setup { .. }));
+    r.alerts.push(AlertRecord::Setup {
+        rules: vec!["shipped".into()],
+        alertmanager_config: "shipped".into(),
+        time_factor: 1.0,
+        from_ms: ms(0.0),
+        to_ms: ms(25.0),
+        evaluation_rounds: 24,
+    });
+    state(&mut r, "CircuitBreakerOpen", "critical", AlertPhase::Firing, 14.0, 25.0);
+    let resolved = r.result("CircuitBreakerOpen resolves after fault #1");
+    assert_eq!(
+        (resolved.outcome, resolved.measured.as_str()),
+        (Outcome::Inconclusive, "still firing when the drill ended, 5.0 s after the fault's end")
+    );
+}
+
+#[test]
 fn too_few_rule_evaluations_make_a_held_alert_check_inconclusive_not_passed() {
     let mut r = alerting();
     r.alerts[0] = AlertRecord::Setup {
