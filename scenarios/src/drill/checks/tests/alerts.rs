@@ -17,15 +17,21 @@ fn alerting() -> Run {
          [[alerts.expect]]\nalert = \"CircuitBreakerOpen\"\nfires_within = \"10s\"\nnotified_within = \"10s\"\nresolves_within = \"10s\"\n",
     );
     r.fault(1, 10.0, Some(20.0));
+    setup(&mut r, 60.0);
+    r
+}
+
+/// The monitoring's setup record: rules evaluated each second from 0 to `to_s`.
+fn setup(r: &mut Run, to_s: f64) {
+    r.alerts.retain(|a| !matches!(a, AlertRecord::Setup { .. }));
     r.alerts.push(AlertRecord::Setup {
         rules: vec!["shipped".into()],
         alertmanager_config: "shipped".into(),
         time_factor: 1.0,
         from_ms: ms(0.0),
-        to_ms: ms(60.0),
-        evaluation_rounds: 59,
+        to_ms: ms(to_s),
+        evaluation_rounds: to_s as u64 - 1,
     });
-    r
 }
 
 fn state(r: &mut Run, name: &str, severity: &str, phase: AlertPhase, from_s: f64, to_s: f64) {
@@ -114,15 +120,7 @@ fn a_drill_that_ends_before_the_resolve_deadline_is_inconclusive_not_passed() {
     // Evaluations stop at 25 s, 5 s after the fault's end, with the alert still firing: the
     // 10 s allowed had not run out, so nothing was seen either way.
     let mut r = alerting();
-    r.alerts.retain(|a| !matches!(a, AlertRecord::Setup { .. }));
-    r.alerts.push(AlertRecord::Setup {
-        rules: vec!["shipped".into()],
-        alertmanager_config: "shipped".into(),
-        time_factor: 1.0,
-        from_ms: ms(0.0),
-        to_ms: ms(25.0),
-        evaluation_rounds: 24,
-    });
+    setup(&mut r, 25.0);
     state(&mut r, "CircuitBreakerOpen", "critical", AlertPhase::Firing, 14.0, 25.0);
     let resolved = r.result("CircuitBreakerOpen resolves after fault #1");
     assert_eq!(
