@@ -10,15 +10,17 @@
 //!   HdrHistograms of corrected latency and service time.
 //! - [`run`]: one run — feeder, goose attack, recorder, progress line, `load-summary.json`.
 //! - [`summary`]: the summary table printed at the end.
+//! - [`procstat`]: CPU and memory of a process from `/proc` (the generator's own, the system's).
 
 pub mod history;
+pub mod procstat;
 pub mod run;
 pub mod schedule;
 pub mod summary;
 pub mod traffic;
 pub mod users;
 
-pub use run::{run, stop_requested, Live, LoadConfig, LoadError, LoadSummary};
+pub use run::{run, stop_requested, GeneratorHealth, Live, LoadConfig, LoadError, LoadSummary};
 pub use schedule::ArrivalSchedule;
 pub use traffic::{Catalogue, Traffic, UserKind, UserMix};
 pub use users::Behaviour;

@@ -11,7 +11,9 @@ use goose::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::history::{Percentiles, PhaseRecord, Recorder};
+use hdrhistogram::Histogram;
+
+use crate::history::{histogram, Percentiles, PhaseRecord, Recorder};
 use crate::schedule::ArrivalSchedule;
 use crate::traffic::Traffic;
 use crate::users::{self, unix_us_now, Behaviour, Clock, Shared};
@@ -127,7 +129,42 @@ pub struct LoadSummary {
     pub phases: Vec<PhaseSummary>,
     pub total: PhaseSummary,
     pub goose: Option<GooseCrossCheck>,
+    /// Whether the generator kept its own schedule (absent in runs recorded before it existed).
+    #[serde(default)]
+    pub generator: Option<GeneratorHealth>,
 }
+
+/// The generator's own health: was it, not the system, the bottleneck? The feeder hands each
+/// arrival to the backlog without waiting on the system, so its lateness is the generator's
+/// alone (CPU starvation of the lab process); a backlog with users free is the same sign.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GeneratorHealth {
+    /// How late the feeder offered arrivals, from their due time.
+    pub feeder_late: Percentiles,
+    /// Arrivals offered at least `LATE_MS` late.
+    pub late_arrivals: u64,
+    /// The most arrivals waiting for a free user at once (sampled each 100 ms).
+    pub peak_backlog: u64,
+    /// Of the samples with arrivals waiting, how many found a user free (the generator slow to
+    /// take work, not the system slow to answer).
+    pub backlog_with_free_users: u64,
+    pub backlog_samples: u64,
+    /// The most requests in flight at once (sampled), of `max_in_flight`.
+    pub peak_in_flight: u64,
+    pub max_in_flight: u64,
+    /// Users up when the clock started, of `max_in_flight` (fewer: the wait for them ran out),
+    /// and how long goose took to start them.
+    pub users_ready_at_start: u64,
+    pub users_ready_ms: u64,
+    /// CPU seconds the lab process used over the run (Linux `/proc/self/stat`; 0 elsewhere).
+    pub process_cpu_s: f64,
+    pub wall_s: f64,
+}
+
+/// An arrival offered this much after its due time counts as late (a shared 2-core machine
+/// stalls a runtime for tens of milliseconds now and then; a starved generator falls seconds
+/// behind).
+pub const LATE_MS: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -150,8 +187,10 @@ const POLL_QUEUE: usize = 10_000;
 
 /// The schedule's clock starts this long after the users are up.
 const START_DELAY: Duration = Duration::from_millis(50);
-/// The longest the feeder waits for goose to start every user.
-const USERS_READY_LIMIT: Duration = Duration::from_secs(10);
+/// The longest the feeder waits for goose to start every user. goose builds an HTTP client per
+/// user: 512 users take 5–7 s in a debug build on 2 busy cores (10 s was once not enough, and
+/// the clock started with users missing: the first second's arrivals waited for them).
+const USERS_READY_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs the schedule against the target; returns when every started order is done (bounded
 /// by the drain) or `stop` fires (the history is flushed either way).
@@ -214,6 +253,10 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
     // Dropped arrivals' history records, kept aside by the feeder (it must not wait on the
     // recorder) and written below — also when a stop aborts the feeder.
     let dropped_records: Arc<std::sync::Mutex<Vec<crate::history::Attempt>>> = Arc::default();
+    let cpu_at_start = crate::procstat::cpu_s(None);
+    let wall_start = Instant::now();
+    let lateness = Arc::new(std::sync::Mutex::new(histogram()));
+    let samples: Arc<std::sync::Mutex<GeneratorHealth>> = Arc::default();
     let feeder = tokio::spawn(feed(
         config.clone(),
         backlog_tx,
@@ -221,7 +264,10 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         offered.clone(),
         dropped.clone(),
         dropped_records.clone(),
+        lateness.clone(),
+        samples.clone(),
     ));
+    let sampler = tokio::spawn(sample_generator(shared.clone(), samples.clone()));
     let progress = config.progress.then(|| tokio::spawn(progress(config.clone(), shared.clone(), offered.clone())));
 
     // The whole run is bounded: schedule + drain + the longest a started order can take.
@@ -266,6 +312,19 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         p.abort();
         let _ = p.await;
     }
+    sampler.abort();
+    let _ = sampler.await;
+    let generator = {
+        let mut g = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let late = lateness.lock().unwrap_or_else(|p| p.into_inner());
+        g.feeder_late = Percentiles::of(&late);
+        g.late_arrivals =
+            if late.is_empty() { 0 } else { late.count_between(LATE_MS * 1000, late.max().max(LATE_MS * 1000)) };
+        g.max_in_flight = config.max_in_flight as u64;
+        g.process_cpu_s = (crate::procstat::cpu_s(None) - cpu_at_start).max(0.0);
+        g.wall_s = wall_start.elapsed().as_secs_f64();
+        g
+    };
     // Arrivals queued but never taken: not started.
     let clock = shared.clock.get().copied();
     while let Ok(arrival) = shared.backlog.try_recv() {
@@ -291,7 +350,8 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
         .map_err(|source| LoadError::Io { path: config.out.join("history.jsonl").display().to_string(), source })?;
     let interrupted = interrupted || !fed_all;
     let start_unix_us = clock.map(|c| c.start_unix_us).unwrap_or_else(unix_us_now);
-    let summary = summarize(&config, start_unix_us, interrupted, &recorded, &counts, goose_metrics.as_ref());
+    let mut summary = summarize(&config, start_unix_us, interrupted, &recorded, &counts, goose_metrics.as_ref());
+    summary.generator = Some(generator);
     let path = config.out.join("load-summary.json");
     let text = serde_json::to_string_pretty(&summary).expect("a summary serializes");
     std::fs::write(&path, text).map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
@@ -308,10 +368,17 @@ async fn feed(
     offered: Arc<Vec<AtomicU64>>,
     dropped: Arc<Vec<AtomicU64>>,
     dropped_records: Arc<std::sync::Mutex<Vec<crate::history::Attempt>>>,
+    lateness: Arc<std::sync::Mutex<Histogram<u64>>>,
+    health: Arc<std::sync::Mutex<GeneratorHealth>>,
 ) -> bool {
     let waiting = Instant::now();
     while shared.ready.load(Ordering::Relaxed) < config.max_in_flight && waiting.elapsed() < USERS_READY_LIMIT {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    {
+        let mut g = health.lock().unwrap_or_else(|p| p.into_inner());
+        g.users_ready_at_start = shared.ready.load(Ordering::Relaxed) as u64;
+        g.users_ready_ms = waiting.elapsed().as_millis() as u64;
     }
     let start = Instant::now() + START_DELAY;
     let clock = Clock {
@@ -324,10 +391,21 @@ async fn feed(
     let _ = shared.live.clock_start.set(clock.start);
     let traffic = shared.traffic.clone();
     drop(shared);
+    let burn = burn_per_arrival();
     for arrival in config.schedule.arrivals(config.traffic.seed) {
         let due = clock.start + arrival.due;
-        if Instant::now() < due {
+        let now = Instant::now();
+        if now < due {
             tokio::time::sleep_until(due).await;
+        }
+        let late_us = Instant::now().saturating_duration_since(due).as_micros() as u64;
+        lateness.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(late_us.max(1));
+        if !burn.is_zero() {
+            // A deliberately slow generator (the knob below): CPU spent on this thread per arrival.
+            let t = std::time::Instant::now();
+            while t.elapsed() < burn {
+                std::hint::spin_loop();
+            }
         }
         offered[arrival.phase].fetch_add(1, Ordering::Relaxed);
         if backlog.try_send(arrival).is_err() {
@@ -339,6 +417,40 @@ async fn feed(
     }
     // Returning drops the sender: the backlog closes, users finish what is queued, then stop.
     true
+}
+
+/// `FLASHLAB_GENERATOR_BURN_US` (default 0): microseconds of CPU the feeder burns per arrival
+/// — a test knob that makes the generator, not the system, the bottleneck, so that the lab's
+/// detection of it can be proven. Bounded at 100 ms.
+pub const BURN_ENV: &str = "FLASHLAB_GENERATOR_BURN_US";
+
+fn burn_per_arrival() -> Duration {
+    let us = std::env::var(BURN_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_micros(us.min(100_000))
+}
+
+/// Every 100 ms: the backlog, the requests in flight, and whether arrivals waited while a user
+/// was free. Runs until aborted.
+async fn sample_generator(shared: Arc<Shared>, into: Arc<std::sync::Mutex<GeneratorHealth>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if shared.clock.get().is_none() {
+            continue;
+        }
+        let backlog = shared.backlog.len() as u64;
+        let in_flight = shared.in_flight.load(Ordering::Relaxed).max(0) as u64;
+        let ready = shared.ready.load(Ordering::Relaxed) as u64;
+        let mut g = into.lock().unwrap_or_else(|p| p.into_inner());
+        g.peak_backlog = g.peak_backlog.max(backlog);
+        g.peak_in_flight = g.peak_in_flight.max(in_flight);
+        if backlog > 0 {
+            g.backlog_samples += 1;
+            if in_flight < ready {
+                g.backlog_with_free_users += 1;
+            }
+        }
+    }
 }
 
 async fn progress(config: LoadConfig, shared: Arc<Shared>, offered: Arc<Vec<AtomicU64>>) {
@@ -434,6 +546,7 @@ fn summarize(
         total: phase_summary("total", spec, config.schedule.duration(), sums, &total),
         phases: out,
         goose: goose.map(cross_check),
+        generator: None,
     }
 }
 

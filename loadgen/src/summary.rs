@@ -58,6 +58,24 @@ pub fn table(summary: &LoadSummary) -> String {
         let counted: Vec<String> = goose.requests.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(out, "goose counted {} with {} users", counted.join(", "), goose.users);
     }
+    if let Some(g) = &summary.generator {
+        let _ = writeln!(
+            out,
+            "generator: {} of {} users up at the start (after {:.1} s); arrivals offered late p99 {:.1} ms, max {:.1} ms ({} ≥ {} ms late); peak backlog {}, in flight {} of {}; CPU {:.1} s over {:.1} s",
+            g.users_ready_at_start,
+            g.max_in_flight,
+            g.users_ready_ms as f64 / 1000.0,
+            g.feeder_late.p99_ms,
+            g.feeder_late.max_ms,
+            g.late_arrivals,
+            crate::run::LATE_MS,
+            g.peak_backlog,
+            g.peak_in_flight,
+            g.max_in_flight,
+            g.process_cpu_s,
+            g.wall_s,
+        );
+    }
     if summary.interrupted {
         let _ = writeln!(out, "INTERRUPTED before the schedule ended");
     }

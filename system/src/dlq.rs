@@ -242,12 +242,22 @@ mod tests {
     #[test]
     fn a_letter_written_with_headers_reads_from_them() {
         let payload = serde_json::to_vec(&order()).unwrap();
-        let headers = [("reason", "payment_error"), ("failed_at_ms", "99"), ("original_offset", "8"), ("original_partition", "1")];
+        let headers = [
+            ("reason", "payment_error"),
+            ("failed_at_ms", "99"),
+            ("original_offset", "8"),
+            ("original_partition", "1"),
+        ];
         let letter = letter_of(&record(&payload, &headers)).unwrap();
         assert_eq!(letter.order, order());
         assert_eq!(
             letter.dead_letter,
-            DeadLetterInfo { reason: "payment_error".into(), original_partition: 1, original_offset: 8, failed_at_ms: 99 }
+            DeadLetterInfo {
+                reason: "payment_error".into(),
+                original_partition: 1,
+                original_offset: 8,
+                failed_at_ms: 99
+            }
         );
         let bare = letter_of(&record(&payload, &[])).unwrap();
         assert_eq!((bare.dead_letter.reason.as_str(), bare.dead_letter.failed_at_ms), ("unknown", 0));

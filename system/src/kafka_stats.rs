@@ -67,7 +67,11 @@ mod tests {
             req: [("Produce".to_string(), produces), ("Fetch".to_string(), fetches)].into_iter().collect(),
             ..Default::default()
         };
-        Statistics { name: name.into(), brokers: [("b1".to_string(), broker)].into_iter().collect(), ..Default::default() }
+        Statistics {
+            name: name.into(),
+            brokers: [("b1".to_string(), broker)].into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     fn count(role: &str, request: &str) -> u64 {

@@ -82,7 +82,11 @@ pub fn lanes(run: &Run) -> Vec<Lane> {
         if let AlertRecord::Notification { alertname, status, labels, received_ms, .. } = r {
             let t = at(*received_ms);
             let l = lane(&mut lanes, alertname, rundir::alerts::severity(labels), t);
-            if status == "resolved" { l.resolved.push(t) } else { l.notified.push(t) }
+            if status == "resolved" {
+                l.resolved.push(t)
+            } else {
+                l.notified.push(t)
+            }
         }
     }
     lanes.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.alert.cmp(&b.1.alert)));
@@ -102,7 +106,12 @@ fn size(lanes: usize) -> (u32, u32) {
     (WIDTH, 90 + LANE_PX * lanes.max(1) as u32)
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, lanes: &[Lane], windows: &[Window], seconds: f64) -> DrawResult
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    lanes: &[Lane],
+    windows: &[Window],
+    seconds: f64,
+) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
@@ -110,10 +119,7 @@ where
     root.fill(&WHITE).map_err(e)?;
     let n = lanes.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "alerts: pending (light), firing (solid), ▲ firing notice, ○ resolved notice",
-            ("sans-serif", 16),
-        )
+        .caption("alerts: pending (light), firing (solid), ▲ firing notice, ○ resolved notice", ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(32)
         .y_label_area_size(LABEL_PX)
@@ -145,18 +151,14 @@ where
             .draw_series(lane.resolved.iter().map(|&t| Circle::new((t, base + 0.85), 4, BLACK.stroke_width(1))))
             .map_err(e)?;
         let (_, y) = chart.backend_coord(&(0.0, base + 0.5));
-        let name = if lane.severity.is_empty() {
-            lane.alert.clone()
-        } else {
-            format!("{} ({})", lane.alert, lane.severity)
-        };
+        let name =
+            if lane.severity.is_empty() { lane.alert.clone() } else { format!("{} ({})", lane.alert, lane.severity) };
         let name: String = name.chars().take(30).collect();
         root.draw(&Text::new(name, (12, y - 6), ("sans-serif", 12).into_font().color(&c))).map_err(e)?;
     }
     if lanes.is_empty() {
         let (x, y) = chart.backend_coord(&(seconds.max(1.0) / 2.0, 0.5));
-        root.draw(&Text::new("no alert was pending or firing", (x - 90, y - 6), ("sans-serif", 14)))
-            .map_err(e)?;
+        root.draw(&Text::new("no alert was pending or firing", (x - 90, y - 6), ("sans-serif", 14))).map_err(e)?;
     }
     root.present().map_err(e)?;
     Ok(())

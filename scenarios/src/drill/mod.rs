@@ -521,7 +521,10 @@ where
             json!({"name": phase.name, "spec": phase.to_string(), "start_ms": summary.started_unix_ms + start.as_millis() as u64, "duration_ms": phase.duration.as_millis() as u64}),
         );
     }
-    events.record("load_end", json!({"interrupted": summary.interrupted, "buy_requests": summary.total.buy_requests}));
+    events.record(
+        "load_end",
+        json!({"interrupted": summary.interrupted, "buy_requests": summary.total.buy_requests, "offered": summary.total.offered, "generator": summary.generator}),
+    );
     if summary.interrupted {
         stopped.store(true, Ordering::SeqCst);
     }

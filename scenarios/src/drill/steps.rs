@@ -74,7 +74,7 @@ pub(super) async fn run_step(
 }
 
 /// How long the fault timeline waits for the load's clock to start.
-pub(super) const LOAD_START_LIMIT: Duration = Duration::from_secs(60);
+pub(super) const LOAD_START_LIMIT: Duration = Duration::from_secs(70);
 
 /// The item the warm-up orders (stock 0: each is decided sold out).
 pub(super) const WARMUP_ITEM: &str = "warmup";

@@ -190,7 +190,10 @@ pub(super) async fn watch_group(
             metrics.group_backlog.with_label_values(&[&r.partition.to_string()]).set((r.high - r.committed).max(0));
         }
         for (partition, stalled) in tracker.stalled_for(now) {
-            metrics.partition_stalled_seconds.with_label_values(&[&partition.to_string()]).set(stalled.as_secs() as i64);
+            metrics
+                .partition_stalled_seconds
+                .with_label_values(&[&partition.to_string()])
+                .set(stalled.as_secs() as i64);
         }
         match remedy {
             Remedy::Nothing => {}

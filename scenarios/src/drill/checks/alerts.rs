@@ -228,17 +228,26 @@ fn expectation(
             (None, _) => "never fired".to_string(),
             (Some(_), Some(t)) => format!("resolved {} after the fault's end", secs(t)),
             (Some(_), None) if run_end_ms < deadline => {
-                format!("still firing when the drill ended, {} after the fault's end", secs(run_end_ms.saturating_sub(end_ms)))
+                format!(
+                    "still firing when the drill ended, {} after the fault's end",
+                    secs(run_end_ms.saturating_sub(end_ms))
+                )
             }
             (Some(_), None) => "still firing when the drill ended".to_string(),
         };
-        results.push(CheckResult::new(
-            &format!("{} resolves after fault #{n}", e.alert),
-            Kind::Alert,
-            format!("within {} of the end", secs(limit)),
-            measured,
-            outcome,
-        ));
+        results.push(
+            CheckResult::new(
+                &format!("{} resolves after fault #{n}", e.alert),
+                Kind::Alert,
+                format!("within {} of the end", secs(limit)),
+                measured,
+                outcome,
+            )
+            .needing(
+                format!("the drill to run until it resolved, or {} after the fault's end", secs(limit)),
+                format!("ended {} after the fault's end", secs(run_end_ms.saturating_sub(end_ms))),
+            ),
+        );
     }
     AlertScore {
         alert: e.alert.clone(),

@@ -99,10 +99,55 @@ pub fn availability(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<Check
         )
         .needing("0 unserved arrivals", format!("{unserved} unserved")),
     );
+    generator_kept_schedule(ev, results);
     let (first, last) = ev.history.iter().fold((u64::MAX, 0u64), |(f, l), a| (f.min(a.intended_us), l.max(a.done_us)));
     let run_s = last.saturating_sub(first) as f64 / 1e6;
     let bad_share = if total == 0 { 0.0 } else { (total - good) as f64 / total as f64 };
     figures.error_budget_burned = bad_share * run_s / BUDGET_30D_S;
+}
+
+/// At most this share of the arrivals, plus [`LATE_ALLOWANCE`], may be offered late (≥
+/// `loadgen::run::LATE_MS`) for the generator to count as having kept its schedule.
+pub const MAX_LATE_SHARE: f64 = 0.01;
+/// A few late arrivals are a hiccup, whatever the run's length.
+pub const LATE_ALLOWANCE: u64 = 5;
+
+/// The generator, not the system, kept the schedule: every user was up when the clock started
+/// and the arrivals were offered on time. Otherwise the latencies measured the lab (a starved
+/// or not yet started generator), not the system: inconclusive, never a pass.
+fn generator_kept_schedule(ev: &Evidence<'_>, results: &mut Vec<CheckResult>) {
+    let end = ev.events.iter().rev().find(|e| e["event"] == "load_end");
+    let health: Option<loadgen::GeneratorHealth> =
+        end.and_then(|e| serde_json::from_value(e["generator"].clone()).ok());
+    let offered = end.and_then(|e| e["offered"].as_u64()).unwrap_or(0);
+    let (measured, ok) = match &health {
+        None => ("not recorded".to_string(), false),
+        Some(g) => {
+            let users_up = g.users_ready_at_start >= g.max_in_flight;
+            let late_ok = (g.late_arrivals as f64) <= MAX_LATE_SHARE * offered as f64 + LATE_ALLOWANCE as f64;
+            (
+                format!(
+                    "{} of {} users up at the start; {} of {offered} arrivals offered ≥ {} ms late (max {:.0} ms)",
+                    g.users_ready_at_start,
+                    g.max_in_flight,
+                    g.late_arrivals,
+                    loadgen::run::LATE_MS,
+                    g.feeder_late.max_ms
+                ),
+                users_up && late_ok && offered > 0,
+            )
+        }
+    };
+    results.push(
+        CheckResult::new(
+            "generator kept its schedule",
+            Kind::SteadyState,
+            format!("every user up at the start, ≤ {:.0}% + {LATE_ALLOWANCE} arrivals late", MAX_LATE_SHARE * 100.0),
+            measured.clone(),
+            Outcome::judge(true, ok),
+        )
+        .needing("a generator on schedule (else the latencies are the lab's)", measured),
+    );
 }
 
 /// Latency per phase: of the attempts outside the fault windows (those inside are judged by the

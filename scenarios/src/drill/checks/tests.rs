@@ -49,10 +49,25 @@ fn run(extra: &str) -> Run {
         next: 0,
     };
     r.events.push(json!({"event": "phase", "name": "p", "start_ms": T0, "duration_ms": 60_000, "ts_ms": T0}));
+    r.generator(64, 0);
     r
 }
 
 impl Run {
+    /// The load's end: 600 arrivals offered, `users` of 64 up at the start, `late` of them late.
+    fn generator(&mut self, users: u64, late: u64) {
+        self.events.retain(|e| e["event"] != "load_end");
+        let health = loadgen::GeneratorHealth {
+            users_ready_at_start: users,
+            max_in_flight: 64,
+            late_arrivals: late,
+            ..Default::default()
+        };
+        self.events.push(
+            json!({"event": "load_end", "interrupted": false, "offered": 600, "generator": health, "ts_ms": ms(60.0)}),
+        );
+    }
+
     fn attempt(&mut self, op: Op, id: &str, at_s: f64, took_ms: u64, status: Option<u16>) -> &mut Attempt {
         let class = match status {
             Some(200..=299) => Class::Ok,
@@ -192,6 +207,26 @@ fn unserved_arrivals_are_failed_requests_and_the_run_says_it_could_not_offer_its
     let get = |n: &str| results.iter().find(|c| c.name == n).unwrap().outcome;
     assert_eq!(get("availability"), Outcome::Fail, "300 of 301 < 99.9%");
     assert_eq!(get("load offered as planned"), Outcome::Inconclusive);
+}
+
+#[test]
+fn a_generator_off_its_schedule_makes_the_run_inconclusive_not_passed() {
+    let mut r = run("");
+    r.orders(0.0, 300, 10.0, 202, 5);
+    assert_eq!(r.outcome("generator kept its schedule"), Outcome::Pass);
+    // 11 of 600 late is the 1% + 5 allowed; 12 is not.
+    r.generator(64, 11);
+    assert_eq!(r.outcome("generator kept its schedule"), Outcome::Pass);
+    r.generator(64, 12);
+    assert_eq!(r.outcome("generator kept its schedule"), Outcome::Inconclusive);
+    // The clock started with users missing (the wait for goose ran out).
+    r.generator(60, 0);
+    let c = r.result("generator kept its schedule");
+    assert_eq!(c.outcome, Outcome::Inconclusive);
+    assert!(c.measured.starts_with("60 of 64 users up at the start"), "{}", c.measured);
+    // Not recorded at all: not a pass either.
+    r.events.retain(|e| e["event"] != "load_end");
+    assert_eq!(r.outcome("generator kept its schedule"), Outcome::Inconclusive);
 }
 
 #[test]

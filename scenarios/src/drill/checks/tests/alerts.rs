@@ -127,6 +127,11 @@ fn a_drill_that_ends_before_the_resolve_deadline_is_inconclusive_not_passed() {
         (resolved.outcome, resolved.measured.as_str()),
         (Outcome::Inconclusive, "still firing when the drill ended, 5.0 s after the fault's end")
     );
+    // And it says what was missing (the table prints "needs …, saw …").
+    assert_eq!(
+        (resolved.needed.as_str(), resolved.seen.as_str()),
+        ("the drill to run until it resolved, or 10.0 s after the fault's end", "ended 5.0 s after the fault's end")
+    );
 }
 
 #[test]
