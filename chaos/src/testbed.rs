@@ -304,6 +304,22 @@ impl Testbed {
         targets
     }
 
+    /// The process id of every component running now (`redis`, `processor[1]`…, then the
+    /// monitoring's), for what each one uses (`/proc`). A restarted component has a new one:
+    /// ask again rather than keep these.
+    pub fn pids(&mut self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for target in self.targets() {
+            if let Some(pid) = self.process(target).and_then(|p| p.pid()) {
+                out.push((target.to_string(), pid));
+            }
+        }
+        if let Some(m) = &self.monitoring {
+            out.extend(m.pids());
+        }
+        out
+    }
+
     /// Prometheus, Alertmanager and the lab's receiver, when the testbed runs them.
     pub fn monitoring(&self) -> Option<&Monitoring> {
         self.monitoring.as_ref()

@@ -38,7 +38,13 @@ pub fn usage(pid: Option<u32>) -> Option<Usage> {
 }
 
 fn page_size() -> u64 {
-    // 4 KiB on the machines the lab runs on; read from the kernel where it says otherwise.
+    // 4 KiB on the machines the lab runs on; read from the kernel where it says otherwise —
+    // once: `smaps` is long, and a sampler asks every second.
+    static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(read_page_size)
+}
+
+fn read_page_size() -> u64 {
     std::fs::read_to_string("/proc/self/smaps")
         .ok()
         .and_then(|s| {

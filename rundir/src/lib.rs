@@ -11,15 +11,19 @@
 //! | `verdict.json` | [`Verdict`], [`CheckResult`], [`Figures`] | [`verdict`] |
 //! | `load-summary.json` | [`loadgen::LoadSummary`] | (loadgen) |
 //! | `alerts.jsonl` | [`AlertRecord`]: the monitoring's setup, alert states, notifications | [`alerts`] |
+//! | `processes.jsonl` | [`ProcessSample`]: CPU and memory of every process, each second | [`processes`] |
+//! | `capacity.json` (a capacity search's directory) | [`CapacityRun`]: every trial, the answer, the fit | [`capacity`] |
 //!
 //! [`io`] has the readers and writers (errors name the file and line); [`stats`] the one
 //! quantile every figure uses.
 
 pub mod alerts;
+pub mod capacity;
 pub mod events;
 pub mod history;
 pub mod io;
 pub mod metrics;
+pub mod processes;
 pub mod state;
 pub mod stats;
 pub mod verdict;
@@ -28,7 +32,9 @@ pub use alerts::{AlertPhase, AlertRecord};
 pub use events::{fault_windows, FaultWindow};
 pub use history::{Attempt, Class, Op};
 pub use io::RunDirError;
+pub use capacity::CapacityRun;
 pub use metrics::Scrape;
+pub use processes::ProcessSample;
 pub use state::FinalState;
 pub use verdict::{AlertScore, CheckResult, Figures, Kind, Outcome, Stage, Verdict};
 
@@ -42,4 +48,6 @@ pub mod files {
     pub const VERDICT: &str = "verdict.json";
     pub const LOAD_SUMMARY: &str = "load-summary.json";
     pub const ALERTS: &str = "alerts.jsonl";
+    pub const PROCESSES: &str = "processes.jsonl";
+    pub const CAPACITY: &str = "capacity.json";
 }

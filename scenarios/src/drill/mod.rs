@@ -10,7 +10,8 @@
 //! | `manifest.json` | the scenario as parsed and scaled, seed, commit, versions, topology, times |
 //! | `history.jsonl`, `load-summary.json`, `load-intervals.jsonl` | the generator's ([`loadgen`]) |
 //! | `events.jsonl` | load and phase changes, fault start/stop with their checks, actions, drain |
-//! | `metrics.jsonl` | the scrapes |
+//! | `metrics.jsonl` | the scrapes (and Redis's command totals) |
+//! | `processes.jsonl` | CPU and memory of every process, each second ([`procs`]) |
 //! | `final_state.json` | stock, order states, DLQ, ledger, outcome and order records (and the same just before a repair step) |
 //! | `verdict.json` | every check: target, measured, outcome (pass / fail / inconclusive), evidence needed and seen |
 //! | `system/` | each component's data and log |
@@ -20,6 +21,7 @@
 mod alerts;
 pub mod checks;
 pub mod final_state;
+pub mod procs;
 pub mod scrape;
 mod steps;
 mod table;
@@ -341,7 +343,13 @@ where
 
     let scraper = {
         let path = dir.join(rundir::files::METRICS);
-        tokio::spawn(async move { scrape::run(scrape_targets, &path).await })
+        let redis = Some(sources.redis);
+        tokio::spawn(async move { scrape::run(scrape_targets, redis, &path).await })
+    };
+    let sampler = {
+        let path = dir.join(rundir::files::PROCESSES);
+        let testbed = testbed.clone();
+        tokio::spawn(async move { procs::run(testbed, &path).await })
     };
     // The state just before the first repair step (the damage), when the timeline has one.
     let before_repair: Arc<Mutex<Option<FinalState>>> = Arc::new(Mutex::new(None));
@@ -538,6 +546,7 @@ where
     }
     if stopped.load(Ordering::SeqCst) {
         scraper.abort();
+        sampler.abort();
         return Err(DrillError::Interrupted(dir.to_path_buf()));
     }
     let still = injector.heal_all("load over").await;
@@ -562,7 +571,9 @@ where
         drained,
     ));
     scraper.abort();
+    sampler.abort();
     let _ = scraper.await;
+    let _ = sampler.await;
 
     // Final state and checks, from the run directory's records.
     let history = rundir::history::read(&dir.join(rundir::files::HISTORY))?;

@@ -1,5 +1,8 @@
 //! `metrics.jsonl`: every component's `/metrics`, scraped each second while the drill runs.
 //! One line per scrape: `{"ts_ms", "component", "up", "metrics": {"name{labels}": value}}`.
+//! Redis has no `/metrics`: its `INFO commandstats` is read on the same tick and recorded as
+//! component `redis` with `redis_commands_processed_total` and `redis_command_usec_total`
+//! (the server's own time in commands — what saturates when Redis does).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,8 +20,9 @@ pub fn sum(metrics: &BTreeMap<String, f64>, metric: &str) -> f64 {
     metrics.iter().filter(|(k, _)| k.as_str() == metric || k.starts_with(&format!("{metric}{{"))).map(|(_, v)| v).sum()
 }
 
-/// Scrapes `targets` (name, address) every second into `path` until dropped.
-pub async fn run(targets: Vec<(String, SocketAddr)>, path: &Path) -> std::io::Result<()> {
+/// Scrapes `targets` (name, address), and Redis at `redis`, every second into `path` until
+/// dropped.
+pub async fn run(targets: Vec<(String, SocketAddr)>, redis: Option<SocketAddr>, path: &Path) -> std::io::Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let http = reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build().map_err(std::io::Error::other)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -33,8 +37,49 @@ pub async fn run(targets: Vec<(String, SocketAddr)>, path: &Path) -> std::io::Re
             serde_json::to_writer(&mut file, &line)?;
             file.write_all(b"\n")?;
         }
+        if let Some(addr) = redis {
+            let metrics = redis_info(addr).await;
+            let line = rundir::Scrape {
+                ts_ms: chaos::events::unix_ms(),
+                component: "redis".into(),
+                up: metrics.is_some(),
+                metrics: metrics.unwrap_or_default(),
+            };
+            serde_json::to_writer(&mut file, &line)?;
+            file.write_all(b"\n")?;
+        }
         file.flush()?;
     }
+}
+
+/// Redis's command totals from `INFO commandstats`, within the scrape's limit.
+async fn redis_info(addr: SocketAddr) -> Option<BTreeMap<String, f64>> {
+    let ask = async {
+        let client = redis::Client::open(format!("redis://{addr}/")).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO").arg("commandstats").query_async::<String>(&mut conn).await.ok()
+    };
+    let text = tokio::time::timeout(SCRAPE_TIMEOUT, ask).await.ok()??;
+    Some(parse_commandstats(&text))
+}
+
+/// `cmdstat_get:calls=10,usec=30,…` lines, summed over the commands.
+pub fn parse_commandstats(text: &str) -> BTreeMap<String, f64> {
+    let (mut calls, mut usec) = (0.0, 0.0);
+    for line in text.lines().filter(|l| l.starts_with("cmdstat_")) {
+        let Some((_, fields)) = line.split_once(':') else { continue };
+        for field in fields.split(',') {
+            match field.split_once('=') {
+                Some(("calls", v)) => calls += v.trim().parse::<f64>().unwrap_or(0.0),
+                Some(("usec", v)) => usec += v.trim().parse::<f64>().unwrap_or(0.0),
+                _ => {}
+            }
+        }
+    }
+    BTreeMap::from([
+        ("redis_commands_processed_total".to_string(), calls),
+        ("redis_command_usec_total".to_string(), usec),
+    ])
 }
 
 async fn futures_join(
@@ -61,4 +106,15 @@ async fn futures_join(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commandstats_sum_over_the_commands() {
+        let text = "# Commandstats\r\ncmdstat_get:calls=10,usec=30,usec_per_call=3.00\r\ncmdstat_evalsha:calls=5,usec=70,usec_per_call=14\r\n";
+        let m = super::parse_commandstats(text);
+        assert_eq!(m["redis_commands_processed_total"], 15.0);
+        assert_eq!(m["redis_command_usec_total"], 100.0);
+    }
 }

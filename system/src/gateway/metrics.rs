@@ -20,6 +20,9 @@ pub struct GatewayMetrics {
     /// 503 from the global admission limit.
     pub admission_rejected: IntCounter,
     pub request_duration: Histogram,
+    /// Handing an order to the producer → the broker's answer (or the produce timeout): the
+    /// broker's share of the request time.
+    pub produce_duration: Histogram,
     pub breaker_state: IntGauge,
     /// Every answer to `POST /buy`, by HTTP status (`code`): the 5xx share the article's
     /// HighErrorRate alert reads.
@@ -49,6 +52,12 @@ impl GatewayMetrics {
         )
         .expect("valid metric");
         registry.register(Box::new(request_duration.clone())).expect("unique metric");
+        let produce_duration = Histogram::with_opts(
+            HistogramOpts::new("gateway_produce_duration_seconds", "Order handed to the producer until the broker answered")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(produce_duration.clone())).expect("unique metric");
         let breaker_state =
             IntGauge::new("gateway_circuit_breaker_state", "Circuit breaker state (0=closed, 1=open, 2=half-open)")
                 .expect("valid metric");
@@ -70,6 +79,7 @@ impl GatewayMetrics {
             rate_limited,
             admission_rejected,
             request_duration,
+            produce_duration,
             breaker_state,
             responses,
         }

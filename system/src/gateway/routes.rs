@@ -220,7 +220,10 @@ async fn place(
         accepted_at_ms: now_ms(),
         attempt: 1,
     };
-    match state.queue.send(&message).await {
+    let producing = Instant::now();
+    let sent = state.queue.send(&message).await;
+    metrics.produce_duration.observe(producing.elapsed().as_secs_f64());
+    match sent {
         Ok(queued) => {
             state.breaker.record(ticket, true, Instant::now());
             metrics.successful.inc();
