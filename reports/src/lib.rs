@@ -8,9 +8,11 @@
 //!   notified) from `alerts.jsonl` ([`plots::alerts`]).
 //! - [`documents`]: `report.html` (self-contained), `summary.md`, `junit.xml`.
 //! - [`compare`]: two runs side by side — deltas, regressions past a limit, overlaid plots.
+//! - [`capacity`]: a capacity search's `summary.md`, `report.html` and plots, from `capacity.json`.
 //!
 //! [`render`] writes them all into the run directory.
 
+pub mod capacity;
 pub mod compare;
 pub mod data;
 pub mod documents;

@@ -11,8 +11,11 @@
 //!   [SLOs](drill::checks::slo), [invariants](drill::checks::invariants) before and after a
 //!   repair, [faults](drill::checks::faults) that must land; [`drill::final_state`] reads what
 //!   the system holds (after the drain, and before a repair); [`drill::scrape`] records
-//!   `/metrics`.
+//!   `/metrics`; [`drill::procs`] samples every process's CPU and memory.
+//! - [`capacity`]: `flashlab capacity` — the highest sustained rate per topology, the knee, the
+//!   component that saturates first, the USL fit and the headroom answer; each trial a drill.
 
+pub mod capacity;
 pub mod drill;
 pub mod fault_cli;
 pub mod load_cli;

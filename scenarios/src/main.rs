@@ -73,6 +73,11 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Capacity planning: the highest rate each topology sustains within the SLOs, the knee,
+    /// the component that saturates first, the USL fit over a sweep and, with --peak, the
+    /// headroom answer. Exit code: 0 the peak with headroom is met (or, without --peak, a rate
+    /// was sustained), 1 it is not, 2 the search could not answer.
+    Capacity(Box<CapacityArgs>),
     /// List the shipped drills.
     Drills,
     /// Compare a run with a baseline run: SLI deltas, checks newly failing; exit 1 on a
@@ -97,6 +102,74 @@ enum Command {
         #[arg(long, value_parser = parse_loopback)]
         upstream: std::net::SocketAddr,
     },
+}
+
+#[derive(clap::Args)]
+struct CapacityArgs {
+    /// A capacity file: [slo], [topology], [env], [search], [load] (docs/capacity.md).
+    #[arg(long, value_name = "FILE")]
+    slo: Option<PathBuf>,
+    /// Availability target, e.g. 0.999 (default 0.999).
+    #[arg(long)]
+    availability: Option<f64>,
+    /// Corrected p99 limit of POST /buy, ms (default 1000).
+    #[arg(long)]
+    p99_ms: Option<f64>,
+    /// Accepted → decided p99 limit, ms (default 5000).
+    #[arg(long)]
+    ttd_p99_ms: Option<f64>,
+    /// The topology: gateways=N,processors=N,partitions=N (default 1, 1, 6).
+    #[arg(long)]
+    topology: Option<String>,
+    /// Repeat the search per value and fit the USL: processors=1,2,4 or gateways=1,2.
+    #[arg(long)]
+    sweep: Option<String>,
+    /// Expected peak, orders/s.
+    #[arg(long)]
+    peak: Option<f64>,
+    /// Headroom above the peak.
+    #[arg(long, default_value = "30%", value_parser = parse_percent)]
+    headroom: f64,
+    /// The search's directory (default runs/capacity-<utc time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// First trial's rate, orders/s (default 100).
+    #[arg(long)]
+    start_rate: Option<f64>,
+    /// Highest rate tried, orders/s (default 8000).
+    #[arg(long)]
+    max_rate: Option<f64>,
+    /// Bisection resolution (default 5%).
+    #[arg(long, value_parser = parse_percent)]
+    resolution: Option<f64>,
+    /// Seconds of load per searching trial (default 15).
+    #[arg(long)]
+    trial_s: Option<f64>,
+    /// Seconds of load of the confirmation trial (default 45).
+    #[arg(long)]
+    confirm_s: Option<f64>,
+    /// Extra trials at the answer when trials disagreed (default 2).
+    #[arg(long)]
+    repeats: Option<u32>,
+    /// Time budget for the whole search, seconds (default 1800).
+    #[arg(long)]
+    budget_s: Option<f64>,
+    /// KEY=VALUE for the services (repeat), e.g. PAYMENT_LATENCY=20ms.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        return Err(format!("{k:?}: an environment variable name (A-Z, 0-9, _)"));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 /// `10%` or `0.1`.
@@ -196,6 +269,40 @@ fn main() -> ExitCode {
                 println!("{}", rendered.junit.display());
                 println!("{} plots in {}", rendered.plots.len(), dir.join("plots").display());
                 Ok(ExitCode::SUCCESS)
+            }
+            Command::Capacity(a) => {
+                let a = *a;
+                let options = scenarios::capacity::CapacityOptions {
+                    file: a.slo,
+                    availability: a.availability,
+                    p99_ms: a.p99_ms,
+                    time_to_decision_p99_ms: a.ttd_p99_ms,
+                    topology: a.topology,
+                    sweep: a.sweep,
+                    peak: a.peak,
+                    headroom: a.headroom,
+                    out: a.out,
+                    seed: a.seed,
+                    start_rate: a.start_rate,
+                    max_rate: a.max_rate,
+                    resolution: a.resolution,
+                    trial_s: a.trial_s,
+                    confirm_s: a.confirm_s,
+                    repeats: a.repeats,
+                    budget_s: a.budget_s,
+                    env: a.env,
+                    quiet: a.quiet,
+                };
+                let found = scenarios::capacity::capacity(options, stop_signal()).await?;
+                println!("{}", found.run.answer.sentence);
+                match reports::capacity::render(&found.dir) {
+                    Ok(r) => {
+                        println!("report: {}", r.html.display());
+                        println!("summary: {}", r.markdown.display());
+                    }
+                    Err(e) => eprintln!("flashlab: the capacity report could not be rendered: {e}"),
+                }
+                Ok(ExitCode::from(scenarios::capacity::answer::exit_code(&found.run)))
             }
             Command::Drills => {
                 for (name, description) in scenarios::scenario::shipped() {

@@ -586,12 +586,12 @@ impl Topology {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// The line of the first line starting with `needle` (after spaces), or 1.
-fn find_line(text: &str, needle: &str) -> usize {
+pub(crate) fn find_line(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.trim_start().starts_with(needle)).map(|i| i + 1).unwrap_or(1)
 }
 

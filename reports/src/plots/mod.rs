@@ -20,7 +20,7 @@ const SIZE: (u32, u32) = (960, 320);
 const SHADE: RGBColor = RGBColor(230, 80, 60);
 
 /// Registers the bundled font once.
-fn font() -> Result<(), String> {
+pub(crate) fn font() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
@@ -52,7 +52,7 @@ pub struct Plot {
     pub states: Option<&'static [&'static str]>,
 }
 
-const PALETTE: [RGBColor; 8] = [
+pub(crate) const PALETTE: [RGBColor; 8] = [
     RGBColor(46, 125, 50),
     RGBColor(25, 118, 210),
     RGBColor(251, 140, 0),

@@ -98,7 +98,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// A command's first output line, bounded, for the manifest.
-async fn version_of(program: &str, args: &[&str]) -> String {
+pub(crate) async fn version_of(program: &str, args: &[&str]) -> String {
     let run =
         tokio::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output();
     match tokio::time::timeout(Duration::from_secs(5), run).await {

@@ -1,0 +1,111 @@
+//! Which component saturated first: the trials at the boundary against the lowest sustained
+//! one. The signals, each with the figures that show it:
+//!
+//! - **CPU** of every process (`processes.jsonl`): cores used ÷ what it can use (Redis runs
+//!   commands on one thread: 1 core; the others: the machine's cores);
+//! - **waits**: the gateway's produce latency (the broker), Redis's µs per command, the
+//!   processors' orders in flight against their limit while their CPU idles (the payment
+//!   provider), the gateway's admission refusals (its own limit).
+//!
+//! The component with the highest score is named; when the machine's cores were nearly all busy
+//! that is said too (on one host every process shares them).
+
+use rundir::capacity::{Bottleneck, Trial, TrialOutcome};
+
+use crate::drill::procs::LAB;
+
+/// Processes that are the lab's, not the system's.
+fn is_system(component: &str) -> bool {
+    component != LAB && !matches!(component, "prometheus" | "alertmanager" | "redis_exporter" | "process-exporter")
+}
+
+/// Names the bottleneck from a topology's trials; `processor_limit` is one processor's
+/// `PROCESSOR_MAX_IN_FLIGHT`, `cores` the machine's.
+pub fn bottleneck(
+    trials: &[Trial],
+    sustainable: Option<f64>,
+    processors: usize,
+    processor_limit: f64,
+    cores: f64,
+) -> Option<Bottleneck> {
+    let valid = |t: &&Trial| t.outcome != TrialOutcome::Invalid && !t.m.components.is_empty();
+    let base = trials
+        .iter()
+        .filter(valid)
+        .filter(|t| t.outcome == TrialOutcome::Sustained)
+        .min_by(|a, b| a.rate.total_cmp(&b.rate))?;
+    let above = |t: &&Trial| sustainable.is_none_or(|s| t.rate > s);
+    let at = trials
+        .iter()
+        .filter(valid)
+        .filter(|t| t.outcome == TrialOutcome::Failed)
+        .filter(above)
+        .min_by(|a, b| a.rate.total_cmp(&b.rate))
+        .or_else(|| trials.iter().filter(valid).max_by(|a, b| a.rate.total_cmp(&b.rate)))?;
+    let (r, r0) = (at.rate, base.rate);
+    let mut candidates: Vec<(String, f64, String)> = Vec::new();
+    for (component, u) in at.m.components.iter().filter(|(c, _)| is_system(c)) {
+        let cap = if component == "redis" { 1.0 } else { cores };
+        let was = base.m.components.get(component).map(|b| b.cores).unwrap_or(0.0);
+        candidates.push((
+            component.clone(),
+            u.cores / cap,
+            format!("{component} used {:.2} cores at {r:.0}/s ({was:.2} at {r0:.0}/s) of {cap:.0} it can use", u.cores),
+        ));
+    }
+    let grew = |now: Option<f64>, then: Option<f64>| match (now, then) {
+        (Some(n), Some(t)) if t > 0.0 => Some((n, t, n / t)),
+        _ => None,
+    };
+    if let Some((n, t, g)) = grew(at.m.produce_ms, base.m.produce_ms) {
+        if g >= 3.0 && n >= 5.0 {
+            candidates.push((
+                "broker".into(),
+                0.95,
+                format!("the broker answered produces in {n:.1} ms on average at {r:.0}/s ({t:.1} ms at {r0:.0}/s)"),
+            ));
+        }
+    }
+    if let Some((n, t, g)) = grew(at.m.redis_usec_per_call, base.m.redis_usec_per_call) {
+        if g >= 2.0 {
+            candidates.push((
+                "redis".into(),
+                0.9,
+                format!("Redis spent {n:.1} µs per command at {r:.0}/s ({t:.1} µs at {r0:.0}/s)"),
+            ));
+        }
+    }
+    let limit = processor_limit * processors as f64;
+    if let Some(in_flight) = at.m.processor_in_flight {
+        let cpu: f64 = at.m.components.iter().filter(|(c, _)| c.starts_with("processor")).map(|(_, u)| u.cores).sum();
+        if processors > 0 && in_flight >= 0.9 * limit && cpu / (processors as f64) < 0.5 {
+            candidates.push((
+                "payment".into(),
+                1.0,
+                format!(
+                    "the processors held {in_flight:.0} of {limit:.0} orders in flight at {r:.0}/s with {cpu:.2} cores busy: waiting on the payment provider"
+                ),
+            ));
+        }
+    }
+    if at.m.admission_rejected > 0 {
+        candidates.push((
+            "gateway".into(),
+            1.0,
+            format!("the gateway's admission limit refused {} orders at {r:.0}/s", at.m.admission_rejected),
+        ));
+    }
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (component, _, first) = candidates.first()?.clone();
+    let mut evidence = vec![first];
+    evidence.extend(candidates.iter().skip(1).take(2).map(|c| c.2.clone()));
+    let total: f64 = at.m.components.values().map(|u| u.cores).sum();
+    if total >= 0.9 * cores {
+        evidence.push(format!(
+            "the machine's {cores:.0} cores were {:.0} % busy at {r:.0}/s (the lab's own share {:.2} cores)",
+            100.0 * total / cores,
+            at.m.components.get(LAB).map(|u| u.cores).unwrap_or(0.0)
+        ));
+    }
+    Some(Bottleneck { component, evidence })
+}
