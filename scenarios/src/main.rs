@@ -89,7 +89,8 @@ enum Command {
         #[arg(long, default_value = "10%", value_parser = parse_percent)]
         max_regression: f64,
     },
-    /// Render (or re-render) a run directory's report.html, summary.md, junit.xml and plots/.
+    /// Render (or re-render) a run directory's report.html, summary.md, junit.xml and plots/
+    /// (a capacity search's directory: its report.html, summary.md and plots/).
     Report {
         /// The run directory.
         dir: PathBuf,
@@ -261,6 +262,13 @@ fn main() -> ExitCode {
                 print!("{}", reports::compare::table(&comparison));
                 println!("{}", run.join("compare.html").display());
                 Ok(if comparison.regressed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            }
+            Command::Report { dir } if dir.join(rundir::files::CAPACITY).is_file() => {
+                let rendered = reports::capacity::render(&dir)?;
+                println!("{}", rendered.html.display());
+                println!("{}", rendered.markdown.display());
+                println!("{} plots in {}", rendered.plots.len(), dir.join("plots").display());
+                Ok(ExitCode::SUCCESS)
             }
             Command::Report { dir } => {
                 let rendered = reports::render(&dir)?;

@@ -72,12 +72,14 @@ where
         .draw()
         .map_err(e)?;
     let grey = RGBColor(120, 120, 120);
-    for (x, label) in &p.vlines {
+    // Labels staggered downwards: lines close together stay readable.
+    for (k, (x, label)) in p.vlines.iter().enumerate() {
         chart
             .draw_series(DashedLineSeries::new([(*x, 0.0), (*x, y_max)], 5, 4, grey.stroke_width(1)))
             .map_err(e)?;
+        let y = y_max * (0.97 - 0.07 * (k % 6) as f64);
         chart
-            .draw_series([Text::new(label.clone(), (*x, y_max * 0.97), ("sans-serif", 11).into_font().color(&grey))])
+            .draw_series([Text::new(format!(" {label}"), (*x, y), ("sans-serif", 11).into_font().color(&grey))])
             .map_err(e)?;
     }
     let red = RGBColor(211, 47, 47);
@@ -91,7 +93,7 @@ where
         let c = s.color;
         let mut pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|q| q.0.is_finite() && q.1.is_finite()).collect();
         if s.mark != Mark::Points {
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            pts = mean_per_x(pts);
         }
         if pts.is_empty() {
             continue;
@@ -131,6 +133,22 @@ where
         .map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// Sorted by x, the points at the same x averaged (repeated trials at one rate).
+fn mean_per_x(mut pts: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out: Vec<(f64, f64, f64)> = Vec::new();
+    for (x, y) in pts {
+        match out.last_mut() {
+            Some(l) if (l.0 - x).abs() < 1e-9 => {
+                l.1 += y;
+                l.2 += 1.0;
+            }
+            _ => out.push((x, y, 1.0)),
+        }
+    }
+    out.into_iter().map(|(x, s, n)| (x, s / n)).collect()
 }
 
 pub fn svg(p: &XyPlot) -> Result<String, String> {

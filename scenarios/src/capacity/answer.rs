@@ -106,16 +106,25 @@ pub fn answer(run: &CapacityRun) -> Answer {
                 answered: true,
             };
         }
-        let why = match fit.peak_n {
-            Some(p) if p <= max_n as f64 => format!("adding {parameter} stops helping at about {p:.1}"),
-            _ => format!("the fit is trusted up to {parameter}={} only ({})", fit.trusted_up_to, fit.note),
+        let measured_max = fit.points.iter().map(|p| p.0).fold(1.0, f64::max);
+        let verdict = match (fit.peak_n, fit.peak_rate) {
+            (Some(p), Some(x)) if p <= max_n as f64 => format!(
+                "is not reachable by adding {parameter}: the law peaks at about {p:.1} {parameter} ({}/s)",
+                rate(x)
+            ),
+            _ if fit.trusted_up_to <= measured_max + 1e-9 => format!(
+                "needs more than {}; how many the data cannot say ({}): sweep further, e.g. --sweep {parameter}=1,2,4",
+                noun(&parameter, measured_max as usize),
+                fit.note
+            ),
+            _ => format!(
+                "is not reachable with up to {} (predicted {}/s there)",
+                noun(&parameter, max_n),
+                rate(fit.predict(max_n as f64).unwrap_or(0.0))
+            ),
         };
         return Answer {
-            sentence: format!(
-                "{}; {head} is not reachable by adding {parameter} within what the data supports: {why}; {}{interrupted}",
-                describe(best),
-                saturates(best)
-            ),
+            sentence: format!("{}; {head} {verdict}; {}{interrupted}", describe(best), saturates(best)),
             peak_met: Some(false),
             answered: true,
         };
@@ -149,5 +158,101 @@ mod tests {
         assert_eq!(rate(2350.4), "2,350");
         assert_eq!(rate(999.0), "999");
         assert_eq!(rate(1_234_567.0), "1,234,567");
+    }
+}
+
+#[cfg(test)]
+mod sentence_tests {
+    use super::*;
+    use rundir::capacity::{Bottleneck, Criteria, Peak, Search};
+
+    fn topology(n: usize, sustainable: Option<f64>) -> TopologyResult {
+        TopologyResult {
+            label: format!("processors={n}"),
+            gateways: 1,
+            processors: n,
+            partitions: 6,
+            trials: Vec::new(),
+            sustainable,
+            first_failed: None,
+            uncertainty: Some(0.04),
+            knee: None,
+            bottleneck: Some(Bottleneck { component: "broker".into(), evidence: Vec::new() }),
+            stopped: "confirmed".into(),
+            generator_bound: false,
+        }
+    }
+
+    fn run(topologies: Vec<TopologyResult>, peak: Option<f64>) -> CapacityRun {
+        let mut r = CapacityRun {
+            started_unix_ms: 0,
+            ended_unix_ms: None,
+            commit: String::new(),
+            seed: 1,
+            criteria: Criteria { availability: 0.999, p99_ms: 1000.0, time_to_decision_p99_ms: 5000.0, lag_growth_share: 0.02, max_dropped: 0 },
+            search: Search { start_rate: 100.0, max_rate: 8000.0, resolution: 0.05, trial_s: 15.0, confirm_s: 45.0, repeats: 2, budget_s: 1800.0 },
+            peak: peak.map(|rate| Peak { rate, headroom: 0.3 }),
+            topologies,
+            usl: None,
+            answer: pending(),
+            interrupted: false,
+            target: None,
+        };
+        let points: Vec<(f64, f64)> = r.topologies.iter().filter_map(|t| Some((t.processors as f64, t.sustainable?))).collect();
+        r.usl = fit_usl("processors", &points).ok();
+        r
+    }
+
+    #[test]
+    fn a_met_peak_names_the_smallest_topology_that_meets_it() {
+        let r = run(vec![topology(1, Some(1000.0)), topology(2, Some(1800.0))], Some(1200.0));
+        let a = answer(&r);
+        assert_eq!(a.peak_met, Some(true));
+        assert!(a.sentence.starts_with("sustainable 1,800 orders/s (±4 %) with 2 processors; expected peak 1,200/s + 30 % headroom (1,560/s) is met with 2 processors"), "{}", a.sentence);
+        assert_eq!(exit_code(&RunWith(a).into_run(r)), 0);
+    }
+
+    #[test]
+    fn a_peak_beyond_the_data_is_not_met_and_says_what_is_unknown() {
+        let r = run(vec![topology(1, Some(1000.0)), topology(2, Some(1800.0))], Some(2000.0));
+        let a = answer(&r);
+        assert_eq!(a.peak_met, Some(false));
+        assert!(a.sentence.contains("needs more than 2 processors; how many the data cannot say"), "{}", a.sentence);
+        assert!(a.sentence.contains("broker saturates first"), "{}", a.sentence);
+        assert_eq!(exit_code(&RunWith(a).into_run(r)), 1);
+    }
+
+    #[test]
+    fn a_good_fit_predicts_the_topology_needed_and_a_peaked_law_says_adding_stops_helping() {
+        let law = |n: f64| rundir::capacity::usl(1000.0, 0.1, 0.01, n);
+        let three = vec![topology(1, Some(law(1.0))), topology(2, Some(law(2.0))), topology(3, Some(law(3.0)))];
+        let a = answer(&run(three.clone(), Some(law(4.0) / 1.3 - 1.0)));
+        assert_eq!(a.peak_met, Some(false));
+        assert!(a.sentence.contains("needs 4 processors (predicted"), "{}", a.sentence);
+        // The law peaks at √((1−0.1)/0.01) = 9.5 with X ≈ 4,250/s: more than that is unreachable.
+        let a = answer(&run(three, Some(5000.0)));
+        assert!(a.sentence.contains("is not reachable with up to 6 processors") || a.sentence.contains("is not reachable by adding processors"), "{}", a.sentence);
+    }
+
+    #[test]
+    fn no_sustained_rate_is_exit_2_and_a_generator_bound_is_said() {
+        let r = run(vec![topology(1, None)], Some(100.0));
+        let a = answer(&r);
+        assert!(!a.answered);
+        assert!(a.sentence.starts_with("no rate was sustained"));
+        assert_eq!(exit_code(&RunWith(a).into_run(r)), 2);
+        let mut t = topology(1, Some(500.0));
+        t.generator_bound = true;
+        let a = answer(&run(vec![t], None));
+        assert!(a.sentence.contains("a lower bound: the generator"), "{}", a.sentence);
+        assert_eq!(a.peak_met, None);
+    }
+
+    struct RunWith(Answer);
+    impl RunWith {
+        fn into_run(self, mut r: CapacityRun) -> CapacityRun {
+            r.answer = self.0;
+            r
+        }
     }
 }
