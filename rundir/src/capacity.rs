@@ -62,7 +62,7 @@ pub struct Search {
     pub confirm_s: f64,
     /// Trials repeated at the boundary when two at (about) the same rate disagree.
     pub repeats: u32,
-    /// Wall-clock budget for the whole search, seconds.
+    /// Wall-clock budget of one topology's search, seconds.
     pub budget_s: f64,
 }
 

@@ -154,7 +154,7 @@ struct CapacityArgs {
     /// Extra trials at the answer when trials disagreed (default 2).
     #[arg(long)]
     repeats: Option<u32>,
-    /// Time budget for the whole search, seconds (default 1800).
+    /// Time budget of each topology's search, seconds (default 1200).
     #[arg(long)]
     budget_s: Option<f64>,
     /// KEY=VALUE for the services (repeat), e.g. PAYMENT_LATENCY=20ms.

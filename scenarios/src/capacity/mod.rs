@@ -150,7 +150,6 @@ pub async fn capacity(
         interrupted: false,
         target: None,
     };
-    let deadline = Instant::now() + Duration::from_secs_f64(settings.search.budget_s);
     let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
     if !options.quiet {
         eprintln!(
@@ -162,7 +161,7 @@ pub async fn capacity(
         );
     }
     for (i, setup) in settings.topologies.iter().enumerate() {
-        if *stop_rx.borrow() || Instant::now() >= deadline {
+        if *stop_rx.borrow() {
             record.interrupted = true;
             break;
         }
@@ -184,7 +183,7 @@ pub async fn capacity(
             setup: setup.clone(),
             settings: &settings,
             dir: dir.clone(),
-            deadline,
+            deadline: Instant::now() + Duration::from_secs_f64(settings.search.budget_s),
             stop: stop_rx.clone(),
             quiet: options.quiet,
             record: &mut record,

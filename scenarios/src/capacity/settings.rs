@@ -43,6 +43,7 @@ pub struct CapacityOptions {
     pub trial_s: Option<f64>,
     pub confirm_s: Option<f64>,
     pub repeats: Option<u32>,
+    /// Per topology.
     pub budget_s: Option<f64>,
     /// `KEY=VALUE` for the services.
     pub env: Vec<(String, String)>,
@@ -60,7 +61,7 @@ pub const RESOLUTION: f64 = 0.05;
 pub const TRIAL_S: f64 = 15.0;
 pub const CONFIRM_S: f64 = 45.0;
 pub const REPEATS: u32 = 2;
-pub const BUDGET_S: f64 = 1800.0;
+pub const BUDGET_S: f64 = 1200.0;
 pub const MIX: &str = "buyer=100";
 pub const POLLS: u32 = 1;
 

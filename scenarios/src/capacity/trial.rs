@@ -40,9 +40,9 @@ pub fn users_for(rate: f64) -> usize {
 /// The scenario of a trial.
 pub fn scenario_text(setup: &Setup, criteria: &Criteria, rate: f64, duration_s: f64) -> String {
     let arrivals = (rate * duration_s).ceil() as u64;
-    // Twice what can be ordered: the trial never sells out (a sold-out item is decided faster
-    // and would flatter the answer).
-    let stock = (arrivals * 2).max(1000);
+    // Four units per arrival (a buyer orders 1 or 2): the trial never sells
+    // out (a sold-out item is decided faster and would flatter the answer).
+    let stock = (arrivals * 4).max(1000);
     let buyers = (arrivals * 4).max(100_000);
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("RATE_LIMIT_MAX_REQUESTS".into(), "1000000".into());
