@@ -109,3 +109,42 @@ pub fn bottleneck(
     }
     Some(Bottleneck { component, evidence })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rundir::capacity::{Role, TrialMeasures};
+    use rundir::processes::Usage;
+
+    fn trial(rate: f64, outcome: TrialOutcome, m: TrialMeasures) -> Trial {
+        Trial { index: 0, role: Role::Grow, rate, duration_s: 15.0, dir: String::new(), outcome, reasons: Vec::new(), m }
+    }
+
+    fn cpu(parts: &[(&str, f64)]) -> std::collections::BTreeMap<String, Usage> {
+        parts.iter().map(|(c, cores)| (c.to_string(), Usage { cores: *cores, peak_rss_bytes: 0 })).collect()
+    }
+
+    #[test]
+    fn names_what_the_figures_show_first() {
+        // The broker: produces 100× slower at the failed rate, its CPU modest.
+        let base = TrialMeasures { produce_ms: Some(5.0), components: cpu(&[("broker", 0.1), ("redis", 0.02)]), ..Default::default() };
+        let at = TrialMeasures { produce_ms: Some(500.0), components: cpu(&[("broker", 0.6), ("redis", 0.25)]), ..Default::default() };
+        let trials = [trial(100.0, TrialOutcome::Sustained, base.clone()), trial(4000.0, TrialOutcome::Failed, at)];
+        let b = bottleneck(&trials, Some(100.0), 1, 256.0, 2.0).unwrap();
+        assert_eq!(b.component, "broker");
+        assert!(b.evidence[0].contains("500.0 ms"), "{b:?}");
+        // Redis at its one core.
+        let at = TrialMeasures { produce_ms: Some(6.0), components: cpu(&[("broker", 0.3), ("redis", 0.97)]), ..Default::default() };
+        let trials = [trial(100.0, TrialOutcome::Sustained, base.clone()), trial(4000.0, TrialOutcome::Failed, at)];
+        assert_eq!(bottleneck(&trials, Some(100.0), 1, 256.0, 2.0).unwrap().component, "redis");
+        // The gateway's own admission limit.
+        let at = TrialMeasures { admission_rejected: 40, components: cpu(&[("gateway[0]", 0.2)]), ..Default::default() };
+        let trials = [trial(100.0, TrialOutcome::Sustained, base.clone()), trial(300.0, TrialOutcome::Failed, at)];
+        assert_eq!(bottleneck(&trials, Some(100.0), 1, 256.0, 2.0).unwrap().component, "gateway");
+        // The lab's own CPU is never the system's bottleneck; nothing judged: nothing named.
+        let at = TrialMeasures { components: cpu(&[(LAB, 1.9)]), ..Default::default() };
+        let trials = [trial(100.0, TrialOutcome::Sustained, base), trial(300.0, TrialOutcome::Failed, at)];
+        assert!(bottleneck(&trials, Some(100.0), 1, 256.0, 2.0).is_none());
+        assert!(bottleneck(&[], None, 1, 256.0, 2.0).is_none());
+    }
+}

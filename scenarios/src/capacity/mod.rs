@@ -124,15 +124,7 @@ pub async fn capacity(
     let dir = dir.canonicalize()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let goose_caught = async {
-            while !loadgen::stop_requested() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
-        tokio::select! {
-            () = stop => {}
-            () = goose_caught => {}
-        }
+        crate::drill::stop_or_goose(stop).await;
         let _ = stop_tx.send(true);
     });
     let commit = crate::drill::version_of("git", &["rev-parse", "HEAD"]).await;

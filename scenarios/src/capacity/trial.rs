@@ -211,3 +211,67 @@ pub fn measure(dir: &Path, verdict: &Verdict) -> TrialMeasures {
     crate::capacity::signals::fill(&mut m, &scrapes, from, to);
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rundir::{CheckResult, Figures, Kind};
+
+    fn verdict(checks: Vec<CheckResult>) -> Verdict {
+        Verdict {
+            scenario: "t".into(),
+            description: String::new(),
+            seed: 1,
+            scale: 1.0,
+            outcome: Outcome::combine(checks.iter().map(|c| c.outcome)),
+            pass: false,
+            started_unix_ms: 0,
+            ended_unix_ms: 0,
+            figures: Figures::default(),
+            checks,
+            alerts: Vec::new(),
+        }
+    }
+
+    fn criteria() -> Criteria {
+        Criteria { availability: 0.999, p99_ms: 1000.0, time_to_decision_p99_ms: 5000.0, lag_growth_share: 0.02, max_dropped: 0 }
+    }
+
+    fn steady() -> TrialMeasures {
+        TrialMeasures { lag_slope_per_s: Some(1.0), lag_last: Some(20.0), ..TrialMeasures::default() }
+    }
+
+    #[test]
+    fn each_criterion_fails_the_trial_and_too_little_evidence_makes_it_invalid() {
+        let ok = CheckResult::held("availability", Kind::Slo, "≥ 99.9%", "100%", true);
+        let (o, r) = judge(&verdict(vec![ok.clone()]), &steady(), &criteria(), 1000.0);
+        assert_eq!((o, r.len()), (TrialOutcome::Sustained, 0));
+        // A check that broke.
+        let broke = CheckResult::held("p99 latency", Kind::Slo, "≤ 1000 ms", "1400 ms", false);
+        let (o, r) = judge(&verdict(vec![ok.clone(), broke]), &steady(), &criteria(), 1000.0);
+        assert_eq!(o, TrialOutcome::Failed);
+        assert!(r[0].starts_with("p99 latency: 1400 ms"), "{r:?}");
+        // Lag growing: +30/s (limit 20/s at 1000/s) with 1,500 left (> 1 s of intake).
+        let growing = TrialMeasures { lag_slope_per_s: Some(30.0), lag_last: Some(1500.0), ..TrialMeasures::default() };
+        let (o, r) = judge(&verdict(vec![ok.clone()]), &growing, &criteria(), 1000.0);
+        assert_eq!(o, TrialOutcome::Failed);
+        assert!(r[0].starts_with("consumer lag growing"), "{r:?}");
+        // The same slope with little left behind is a burst being worked off, not growth.
+        let burst = TrialMeasures { lag_slope_per_s: Some(30.0), lag_last: Some(500.0), ..TrialMeasures::default() };
+        assert_eq!(judge(&verdict(vec![ok.clone()]), &burst, &criteria(), 1000.0).0, TrialOutcome::Sustained);
+        // Dropped arrivals.
+        let dropped = TrialMeasures { dropped: 3, ..steady() };
+        assert_eq!(judge(&verdict(vec![ok.clone()]), &dropped, &criteria(), 1000.0).0, TrialOutcome::Failed);
+        // Lag never measured: invalid, not a pass.
+        let (o, r) = judge(&verdict(vec![ok.clone()]), &TrialMeasures::default(), &criteria(), 1000.0);
+        assert_eq!(o, TrialOutcome::Invalid);
+        assert!(r[0].contains("not measured"), "{r:?}");
+        // An inconclusive check (the generator's) wins over a failure: invalid.
+        let mut late = CheckResult::held("generator kept its schedule", Kind::SteadyState, "on schedule", "900 late", false);
+        late.outcome = Outcome::Inconclusive;
+        let broke = CheckResult::held("p99 latency", Kind::Slo, "≤ 1000 ms", "9000 ms", false);
+        let (o, r) = judge(&verdict(vec![broke, late]), &steady(), &criteria(), 1000.0);
+        assert_eq!(o, TrialOutcome::Invalid);
+        assert!(r[0].starts_with("generator kept its schedule"), "{r:?}");
+    }
+}

@@ -107,6 +107,20 @@ pub(crate) async fn version_of(program: &str, args: &[&str]) -> String {
     }
 }
 
+/// Resolves on `stop` (our SIGINT/SIGTERM handler) or when goose caught the signal instead (it
+/// takes SIGINT over once a load starts).
+pub(crate) async fn stop_or_goose(stop: impl std::future::Future<Output = ()>) {
+    let goose_caught = async {
+        while !loadgen::stop_requested() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        () = stop => {}
+        () = goose_caught => {}
+    }
+}
+
 /// Runs the drill. `stop` (Ctrl-C, SIGTERM) heals every fault and stops the system early.
 pub async fn drill(
     options: DrillOptions,
@@ -168,16 +182,7 @@ pub async fn drill(
     {
         let stopped = stopped.clone();
         tokio::spawn(async move {
-            // Our SIGINT/SIGTERM handler, or goose's (it takes SIGINT over once the load starts).
-            let goose_caught = async {
-                while !loadgen::stop_requested() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            };
-            tokio::select! {
-                () = stop => {}
-                () = goose_caught => {}
-            }
+            stop_or_goose(stop).await;
             stopped.store(true, Ordering::SeqCst);
             let _ = stop_tx.send(true);
         });
