@@ -189,6 +189,8 @@ impl OrderWorker {
         }
         let elapsed = started.elapsed();
         self.metrics.duration.observe(elapsed.as_secs_f64());
+        let waited_ms = now_ms().saturating_sub(order.accepted_at_ms);
+        self.metrics.time_to_decision.observe(waited_ms as f64 / 1000.0);
         tracing::info!(
             service = SERVICE, event = "order_processed", correlation_id = %order.correlation_id,
             request_id = %order.request_id, user_id = %order.user_id, item_id = %order.item_id,

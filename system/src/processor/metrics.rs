@@ -16,6 +16,10 @@ pub struct ProcessorMetrics {
     /// Redelivered or duplicate messages of orders already decided.
     pub duplicates: IntCounter,
     pub duration: Histogram,
+    /// Accepted by the gateway (`accepted_at_ms`) → decided here, per decided attempt: the
+    /// time to decision a buyer waits, queue included (what a capacity search against a
+    /// deployment reads when it cannot read `order-outcomes`).
+    pub time_to_decision: Histogram,
     pub dlq_size: IntGauge,
     pub dlq_oldest_age_seconds: IntGauge,
     pub inventory: IntGaugeVec,
@@ -26,6 +30,8 @@ pub struct ProcessorMetrics {
     /// How long each partition's commit point has stood still with orders behind it.
     pub partition_stalled_seconds: IntGaugeVec,
     pub in_flight: IntGauge,
+    /// `PROCESSOR_MAX_IN_FLIGHT`: the most orders in flight at once (set at start).
+    pub max_in_flight: IntGauge,
     /// The group watchdog's repairs, by remedy (`probe`, `rejoin`).
     pub group_repairs: IntCounterVec,
     /// Payment attempts decided, by `result`: `captured` (the order completed) or `failed`
@@ -76,6 +82,12 @@ impl ProcessorMetrics {
         )
         .expect("valid metric");
         registry.register(Box::new(duration.clone())).expect("unique metric");
+        let time_to_decision = Histogram::with_opts(
+            HistogramOpts::new("processor_time_to_decision_seconds", "Accepted by the gateway until decided")
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(time_to_decision.clone())).expect("unique metric");
         ProcessorMetrics {
             processed: counter("processor_orders_processed_total", "Total orders processed"),
             success: counter("processor_orders_processed_success_total", "Successfully processed"),
@@ -84,11 +96,13 @@ impl ProcessorMetrics {
             moved_to_dlq: counter("processor_orders_moved_to_dlq_total", "Orders moved to DLQ"),
             duplicates: counter("processor_orders_duplicate_total", "Messages of orders already decided"),
             duration,
+            time_to_decision,
             dlq_size: gauge("processor_dlq_size", "Current DLQ depth"),
             dlq_oldest_age_seconds: gauge("processor_dlq_oldest_message_age_seconds", "Age of oldest DLQ message"),
             inventory: gauge_vec("processor_inventory_level", "Inventory level per item", "item_id"),
             lag: gauge_vec("processor_consumer_lag", "Messages behind the end of each assigned partition", "partition"),
             in_flight: gauge("processor_orders_in_flight", "Orders being processed now"),
+            max_in_flight: gauge("processor_orders_in_flight_limit", "PROCESSOR_MAX_IN_FLIGHT: the most orders in flight"),
             group_backlog: gauge_vec(
                 "processor_group_backlog",
                 "Messages behind the group's commit point, every partition (from the broker)",

@@ -259,6 +259,7 @@ async fn consume(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    worker.metrics.max_in_flight.set(config.max_in_flight as i64);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
