@@ -146,11 +146,21 @@ pub struct TrialMeasures {
     /// Per process (from `processes.jsonl`) over the load.
     pub components: BTreeMap<String, Usage>,
     /// Redis commands per second and mean µs per command; the gateway's mean produce latency,
-    /// ms; mean orders in flight in the processors; the gateway's admission refusals.
+    /// ms; orders in flight in the processors (each processor's mean, and its 75th percentile
+    /// over the scrapes, summed over the processors); the gateway's admission refusals.
     pub redis_ops_per_s: Option<f64>,
     pub redis_usec_per_call: Option<f64>,
     pub produce_ms: Option<f64>,
     pub processor_in_flight: Option<f64>,
+    #[serde(default)]
+    pub processor_in_flight_p75: Option<f64>,
+    /// The processors' limit on orders in flight, summed, as they export it
+    /// (`processor_orders_in_flight_limit`).
+    #[serde(default)]
+    pub processor_in_flight_limit: Option<f64>,
+    /// Orders decided sold out over the load (the trial's stock ran out: it flatters the rate).
+    #[serde(default)]
+    pub sold_out: Option<u64>,
     pub admission_rejected: u64,
 }
 

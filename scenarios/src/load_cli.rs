@@ -67,19 +67,24 @@ fn parse_phases(s: &str) -> Result<ArrivalSchedule, String> {
 
 /// Checks that `url` is `http://HOST[:PORT][/...]` with HOST on loopback (or `--allow-remote`).
 pub fn check_target(url: &str, allow_remote: bool) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("--target {url:?}: expected http://HOST:PORT"))?;
+    check_url("--target", url, allow_remote)
+}
+
+/// [`check_target`] for the option `flag`.
+pub fn check_url(flag: &str, url: &str, allow_remote: bool) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{flag} {url:?}: expected http://HOST:PORT"))?;
     let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.rsplit_once(':').map(|(h, _)| h).unwrap_or(authority),
     };
     if host.is_empty() {
-        return Err(format!("--target {url:?}: no host"));
+        return Err(format!("{flag} {url:?}: no host"));
     }
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !loopback && !allow_remote {
         return Err(format!(
-            "--target {url:?}: {host} is not a loopback address; pass --allow-remote to load it anyway"
+            "{flag} {url:?}: {host} is not a loopback address; pass --allow-remote to load it anyway"
         ));
     }
     Ok(url.trim_end_matches('/').to_string())

@@ -163,6 +163,20 @@ struct CapacityArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Search a deployment the lab did not start, at its gateway (or front) URL: load only, no
+    /// testbed (loopback only unless --allow-remote).
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// With --target: allow a target and metrics pages that are not on loopback.
+    #[arg(long)]
+    allow_remote: bool,
+    /// With --target: a /metrics page of the deployment, [NAME=]URL (repeat); the processors'
+    /// pages give time to decision and lag, without them no trial can judge.
+    #[arg(long = "metrics", value_name = "[NAME=]URL")]
+    metrics: Vec<String>,
+    /// With --target: the item the trials buy; it needs stock for every arrival (default 101).
+    #[arg(long)]
+    item: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -300,6 +314,10 @@ fn main() -> ExitCode {
                     budget_s: a.budget_s,
                     env: a.env,
                     quiet: a.quiet,
+                    target: a.target,
+                    allow_remote: a.allow_remote,
+                    metrics: a.metrics,
+                    item: a.item,
                 };
                 let found = scenarios::capacity::capacity(options, stop_signal()).await?;
                 println!("{}", found.run.answer.sentence);

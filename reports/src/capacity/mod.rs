@@ -268,7 +268,14 @@ pub fn html(run: &CapacityRun, svgs: &[(String, String)]) -> String {
     let _ = write!(h, "<h1>Capacity</h1><p class=\"answer\">{}</p>", escape(&run.answer.sentence));
     let _ = write!(
         h,
-        "<p>How to read it: each trial ran the system fresh at one constant open arrival rate. A trial <b>sustained</b> the rate when every SLO and invariant held on enough evidence and the consumer lag did not grow; <b>failed</b> names what broke; <b>invalid</b> trials (the generator fell behind, too little evidence) count neither way. The answer is the highest rate a full-length confirmation trial sustained; ± is the gap to the next failed rate and the spread where trials disagreed.</p>"
+        "<p>How to read it: {} at one constant open arrival rate. A trial <b>sustained</b> the rate when every SLO and invariant held on enough evidence and the consumer lag did not grow; <b>failed</b> names what broke; <b>invalid</b> trials (the generator fell behind, too little evidence) count neither way. The answer is the highest rate a full-length confirmation trial sustained; ± is the gap to the next failed rate and the spread where trials disagreed.</p>",
+        match &run.target {
+            Some(url) => format!(
+                "each trial loaded the deployment at {} (load only, after its processors showed no lag and nothing in flight; judged from its /metrics)",
+                escape(url)
+            ),
+            None => "each trial ran the system fresh".to_string(),
+        }
     );
     let md = markdown(run);
     // The tables, as HTML.

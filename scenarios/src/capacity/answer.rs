@@ -53,14 +53,14 @@ pub fn answer(run: &CapacityRun) -> Answer {
     let parameter = run.usl.as_ref().map(|u| u.parameter.clone()).unwrap_or_else(|| "processors".into());
     let n_of = |t: &TopologyResult| if parameter == "gateways" { t.gateways } else { t.processors };
     let answered: Vec<&TopologyResult> = run.topologies.iter().filter(|t| t.sustainable.is_some()).collect();
+    // A deployment (`--target`) is searched as it is: no topology of the lab's to name.
+    let with = |t: &TopologyResult| match &run.target {
+        Some(url) => format!("by the deployment at {url}"),
+        None => format!("with {}", noun(&parameter, n_of(t))),
+    };
     let describe = |t: &TopologyResult| {
         let s = t.sustainable.unwrap_or(0.0);
-        let mut out = format!(
-            "sustainable {} orders/s (±{:.0} %) with {}",
-            rate(s),
-            t.uncertainty.unwrap_or(0.0) * 100.0,
-            noun(&parameter, n_of(t))
-        );
+        let mut out = format!("sustainable {} orders/s (±{:.0} %) {}", rate(s), t.uncertainty.unwrap_or(0.0) * 100.0, with(t));
         if t.generator_bound {
             out.push_str(" — a lower bound: the generator, not the system, fell behind above it");
         }
@@ -84,8 +84,9 @@ pub fn answer(run: &CapacityRun) -> Answer {
     let head = format!("expected peak {}/s + {:.0} % headroom ({}/s)", rate(peak.rate), peak.headroom * 100.0, rate(need));
     let meets = answered.iter().filter(|t| t.sustainable.unwrap_or(0.0) >= need).min_by_key(|t| n_of(t));
     if let Some(t) = meets {
+        let by = if run.target.is_some() { "is met".to_string() } else { format!("is met with {}", noun(&parameter, n_of(t))) };
         return Answer {
-            sentence: format!("{}; {head} is met with {}{interrupted}", describe(t), noun(&parameter, n_of(t))),
+            sentence: format!("{}; {head} {by}{interrupted}", describe(t)),
             peak_met: Some(true),
             answered: true,
         };
@@ -129,12 +130,13 @@ pub fn answer(run: &CapacityRun) -> Answer {
             answered: true,
         };
     }
+    let advice = if run.target.is_some() {
+        "add capacity to the deployment and search again".to_string()
+    } else {
+        format!("sweep {parameter}, e.g. --sweep {parameter}=1,2,4, to see what adding them buys")
+    };
     Answer {
-        sentence: format!(
-            "{}; {head} is not met; {} (sweep {parameter}, e.g. --sweep {parameter}=1,2,4, to see what adding them buys){interrupted}",
-            describe(best),
-            saturates(best)
-        ),
+        sentence: format!("{}; {head} is not met; {} ({advice}){interrupted}", describe(best), saturates(best)),
         peak_met: Some(false),
         answered: true,
     }
@@ -209,6 +211,23 @@ mod sentence_tests {
         let a = answer(&r);
         assert_eq!(a.peak_met, Some(true));
         assert!(a.sentence.starts_with("sustainable 1,800 orders/s (±4 %) with 2 processors; expected peak 1,200/s + 30 % headroom (1,560/s) is met with 2 processors"), "{}", a.sentence);
+        assert_eq!(exit_code(&RunWith(a).into_run(r)), 0);
+    }
+
+    #[test]
+    fn a_deployment_is_answered_as_it_is() {
+        let mut r = run(vec![topology(1, Some(1000.0))], Some(1000.0));
+        r.target = Some("http://127.0.0.1:8080".into());
+        let a = answer(&r);
+        assert_eq!(a.peak_met, Some(false));
+        assert!(
+            a.sentence.starts_with("sustainable 1,000 orders/s (±4 %) by the deployment at http://127.0.0.1:8080; expected peak 1,000/s + 30 % headroom (1,300/s) is not met; broker saturates first (add capacity to the deployment"),
+            "{}",
+            a.sentence
+        );
+        r.peak = Some(Peak { rate: 500.0, headroom: 0.3 });
+        let a = answer(&r);
+        assert!(a.sentence.ends_with("(650/s) is met"), "{}", a.sentence);
         assert_eq!(exit_code(&RunWith(a).into_run(r)), 0);
     }
 

@@ -5,6 +5,8 @@
 //! - [`settings`]: the options and the capacity file (`--slo FILE`: criteria, topology, env,
 //!   search, load), with their defaults;
 //! - [`trial`]: one trial — a generated scenario run as a drill on a fresh system, judged;
+//! - [`remote`]: one trial against a deployment the lab did not start (`--target`): load only,
+//!   judged from the history and the deployment's `/metrics`;
 //! - [`signals`]: a trial's figures from its scrapes (lag growth, Redis, broker, in flight);
 //! - [`search`]: grow ×2, bisect, confirm, repeat where trials disagree;
 //! - [`analysis`]: slope, knee (Kneedle), USL fit;
@@ -18,6 +20,7 @@
 pub mod analysis;
 pub mod answer;
 pub mod attribution;
+pub mod remote;
 pub mod search;
 pub mod settings;
 pub mod signals;
@@ -49,6 +52,8 @@ struct TrialRunner<'a> {
     /// Trials so far of the whole search (this topology's are added to `run` as they come).
     record: &'a mut CapacityRun,
     topology: usize,
+    /// `--target`: trials are load only, against this deployment.
+    deployment: Option<&'a remote::Deployment>,
 }
 
 impl search::Runner for TrialRunner<'_> {
@@ -64,15 +69,17 @@ impl search::Runner for TrialRunner<'_> {
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let trial = trial::run(
-            &self.setup,
-            &self.settings.criteria,
-            (index, role, rate, duration_s),
-            &self.dir.join(&rel),
-            rel,
-            stop,
-        )
-        .await
+        let at = (index, role, rate, duration_s);
+        let trial = match self.deployment {
+            Some(dep) => {
+                let setup = trial::Setup {
+                    seed: remote::trial_seed(self.setup.seed, self.record.started_unix_ms, index),
+                    ..self.setup.clone()
+                };
+                remote::run(dep, &setup, &self.settings.criteria, at, &self.dir.join(&rel), rel, stop).await
+            }
+            None => trial::run(&self.setup, &self.settings.criteria, at, &self.dir.join(&rel), rel, stop).await,
+        }
         .ok()?;
         if !self.quiet {
             eprintln!("{}", trial_line(&trial));
@@ -113,6 +120,10 @@ pub async fn capacity(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<CapacitySearch> {
     let settings = settings::resolve(&options)?;
+    let deployment = match &options.target {
+        Some(target) => Some(remote::deployment(target, options.allow_remote, &options.metrics).await?),
+        None => None,
+    };
     let started_ms = chaos::events::unix_ms();
     let dir = options.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("capacity-{}", crate::drill::utc_stamp(started_ms / 1000)))
@@ -140,9 +151,17 @@ pub async fn capacity(
         usl: None,
         answer: answer::pending(),
         interrupted: false,
-        target: None,
+        target: deployment.as_ref().map(|d| d.target.clone()),
     };
     let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+    if let (Some(dep), false) = (&deployment, options.quiet) {
+        let pages: Vec<String> = dep.metrics.iter().map(|(c, u)| format!("{c} {u}")).collect();
+        eprintln!(
+            "capacity: load only against {} (metrics: {})",
+            dep.target,
+            if pages.is_empty() { "none — trials cannot judge time to decision or lag".into() } else { pages.join(", ") }
+        );
+    }
     if !options.quiet {
         eprintln!(
             "capacity: {} topolog{} — {}; run directory {}",
@@ -180,6 +199,7 @@ pub async fn capacity(
             quiet: options.quiet,
             record: &mut record,
             topology: i,
+            deployment: deployment.as_ref(),
         };
         let found = search::search(&mut runner, &settings.search).await;
         let limit = setup.env.get("PROCESSOR_MAX_IN_FLIGHT").and_then(|v| v.parse().ok()).unwrap_or(256.0);
@@ -191,6 +211,8 @@ pub async fn capacity(
         t.stopped = found.stopped;
         t.generator_bound = found.generator_bound;
         t.knee = knee(&t.trials);
+        // A deployment's hosts and their cores are not known here: CPU is shown, not scored.
+        let cores = deployment.is_none().then_some(cores);
         t.bottleneck = attribution::bottleneck(&t.trials, t.sustainable, setup.processors, limit, cores);
         record.interrupted |= found.interrupted;
         if !options.quiet {

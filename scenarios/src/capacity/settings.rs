@@ -48,6 +48,14 @@ pub struct CapacityOptions {
     /// `KEY=VALUE` for the services.
     pub env: Vec<(String, String)>,
     pub quiet: bool,
+    /// `--target URL`: search a deployment the lab did not start (load only).
+    pub target: Option<String>,
+    /// `--allow-remote`: a target (and metrics pages) off loopback.
+    pub allow_remote: bool,
+    /// `--metrics [NAME=]URL`: the deployment's `/metrics` pages.
+    pub metrics: Vec<String>,
+    /// `--item ID`: the item the trials buy (default 101).
+    pub item: Option<String>,
 }
 
 /// The defaults.
@@ -262,6 +270,28 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
     let mix = file.load.mix.clone().unwrap_or_else(|| MIX.into());
     mix.parse::<loadgen::UserMix>().map_err(|e| at("mix", "load.mix", true, &e))?;
     let polls = file.load.polls.unwrap_or(POLLS);
+    let item = o.item.clone().unwrap_or_else(|| super::trial::ITEM.to_string());
+    if item.is_empty() || item.len() > 64 || !item.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        return Err(bad(format!("--item {item:?}: 1 to 64 of A-Z a-z 0-9 - _ . :")));
+    }
+    if o.target.is_some() {
+        // The deployment's shape and settings are not the lab's to change.
+        for (given, what) in [
+            (o.sweep.is_some(), "--sweep"),
+            (o.topology.is_some(), "--topology"),
+            (!o.env.is_empty(), "--env"),
+            (file.topology.gateways.or(file.topology.processors).is_some() || file.topology.partitions.is_some(), "[topology]"),
+            (!file.env.is_empty(), "[env]"),
+        ] {
+            if given {
+                return Err(bad(format!(
+                    "{what}: a deployment given with --target runs as it is; the lab starts no system to shape"
+                )));
+            }
+        }
+    } else if !o.metrics.is_empty() || o.allow_remote || o.item.is_some() {
+        return Err(bad("--metrics, --allow-remote and --item go with --target (the lab's own system is scraped and stocked by the lab)".into()));
+    }
     let setup = |(g, p, parts): (usize, usize, u32), label: String| Setup {
         label,
         gateways: g,
@@ -271,8 +301,10 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
         mix: mix.clone(),
         polls,
         seed: o.seed,
+        item: item.clone(),
     };
     let (topologies, sweep) = match &o.sweep {
+        None if o.target.is_some() => (vec![setup(base, "target".into())], None),
         None => {
             check_topology(base)?;
             (vec![setup(base, format!("processors={}", base.1))], None)
@@ -354,5 +386,29 @@ mod tests {
         assert!(e.contains("\"x\" is not a whole number"), "{e}");
         let e = resolve(&CapacityOptions { resolution: Some(0.9), ..Default::default() }).unwrap_err().to_string();
         assert!(e.starts_with("--resolution:"), "{e}");
+    }
+
+    #[test]
+    fn a_deployment_is_searched_as_it_is() {
+        let target = Some("http://127.0.0.1:8080".to_string());
+        let s = resolve(&CapacityOptions { target: target.clone(), item: Some("sku-7".into()), ..Default::default() }).unwrap();
+        assert_eq!((s.topologies.len(), s.topologies[0].label.as_str(), s.topologies[0].item.as_str()), (1, "target", "sku-7"));
+        for o in [
+            CapacityOptions { sweep: Some("processors=1,2".into()), ..Default::default() },
+            CapacityOptions { env: vec![("PAYMENT_LATENCY".into(), "1ms".into())], ..Default::default() },
+        ] {
+            let e = resolve(&CapacityOptions { target: target.clone(), ..o }).unwrap_err().to_string();
+            assert!(e.contains("runs as it is"), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cap.toml");
+        std::fs::write(&path, "[topology]\nprocessors = 2\n").unwrap();
+        let e = resolve(&CapacityOptions { target: target.clone(), file: Some(path), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().starts_with("[topology]:"), "{e}");
+        let e = resolve(&CapacityOptions { metrics: vec!["http://127.0.0.1:9090/metrics".into()], ..Default::default() })
+            .unwrap_err();
+        assert!(e.to_string().contains("go with --target"), "{e}");
+        let e = resolve(&CapacityOptions { target, item: Some("a b".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().starts_with("--item"), "{e}");
     }
 }

@@ -26,9 +26,11 @@ pub struct Setup {
     pub mix: String,
     pub polls: u32,
     pub seed: u64,
+    /// The item the trials sell ([`ITEM`] on the lab's own system).
+    pub item: String,
 }
 
-/// The item the trials sell.
+/// The item the trials sell on the lab's own system.
 pub const ITEM: &str = "101";
 
 /// Generator users for a rate: enough that an answer taking half a second does not queue
@@ -62,7 +64,7 @@ partitions = {partitions}
 [env]
 {env}
 [stock]
-"{ITEM}" = {stock}
+{item:?} = {stock}
 
 [load]
 phases = "trial:{duration_ms}ms@{rate:.2}"
@@ -80,6 +82,7 @@ time_to_decision_p99_ms = {ttd}
 monitoring = false
 "#,
         label = setup.label.replace('=', "-"),
+        item = setup.item,
         seed = setup.seed,
         gateways = setup.gateways,
         processors = setup.processors,

@@ -16,11 +16,15 @@
 //! | `verdict.json` | every check: target, measured, outcome (pass / fail / inconclusive), evidence needed and seen |
 //! | `system/` | each component's data and log |
 //!
+//! [`load`]: the generator's configuration and what is recorded of the load (shared with a
+//! capacity trial against a deployment).
+//!
 //! The records of those files are [`rundir`]'s: the one definition the checks and reports read.
 
 mod alerts;
 pub mod checks;
 pub mod final_state;
+pub mod load;
 pub mod procs;
 pub mod scrape;
 mod steps;
@@ -40,7 +44,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chaos::{EventLog, Injector, Target, Testbed, TestbedConfig};
-use loadgen::{ArrivalSchedule, Behaviour, Catalogue, Live, LoadConfig, Traffic, UserMix};
+use loadgen::{ArrivalSchedule, Live};
 use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
@@ -230,15 +234,17 @@ pub async fn drill(
     };
     let gateway_urls: Vec<String> = (0..testbed.gateway_count()).map(|i| testbed.gateway_url(i)).collect();
     let front_url = testbed.front_url();
-    let mut scrape_targets: Vec<(String, std::net::SocketAddr)> =
-        (0..testbed.gateway_count()).map(|i| (format!("gateway[{i}]"), testbed.gateway_addr(i))).collect();
-    scrape_targets
-        .extend((0..testbed.processor_count()).map(|i| (format!("processor[{i}]"), testbed.processor_addr(i))));
+    let mut scrape_targets: Vec<(String, String)> = (0..testbed.gateway_count())
+        .map(|i| (format!("gateway[{i}]"), scrape::metrics_url(testbed.gateway_addr(i))))
+        .collect();
+    scrape_targets.extend(
+        (0..testbed.processor_count()).map(|i| (format!("processor[{i}]"), scrape::metrics_url(testbed.processor_addr(i)))),
+    );
     let processor_addrs: Vec<std::net::SocketAddr> =
         (0..testbed.processor_count()).map(|i| testbed.processor_addr(i)).collect();
     if let Some(url) = testbed.payment_url() {
         if let Ok(addr) = url.trim_start_matches("http://").parse() {
-            scrape_targets.push(("payment".into(), addr));
+            scrape_targets.push(("payment".into(), scrape::metrics_url(addr)));
         }
     }
     let targets = testbed.targets();
@@ -291,7 +297,7 @@ struct System {
     gateway_urls: Vec<String>,
     /// Where the load goes (the front over several gateways, or the gateway).
     front_url: String,
-    scrape_targets: Vec<(String, std::net::SocketAddr)>,
+    scrape_targets: Vec<(String, String)>,
     processor_addrs: Vec<std::net::SocketAddr>,
     probes: Vec<(Target, chaos::probe::Probe)>,
     /// For what the monitoring saw, read at the end.
@@ -498,46 +504,10 @@ where
     });
 
     // The load, on the same clock.
-    let mix: UserMix = scenario.load.mix.parse().map_err(DrillError::Setup)?;
-    let config = LoadConfig {
-        target: front_url,
-        schedule: schedule.clone(),
-        traffic: Traffic {
-            mix,
-            catalogue: Catalogue {
-                items: scenario.stock.keys().cloned().collect(),
-                buyers: scenario.load.buyers,
-                ..Catalogue::default()
-            },
-            seed: scenario.seed,
-        },
-        behaviour: Behaviour {
-            timeout: scenario.load.timeout,
-            polls: scenario.load.polls,
-            retries: scenario.load.retries,
-            abuse_burst: scenario.load.abuse_burst,
-            ..Behaviour::default()
-        },
-        out: dir.to_path_buf(),
-        max_in_flight: scenario.load.max_in_flight,
-        max_backlog: 100_000,
-        drain: Duration::from_secs(30),
-        progress: false,
-        live: Some(live.clone()),
-    };
+    let config = load::config(&scenario, &schedule, front_url, dir, Some(live.clone())).map_err(DrillError::Setup)?;
     events.record("load_start", json!({"phases": scenario.load.phases, "target": config.target}));
     let summary = loadgen::run(config, stop_signal()).await.context("the load")?;
-    let phase_starts = schedule.phase_starts();
-    for (phase, start) in schedule.phases.iter().zip(phase_starts) {
-        events.record(
-            "phase",
-            json!({"name": phase.name, "spec": phase.to_string(), "start_ms": summary.started_unix_ms + start.as_millis() as u64, "duration_ms": phase.duration.as_millis() as u64}),
-        );
-    }
-    events.record(
-        "load_end",
-        json!({"interrupted": summary.interrupted, "buy_requests": summary.total.buy_requests, "offered": summary.total.offered, "generator": summary.generator}),
-    );
+    load::record(events, &schedule, &summary);
     if summary.interrupted {
         stopped.store(true, Ordering::SeqCst);
     }

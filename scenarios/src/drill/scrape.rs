@@ -20,12 +20,29 @@ pub fn sum(metrics: &BTreeMap<String, f64>, metric: &str) -> f64 {
     metrics.iter().filter(|(k, _)| k.as_str() == metric || k.starts_with(&format!("{metric}{{"))).map(|(_, v)| v).sum()
 }
 
-/// Scrapes `targets` (name, address), and Redis at `redis`, every second into `path` until
+/// Where a component's metrics are: `http://ADDR/metrics`.
+pub fn metrics_url(addr: SocketAddr) -> String {
+    format!("http://{addr}/metrics")
+}
+
+/// Scrapes `targets` (name, metrics URL), and Redis at `redis`, every second into `path` until
 /// dropped.
-pub async fn run(targets: Vec<(String, SocketAddr)>, redis: Option<SocketAddr>, path: &Path) -> std::io::Result<()> {
+pub async fn run(targets: Vec<(String, String)>, redis: Option<SocketAddr>, path: &Path) -> std::io::Result<()> {
+    run_every(Duration::from_secs(1), targets, redis, path).await
+}
+
+/// [`run`] every `period` (at least 200 ms; each scrape's limit is the period, at most
+/// [`SCRAPE_TIMEOUT`]).
+pub async fn run_every(
+    period: Duration,
+    targets: Vec<(String, String)>,
+    redis: Option<SocketAddr>,
+    path: &Path,
+) -> std::io::Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let http = reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build().map_err(std::io::Error::other)?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let period = period.max(Duration::from_millis(200));
+    let http = reqwest::Client::builder().timeout(SCRAPE_TIMEOUT.min(period)).build().map_err(std::io::Error::other)?;
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
@@ -84,17 +101,17 @@ pub fn parse_commandstats(text: &str) -> BTreeMap<String, f64> {
 
 async fn futures_join(
     http: &reqwest::Client,
-    targets: &[(String, SocketAddr)],
+    targets: &[(String, String)],
 ) -> Vec<(String, Option<BTreeMap<String, f64>>)> {
     let mut handles = Vec::new();
-    for (name, addr) in targets {
+    for (name, url) in targets {
         let http = http.clone();
-        let url = format!("http://{addr}/metrics");
+        let url = url.clone();
         let name = name.clone();
         handles.push(tokio::spawn(async move {
             let text = match http.get(&url).send().await {
-                Ok(r) => r.text().await.ok(),
-                Err(_) => None,
+                Ok(r) if r.status().is_success() => r.text().await.ok(),
+                _ => None,
             };
             (name, text.map(|t| parse(&t)))
         }));

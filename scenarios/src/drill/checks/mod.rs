@@ -71,7 +71,7 @@ pub struct Judged<'a> {
 }
 
 impl<'a> Judged<'a> {
-    fn new(ev: &'a Evidence<'a>) -> Judged<'a> {
+    pub fn new(ev: &'a Evidence<'a>) -> Judged<'a> {
         Judged { attempts: judge(ev.history), windows: rundir::fault_windows(ev.events), ev }
     }
 
