@@ -15,6 +15,8 @@
 //! | `payment_capture_then_timeout` | payment | charged, but the answer comes too late | behaviour before |
 //! | `redis_stall` | redis | `CLIENT PAUSE ALL` server-side (needs a duration) | `CLIENT UNPAUSE` |
 //! | `redis_loss` | redis | SIGKILL and its data deleted | started empty, or restored from a backup |
+//! | `cpu` | any | a CPU quota (cgroup v1 `cpu`): starvation; it must throttle the process | moved out of the quota |
+//! | `memory` | any | a memory limit on what it allocates from then on (cgroup v1 `memory`): pressure, then the OOM killer; it must reach the limit | moved out; started again if the OOM killer took it |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -171,7 +173,19 @@ pub enum Action {
     RedisLoss {
         restore: Option<PathBuf>,
     },
+    /// A CPU quota of `cores` (0.1: 10 ms of CPU every 100 ms) through cgroup v1.
+    Cpu {
+        cores: f64,
+    },
+    /// A limit of `bytes` on what the process allocates from then on, through cgroup v1; past
+    /// it the kernel's OOM killer ends the process.
+    Memory {
+        bytes: u64,
+    },
 }
+
+/// The largest CPU quota of a starvation fault, cores.
+pub const MAX_CPU_CORES: f64 = 64.0;
 
 impl Action {
     /// The action's name in the catalogue, events and the CLI.
@@ -189,13 +203,20 @@ impl Action {
             Action::PaymentCaptureThenTimeout { .. } => "payment_capture_then_timeout",
             Action::RedisStall => "redis_stall",
             Action::RedisLoss { .. } => "redis_loss",
+            Action::Cpu { .. } => "cpu",
+            Action::Memory { .. } => "memory",
         }
     }
 
     /// Which targets the action applies to, for error messages.
     fn valid_targets(&self) -> &'static str {
         match self {
-            Action::Kill | Action::Terminate | Action::Pause | Action::Restart => TARGET_SYNTAX,
+            Action::Kill
+            | Action::Terminate
+            | Action::Pause
+            | Action::Restart
+            | Action::Cpu { .. }
+            | Action::Memory { .. } => TARGET_SYNTAX,
             Action::Network { .. } | Action::Down => "redis, broker, payment (the components behind a fault proxy)",
             Action::PaymentTimeout { .. }
             | Action::PaymentFailures { .. }
@@ -208,6 +229,7 @@ impl Action {
     fn applies_to(&self, target: Target) -> bool {
         match self {
             Action::Kill | Action::Terminate | Action::Pause | Action::Restart => true,
+            Action::Cpu { .. } | Action::Memory { .. } => true,
             Action::Network { .. } | Action::Down => target.has_proxy(),
             Action::PaymentTimeout { .. }
             | Action::PaymentFailures { .. }
@@ -231,6 +253,8 @@ impl Action {
             | Action::PaymentOutage
             | Action::PaymentCaptureThenTimeout { .. } => "payment".into(),
             Action::RedisStall => "redis_stall".into(),
+            Action::Cpu { .. } => "cgroup:cpu".into(),
+            Action::Memory { .. } => "cgroup:memory".into(),
         }
     }
 }
@@ -295,6 +319,12 @@ impl Fault {
                 }
             }
             Action::PaymentFailures { rate } => share("rate", *rate)?,
+            Action::Cpu { cores } if !(*cores > 0.0 && *cores <= MAX_CPU_CORES) => {
+                return Err(InvalidFault(format!("{name}: {cores} cores must be above 0 and at most {MAX_CPU_CORES}")))
+            }
+            Action::Memory { bytes } if *bytes < 1024 * 1024 => {
+                return Err(InvalidFault(format!("{name}: a limit of {bytes} bytes is below 1 MiB")))
+            }
             Action::Restart if self.duration.is_some() => {
                 return Err(InvalidFault(
                     "restart is instant and takes no duration; use terminate --for D to keep it down".into(),
@@ -335,6 +365,8 @@ impl fmt::Display for Fault {
             }
             Action::PaymentFailures { rate } => write!(f, " {:.0}%", rate * 100.0)?,
             Action::RedisLoss { restore: Some(path) } => write!(f, " (restore {})", path.display())?,
+            Action::Cpu { cores } => write!(f, " {cores} cores")?,
+            Action::Memory { bytes } => write!(f, " {:.1} MiB", *bytes as f64 / 1048576.0)?,
             _ => {}
         }
         if let Some(d) = self.duration {
@@ -383,6 +415,26 @@ pub mod option_duration_text {
 
 fn text(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
+}
+
+/// Parses a byte count such as `512`, `64K`, `32M`, `32MiB`, `1G` (binary units).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: expected a byte count such as 512, 64K, 32MiB, 1G");
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit = unit.trim();
+    let unit = unit.strip_suffix("iB").or_else(|| unit.strip_suffix(['B', 'b'])).unwrap_or(unit);
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(multiplier).ok_or_else(bad)
 }
 
 /// Parses a duration such as `200ms`, `30s`, `1m 30s`.
@@ -435,6 +487,23 @@ mod tests {
         assert!(err.contains("rate 1.5 must be between 0 and 1"), "{err}");
         let err = fault(Target::Broker, Action::Restart, Some(Duration::from_secs(1))).validate().unwrap_err().0;
         assert!(err.contains("takes no duration"), "{err}");
+        let err = fault(Target::Redis, Action::Cpu { cores: 0.0 }, None).validate().unwrap_err().0;
+        assert!(err.contains("0 cores must be above 0"), "{err}");
+        let err = fault(Target::Processor(0), Action::Memory { bytes: 1000 }, None).validate().unwrap_err().0;
+        assert!(err.contains("below 1 MiB"), "{err}");
+        assert!(fault(Target::Gateway(1), Action::Cpu { cores: 0.25 }, None).validate().is_ok());
+    }
+
+    #[test]
+    fn byte_counts_with_binary_units() {
+        for (text, n) in
+            [("512", 512), ("64K", 65536), ("64KB", 65536), ("32MiB", 32 << 20), ("32M", 32 << 20), ("1G", 1 << 30)]
+        {
+            assert_eq!(parse_bytes(text), Ok(n), "{text}");
+        }
+        for bad in ["", "M", "12X", "1.5M", "-3"] {
+            assert!(parse_bytes(bad).unwrap_err().contains("expected a byte count"), "{bad}");
+        }
     }
 
     #[test]

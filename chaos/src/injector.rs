@@ -10,7 +10,11 @@
 //!   (blackhole), is reset or refused; a fault on a share of connections is checked in the
 //!   proxy's settings (the probe's connection may be spared);
 //! - payment faults: the provider's `GET /control` shows the behaviour;
-//! - redis_stall: a `PING` on a fresh connection gets no answer.
+//! - redis_stall: a `PING` on a fresh connection gets no answer;
+//! - cpu / memory: the kernel holds the process in the fault's cgroup with the limit; when it
+//!   heals the fault must have bitten — throttled at least once (`cpu.stat`), the memory limit
+//!   reached (`memory.failcnt`, `oom_kill`) — or the heal check fails: a quota on an idle
+//!   process is no fault.
 //!
 //! A heal is checked by the same probe through the proxy answering again.
 
@@ -25,6 +29,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cgroups::{Controller, Limit};
 use crate::events::{unix_ms, EventLog};
 use crate::faults::{Action, Directions, Fault, InvalidFault, Target, MAX_FAULT_DURATION};
 use crate::probe::{redis_command, Probe};
@@ -64,6 +69,8 @@ pub enum FaultError {
     Payment(String),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("cgroup: {0}")]
+    Cgroup(String),
 }
 
 /// The result of checking a fault (or a heal) on the real system.
@@ -123,6 +130,9 @@ enum Undo {
     RedisUnpause,
     /// Start Redis again (empty), then restore this backup if any.
     RedisBack { restore: Option<std::path::PathBuf> },
+    /// Move the process out of the fault's cgroup and remove it; start the process again if
+    /// the OOM killer took it.
+    Cgroup(Limit),
 }
 
 #[derive(Debug)]
@@ -447,6 +457,20 @@ impl Inner {
                 let check = Check::new(ping.is_err(), format!("PING on a new connection: {}", describe(&ping)));
                 Ok((Undo::RedisUnpause, check))
             }
+            Action::Cpu { .. } | Action::Memory { .. } => {
+                let process = running(testbed, target)?;
+                let pid = process.pid().unwrap_or(0);
+                let limit = match &fault.action {
+                    Action::Cpu { cores } => Limit::cpu(pid, *cores),
+                    Action::Memory { bytes } => Limit::memory(pid, *bytes),
+                    _ => unreachable!("matched above"),
+                }
+                .map_err(FaultError::Cgroup)?;
+                // Applied: the kernel holds the process in the cgroup with the limit. Whether it
+                // bit (throttled, limit reached) is judged when it heals.
+                let observed = format!("pid {pid} in {} at {}", limit.dir.display(), limit.setting());
+                Ok((Undo::Cgroup(limit.clone()), Check::new(limit.holds(), observed)))
+            }
         }
     }
 
@@ -520,6 +544,24 @@ impl Inner {
                 let answer =
                     redis_command(addr, &["CLIENT", "UNPAUSE"], MAX_FAULT_DURATION).await.map_err(FaultError::Redis)?;
                 Ok((Check::new(answer.starts_with("+OK"), format!("CLIENT UNPAUSE: {answer}")), true))
+            }
+            Undo::Cgroup(limit) => {
+                let (bit, effect) = (limit.bit(), limit.effect());
+                let released = limit.release();
+                let mut observed = match &released {
+                    Ok(()) => format!("{effect}; pid {} out of the limit, {} removed", limit.pid, limit.dir.display()),
+                    Err(e) => format!("{effect}; {e}"),
+                };
+                if limit.controller == Controller::Memory && !pid_alive(limit.pid) {
+                    // The OOM killer took it: started again, as a kill's heal does.
+                    let process = testbed.process(target).ok_or(FaultError::NotRunning { target })?;
+                    process.start_again().await?;
+                    observed.push_str(&format!("; OOM-killed, started again as pid {}", process.pid().unwrap_or(0)));
+                }
+                if !bit {
+                    observed.push_str(" — the limit never bit: the fault did not land (was the process idle?)");
+                }
+                Ok((Check::new(released.is_ok() && bit, observed), true))
             }
             Undo::RedisBack { restore } => {
                 let process = testbed.process(target).ok_or(FaultError::NotRunning { target })?;

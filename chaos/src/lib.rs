@@ -8,6 +8,9 @@
 //!   `ApiVersions`, HTTP `GET`), each with a timeout.
 //! - [`proxy`]: the TCP fault proxy — latency, bandwidth, blackhole, reset, slow close, slicer,
 //!   data limit, down/up — per direction, applied to open connections too.
+//! - [`cgroups`]: resource faults through cgroup v1 — a CPU quota and a memory limit on one
+//!   process, read back from the kernel (throttling, the OOM killer), removed on heal; leftovers
+//!   of a killed lab swept at the next start.
 //! - [`faults`]: the fault catalogue — what can be broken ([`faults::Target`]), how
 //!   ([`faults::Action`]) and for how long ([`faults::Fault`]).
 //! - [`injector`]: the [`Injector`], which applies a fault to a running testbed, checks that it
@@ -24,6 +27,7 @@
 //!   routing from `monitoring/` at the repository root), and the lab's webhook receiver that
 //!   records every notification.
 
+pub mod cgroups;
 pub mod components;
 pub mod control;
 pub mod events;

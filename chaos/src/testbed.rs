@@ -150,6 +150,11 @@ pub struct Testbed {
 impl Testbed {
     /// Brings everything up and waits until each component answers its readiness probe.
     pub async fn start(config: TestbedConfig) -> Result<Testbed, TestbedError> {
+        // A lab killed with -9 leaves its resource faults' cgroups behind (empty: its processes
+        // died with it).
+        for dir in crate::cgroups::sweep_leftovers() {
+            eprintln!("flashlab: removed {}, left by a lab that is gone", dir.display());
+        }
         let (temp, root) = match &config.dir {
             Some(dir) => (None, dir.clone()),
             None => {

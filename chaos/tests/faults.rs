@@ -358,3 +358,63 @@ async fn a_paused_broker_opens_the_gateway_breaker_and_the_heal_closes_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Writes to Redis on a connection of its own until `stop` (at most `limit`): `SET` of `value`
+/// bytes under fresh keys. Errors end it (a killed Redis).
+fn redis_writer(addr: std::net::SocketAddr, value: usize, limit: Duration) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + limit;
+        let payload = "x".repeat(value);
+        let mut written = 0u64;
+        while Instant::now() < deadline {
+            let key = format!("load:{written}");
+            match chaos::probe::redis_command(addr, &["SET", &key, &payload], Duration::from_secs(2)).await {
+                Ok(_) => written += 1,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        written
+    })
+}
+
+#[tokio::test]
+async fn resource_faults_must_bite_and_heal() {
+    let (injector, testbed, _dir) = lab(TestbedConfig { gateways: 0, ..TestbedConfig::default() }).await;
+    let direct = testbed.lock().await.redis_direct_addr();
+
+    // A quota on an idle Redis never throttles it: the heal says the fault did not land.
+    let info = injector.inject(fault(Target::Redis, Action::Cpu { cores: 0.01 }, None)).await.unwrap();
+    assert!(info.check.ok && info.check.observed.contains("0.01 cores"), "{:?}", info.check);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = injector.heal(info.id).await.unwrap();
+    assert!(!report.check.ok && report.check.observed.contains("never bit"), "{:?}", report.check);
+
+    // Under load the same quota throttles it: commands wait for the next period.
+    let load = redis_writer(direct, 100, Duration::from_secs(3));
+    let info =
+        injector.inject(fault(Target::Redis, Action::Cpu { cores: 0.01 }, Some(Duration::from_secs(2)))).await.unwrap();
+    assert!(info.check.ok, "{:?}", info.check);
+    let stop = healed_by_itself(&injector, info.id, Duration::from_secs(20)).await;
+    assert!(stop["check"]["ok"].as_bool().unwrap(), "{stop}");
+    assert!(stop["check"]["observed"].as_str().unwrap().contains("throttled"), "{stop}");
+    load.await.unwrap();
+    assert_eq!(redis_cmd(direct, &["PING"]).await, "+PONG");
+
+    // A memory limit on a Redis that keeps taking 64 KiB values: the OOM killer ends it, the
+    // heal starts it again.
+    let pid_before = testbed.lock().await.pids().into_iter().find(|(c, _)| c == "redis").map(|(_, p)| p);
+    let info = injector
+        .inject(fault(Target::Redis, Action::Memory { bytes: 8 << 20 }, Some(Duration::from_secs(4))))
+        .await
+        .unwrap();
+    assert!(info.check.ok && info.check.observed.contains("8.0 MiB"), "{:?}", info.check);
+    let load = redis_writer(direct, 64 * 1024, Duration::from_secs(3));
+    let stop = healed_by_itself(&injector, info.id, Duration::from_secs(60)).await;
+    load.await.unwrap();
+    let observed = stop["check"]["observed"].as_str().unwrap().to_string();
+    assert!(stop["check"]["ok"].as_bool().unwrap(), "{stop}");
+    assert!(observed.contains("1 OOM kill") && observed.contains("OOM-killed, started again"), "{observed}");
+    let pid_after = testbed.lock().await.pids().into_iter().find(|(c, _)| c == "redis").map(|(_, p)| p);
+    assert_ne!(pid_before, pid_after);
+    assert_eq!(redis_cmd(direct, &["PING"]).await, "+PONG");
+}

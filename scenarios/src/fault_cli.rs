@@ -148,6 +148,25 @@ pub enum FaultCommand {
         #[command(subcommand)]
         fault: PaymentFault,
     },
+    /// Starve a component of CPU: a quota of CORES (0.1: 10 ms of CPU every 100 ms) through
+    /// cgroup v1; it must throttle the process before it heals.
+    Cpu {
+        #[arg(value_parser = parse_target)]
+        target: Target,
+        cores: f64,
+        #[command(flatten)]
+        duration: For,
+    },
+    /// Limit what a component allocates from now on to LIMIT (e.g. 32MiB) through cgroup v1:
+    /// past it the OOM killer ends it (started again when the fault heals).
+    Memory {
+        #[arg(value_parser = parse_target)]
+        target: Target,
+        #[arg(value_parser = parse_bytes)]
+        limit: u64,
+        #[command(flatten)]
+        duration: For,
+    },
     /// Redis server-side faults.
     Redis {
         #[command(subcommand)]
@@ -218,19 +237,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
 
 /// `1024`, `64K`, `1M` (powers of 1024).
 fn parse_bytes(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?}: expected a byte count such as 512, 64K, 1M");
-    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => s.split_at(i),
-        None => (s, ""),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let multiplier = match unit.trim_end_matches(['B', 'b']) {
-        "" => 1,
-        "K" | "k" => 1024,
-        "M" | "m" => 1024 * 1024,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(multiplier).ok_or_else(bad)
+    chaos::faults::parse_bytes(s)
 }
 
 fn network(target: Target, toxic: Toxic, net: Network) -> Fault {
@@ -285,6 +292,8 @@ fn request(command: FaultCommand) -> Request {
                 fault(Target::Redis, Action::RedisLoss { restore }, duration)
             }
         },
+        FaultCommand::Cpu { target, cores, duration } => fault(target, Action::Cpu { cores }, duration),
+        FaultCommand::Memory { target, limit, duration } => fault(target, Action::Memory { bytes: limit }, duration),
         FaultCommand::List => Request::List,
         FaultCommand::Heal { id: Some(id), all: false } => Request::Heal(id),
         FaultCommand::Heal { .. } => Request::HealAll,

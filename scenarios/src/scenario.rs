@@ -157,7 +157,7 @@ pub struct TimelineEntry {
     /// A fault (`kill`, `terminate`, `pause`, `restart`, `latency`, `bandwidth`, `blackhole`,
     /// `reset`, `slow_close`, `slicer`, `limit_data`, `down`, `payment_timeout`,
     /// `payment_failures`, `payment_outage`, `payment_capture_then_timeout`, `redis_stall`,
-    /// `redis_loss`) or an action (`backup`, `dlq_replay`, `reconcile_fix`).
+    /// `redis_loss`, `cpu`, `memory`) or an action (`backup`, `dlq_replay`, `reconcile_fix`).
     pub kind: String,
     /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults only).
     #[serde(default)]
@@ -179,6 +179,12 @@ pub struct TimelineEntry {
     /// Failure share (payment_failures).
     #[serde(default)]
     pub rate: Option<f64>,
+    /// cpu: the quota, in cores (0.1: 10 ms of CPU every 100 ms).
+    #[serde(default)]
+    pub cores: Option<f64>,
+    /// memory: the limit on what the process allocates from then on, e.g. "32MiB".
+    #[serde(default)]
+    pub limit: Option<String>,
     /// redis_loss: restore from the last `backup` action.
     #[serde(default)]
     pub restore: bool,
@@ -603,7 +609,7 @@ fn nth_line(text: &str, needle: &str, n: usize) -> usize {
 /// The fault actions a timeline entry may name, and the lab actions.
 pub const KINDS: &str = "kill, terminate, pause, restart, latency, bandwidth, blackhole, reset, slow_close, slicer, \
 limit_data, down, payment_timeout, payment_failures, payment_outage, payment_capture_then_timeout, redis_stall, \
-redis_loss, backup, dlq_replay, reconcile_fix";
+redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix";
 
 impl TimelineEntry {
     /// What the entry does; `Err((field, message))` names what is wrong.
@@ -677,6 +683,15 @@ impl TimelineEntry {
                 // The path is filled in by the runner (the run directory's backup).
                 let restore = self.restore.then(|| PathBuf::from("backup.jsonl"));
                 fault(Target::Redis, Action::RedisLoss { restore })
+            }
+            "cpu" => fault(
+                target()?,
+                Action::Cpu { cores: self.cores.ok_or_else(|| ("cores".to_string(), "cpu needs cores".to_string()))? },
+            ),
+            "memory" => {
+                let limit = self.limit.as_deref().ok_or_else(|| ("limit".to_string(), "memory needs limit".to_string()))?;
+                let bytes = chaos::faults::parse_bytes(limit).map_err(|e| ("limit".to_string(), e))?;
+                fault(target()?, Action::Memory { bytes })
             }
             "backup" => Ok(Step::Backup),
             "dlq_replay" => Ok(Step::DlqReplay),
@@ -834,6 +849,17 @@ target = "broker"
         let bad_duration = GOOD.replace("at = \"2s\"", "at = \"soon\"");
         let err = parse(&bad_duration, "x.toml").unwrap_err().to_string();
         assert!(err.starts_with("x.toml:") && err.contains("expected a duration"), "{err}");
+        // Resource faults: their own fields, checked where they stand.
+        let cpu = GOOD.replace("kind = \"kill\"", "kind = \"cpu\"\ncores = 0.05");
+        assert!(parse(&cpu, "x.toml").is_ok());
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"cpu\""), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].cores: cpu needs cores"), "{err}");
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"cpu\"\ncores = 0"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("0 cores must be above 0"), "{err}");
+        let memory = GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"32MiB\"");
+        assert!(parse(&memory, "x.toml").is_ok());
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"lots\""), "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:12: faults[0].limit:") && err.contains("expected a byte count"), "{err}");
     }
 
     #[test]
