@@ -14,6 +14,8 @@
 //! A deployment is not fresh between trials: before each one the lab waits (at most
 //! [`SETTLE_LIMIT`]) until the processors' pages show no lag and nothing in flight, so that a
 //! trial does not inherit the backlog of the one before; one that never settles is invalid.
+//! After the load the pages are scraped until the same holds (the slowest decisions are the
+//! histogram's tail); orders still undecided then fail the time-to-decision check.
 //!
 //! Every trial uses its own request ids (its seed mixes the search's start time and the trial's
 //! index): a deployment remembers request ids, and a repeated one would be answered 409.
@@ -24,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chaos::EventLog;
 use loadgen::ArrivalSchedule;
-use rundir::capacity::{Criteria, Role, Trial, TrialMeasures, TrialOutcome};
+use rundir::capacity::{Criteria, Role, Trial, TrialOutcome};
 use rundir::state::States;
 use rundir::{CheckResult, Kind, Outcome, Verdict};
 
@@ -126,16 +128,7 @@ pub async fn run(
     rel: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Trial, ()> {
-    let invalid = |reason: String| Trial {
-        index,
-        role,
-        rate,
-        duration_s,
-        dir: rel.clone(),
-        outcome: TrialOutcome::Invalid,
-        reasons: vec![reason],
-        m: TrialMeasures::default(),
-    };
+    let invalid = |reason: String| trial::invalid((index, role, rate, duration_s), &rel, reason);
     if let Err(left) = settle(dep).await {
         return Ok(invalid(format!(
             "the deployment did not settle within {} s before the trial: {left}",
@@ -147,19 +140,21 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => return Ok(invalid(format!("{e:#}"))),
     };
+    let config = match load::config(&scenario, &schedule, dep.target.clone(), dir, None) {
+        Ok(c) => c,
+        Err(e) => return Ok(invalid(e)),
+    };
     let scraper = {
         let path = dir.join(rundir::files::METRICS);
         let targets = dep.metrics.clone();
         tokio::spawn(async move { scrape::run_every(SCRAPE_PERIOD, targets, None, &path).await })
     };
-    let config = match load::config(&scenario, &schedule, dep.target.clone(), dir, None) {
-        Ok(c) => c,
-        Err(e) => return Ok(invalid(e)),
-    };
     events.record("load_start", serde_json::json!({"phases": scenario.load.phases, "target": dep.target}));
     let summary = loadgen::run(config, stop).await;
-    // One more scrape's worth, so that the last second of the load is read.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The scrapes go on until every accepted order is decided (bounded): the slowest decisions
+    // are the histogram's tail.
+    let settled = settle(dep).await;
+    tokio::time::sleep(SCRAPE_PERIOD * 2).await;
     scraper.abort();
     let summary = match summary {
         Ok(s) => s,
@@ -200,7 +195,13 @@ pub async fn run(
     m.components = super::signals::usage_from_scrapes(&scrapes, from, to);
     // Decisions of orders accepted in the load, read until the scrapes end.
     let decided = super::signals::time_to_decision(&scrapes, from, u64::MAX);
-    results.push(time_to_decision_check(decided, criteria, scenario.evidence.min_decisions, dep));
+    let mut ttd = time_to_decision_check(decided, criteria, scenario.evidence.min_decisions, dep);
+    if let Err(left) = &settled {
+        // Orders still undecided past the bound: the histogram lacks the slowest.
+        ttd.outcome = Outcome::Fail;
+        ttd.measured.push_str(&format!("; not every order decided {} s after the load: {left}", SETTLE_LIMIT.as_secs()));
+    }
+    results.push(ttd);
     m.time_to_decision_p99_ms = decided.and_then(|(_, p)| p);
     results.push(stock_lasted(&history, m.sold_out, dep));
     let verdict = Verdict { checks: results, figures, ..empty_verdict() };

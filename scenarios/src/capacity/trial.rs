@@ -97,6 +97,20 @@ monitoring = false
     )
 }
 
+/// A trial that could not judge, and why (it measured nothing).
+pub fn invalid((index, role, rate, duration_s): (usize, Role, f64, f64), rel: &str, reason: String) -> Trial {
+    Trial {
+        index,
+        role,
+        rate,
+        duration_s,
+        dir: rel.to_string(),
+        outcome: TrialOutcome::Invalid,
+        reasons: vec![reason],
+        m: TrialMeasures::default(),
+    }
+}
+
 /// Runs a trial into `dir` (relative name `rel` in the search's directory). `Err`: interrupted.
 pub async fn run(
     setup: &Setup,
@@ -106,16 +120,7 @@ pub async fn run(
     rel: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Trial, ()> {
-    let failed = |reason: String| Trial {
-        index,
-        role,
-        rate,
-        duration_s,
-        dir: rel.clone(),
-        outcome: TrialOutcome::Invalid,
-        reasons: vec![reason],
-        m: TrialMeasures::default(),
-    };
+    let failed = |reason: String| invalid((index, role, rate, duration_s), &rel, reason);
     if let Err(e) = std::fs::create_dir_all(dir) {
         return Ok(failed(format!("{}: {e}", dir.display())));
     }
