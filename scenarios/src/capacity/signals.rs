@@ -38,8 +38,10 @@ pub fn fill(m: &mut TrialMeasures, scrapes: &[Scrape], from: u64, to: u64) {
             v[v.len() - in_half.max(3).min(v.len())..].iter().map(|(t, l)| (*t as f64 / 1000.0, *l)).collect()
         })
         .collect();
-    if !tails.is_empty() && tails.iter().all(|v| v.len() >= 3) {
-        m.lag_slope_per_s = tails.iter().map(|v| slope(v)).sum();
+    // Measured when one processor has three readings; one that got its partitions late (a
+    // rebalance) adds its slope from two readings and its last reading from one.
+    if tails.iter().any(|v| v.len() >= 3) {
+        m.lag_slope_per_s = tails.iter().filter(|v| v.len() >= 2).map(|v| slope(v)).sum();
         m.lag_last = Some(tails.iter().filter_map(|v| v.last().map(|p| p.1)).sum());
     }
     if let Some((calls, t)) = growth(&window, redis, "redis_commands_processed_total") {
@@ -265,6 +267,18 @@ mod tests {
         let mut m = TrialMeasures::default();
         fill(&mut m, &scrapes[..4], 10_000, 20_000);
         assert_eq!(m.lag_slope_per_s, None);
+        // processor[1] got its partitions late (a rebalance): its two last readings still count
+        // (a CI run found two processors' trials "not measured" when every processor needed
+        // three).
+        let late: Vec<Scrape> = scrapes
+            .iter()
+            .filter(|s| s.component == "processor[0]" || s.ts_ms >= 19_000)
+            .cloned()
+            .collect();
+        let mut m = TrialMeasures::default();
+        fill(&mut m, &late, 10_000, 20_000);
+        assert!((m.lag_slope_per_s.unwrap() - 20.0).abs() < 1e-6, "{m:?}");
+        assert_eq!(m.lag_last, Some(200.0 + 195.0));
     }
 
     #[test]
