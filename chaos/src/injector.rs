@@ -457,19 +457,13 @@ impl Inner {
                 let check = Check::new(ping.is_err(), format!("PING on a new connection: {}", describe(&ping)));
                 Ok((Undo::RedisUnpause, check))
             }
-            Action::Cpu { .. } | Action::Memory { .. } => {
-                let process = running(testbed, target)?;
-                let pid = process.pid().unwrap_or(0);
-                let limit = match &fault.action {
-                    Action::Cpu { cores } => Limit::cpu(pid, *cores),
-                    Action::Memory { bytes } => Limit::memory(pid, *bytes),
-                    _ => unreachable!("matched above"),
-                }
-                .map_err(FaultError::Cgroup)?;
-                // Applied: the kernel holds the process in the cgroup with the limit. Whether it
-                // bit (throttled, limit reached) is judged when it heals.
-                let observed = format!("pid {pid} in {} at {}", limit.dir.display(), limit.setting());
-                Ok((Undo::Cgroup(limit.clone()), Check::new(limit.holds(), observed)))
+            Action::Cpu { cores } => {
+                let pid = running(testbed, target)?.pid().unwrap_or(0);
+                hold(Limit::cpu(pid, *cores))
+            }
+            Action::Memory { bytes } => {
+                let pid = running(testbed, target)?.pid().unwrap_or(0);
+                hold(Limit::memory(pid, *bytes))
             }
         }
     }
@@ -599,6 +593,14 @@ impl Inner {
             }
         }
     }
+}
+
+/// A resource fault applied: the kernel holds the process in the cgroup with the limit.
+/// Whether it bit (throttled, limit reached) is judged when it heals.
+fn hold(limit: Result<Limit, String>) -> Result<(Undo, Check), FaultError> {
+    let limit = limit.map_err(FaultError::Cgroup)?;
+    let observed = format!("pid {} in {} at {}", limit.pid, limit.dir.display(), limit.setting());
+    Ok((Undo::Cgroup(limit.clone()), Check::new(limit.holds(), observed)))
 }
 
 fn running(testbed: &mut Testbed, target: Target) -> Result<&mut crate::Supervised, FaultError> {

@@ -199,7 +199,8 @@ pub async fn run(
     if let Err(left) = &settled {
         // Orders still undecided past the bound: the histogram lacks the slowest.
         ttd.outcome = Outcome::Fail;
-        ttd.measured.push_str(&format!("; not every order decided {} s after the load: {left}", SETTLE_LIMIT.as_secs()));
+        ttd.measured
+            .push_str(&format!("; not every order decided {} s after the load: {left}", SETTLE_LIMIT.as_secs()));
     }
     results.push(ttd);
     m.time_to_decision_p99_ms = decided.and_then(|(_, p)| p);
@@ -314,7 +315,7 @@ pub fn time_to_decision_check(
 }
 
 /// The item did not sell out during the trial (the processors' sold-out count, or a buyer's
-/// poll that saw it).
+/// poll that saw it). Without the processors' count it cannot say: inconclusive.
 pub fn stock_lasted(history: &[rundir::Attempt], sold_out: Option<u64>, dep: &Deployment) -> CheckResult {
     let polled: Vec<String> = history
         .iter()
@@ -323,7 +324,8 @@ pub fn stock_lasted(history: &[rundir::Attempt], sold_out: Option<u64>, dep: &De
         .map(|a| a.request_id.clone())
         .collect();
     let n = sold_out.unwrap_or(0).max(polled.len() as u64);
-    let enough = sold_out.is_some() || !dep.sees_processors();
+    // Only the processors' count sees every decision; polls see a sample.
+    let enough = sold_out.is_some() && dep.sees_processors();
     let outcome = if n > 0 { Outcome::Inconclusive } else { Outcome::judge(true, enough) };
     CheckResult::new(
         "stock lasted the trial",
@@ -338,6 +340,43 @@ pub fn stock_lasted(history: &[rundir::Attempt], sold_out: Option<u64>, dep: &De
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn dep(processors: bool) -> Deployment {
+        let metrics =
+            if processors { vec![("processor[0]".into(), "http://127.0.0.1:1/metrics".into())] } else { vec![] };
+        Deployment { target: "http://127.0.0.1:1".into(), metrics }
+    }
+
+    fn criteria() -> Criteria {
+        Criteria {
+            availability: 0.999,
+            p99_ms: 1000.0,
+            time_to_decision_p99_ms: 5000.0,
+            lag_growth_share: 0.02,
+            max_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn time_to_decision_passes_only_on_enough_decisions_within_the_limit() {
+        let c = criteria();
+        assert_eq!(time_to_decision_check(Some((200, Some(900.0))), &c, 50, &dep(true)).outcome, Outcome::Pass);
+        assert_eq!(time_to_decision_check(Some((200, Some(9434.0))), &c, 50, &dep(true)).outcome, Outcome::Fail);
+        assert_eq!(time_to_decision_check(Some((10, Some(900.0))), &c, 50, &dep(true)).outcome, Outcome::Inconclusive);
+        let blind = time_to_decision_check(None, &c, 50, &dep(false));
+        assert_eq!(blind.outcome, Outcome::Inconclusive);
+        assert!(blind.measured.contains("no processor's /metrics given"), "{blind:?}");
+    }
+
+    #[test]
+    fn the_stock_lasted_only_when_the_processors_counted_no_sell_out() {
+        assert_eq!(stock_lasted(&[], Some(0), &dep(true)).outcome, Outcome::Pass);
+        assert_eq!(stock_lasted(&[], Some(3), &dep(true)).outcome, Outcome::Inconclusive);
+        // Nothing counted it: not a pass.
+        assert_eq!(stock_lasted(&[], None, &dep(false)).outcome, Outcome::Inconclusive);
+    }
+
     #[test]
     fn every_trial_and_every_search_has_its_own_seed_that_a_scenario_can_hold() {
         let seeds: std::collections::BTreeSet<u64> = (0..50)
