@@ -177,10 +177,14 @@ pub enum Action {
     Cpu {
         cores: f64,
     },
-    /// A limit of `bytes` on what the process allocates from then on, through cgroup v1; past
-    /// it the kernel's OOM killer ends the process.
+    /// A limit of `bytes` on the component's memory cgroup (all it uses, as a container's
+    /// limit); past it the kernel's OOM killer ends the process. With `restart`, the component
+    /// is stopped and started again inside the limit (a pod whose limit was lowered), which also
+    /// takes limits below what it used before.
     Memory {
         bytes: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        restart: bool,
     },
 }
 
@@ -322,7 +326,7 @@ impl Fault {
             Action::Cpu { cores } if !(*cores > 0.0 && *cores <= MAX_CPU_CORES) => {
                 return Err(InvalidFault(format!("{name}: {cores} cores must be above 0 and at most {MAX_CPU_CORES}")))
             }
-            Action::Memory { bytes } if *bytes < 1024 * 1024 => {
+            Action::Memory { bytes, .. } if *bytes < 1024 * 1024 => {
                 return Err(InvalidFault(format!("{name}: a limit of {bytes} bytes is below 1 MiB")))
             }
             Action::Restart if self.duration.is_some() => {
@@ -366,7 +370,12 @@ impl fmt::Display for Fault {
             Action::PaymentFailures { rate } => write!(f, " {:.0}%", rate * 100.0)?,
             Action::RedisLoss { restore: Some(path) } => write!(f, " (restore {})", path.display())?,
             Action::Cpu { cores } => write!(f, " {cores} cores")?,
-            Action::Memory { bytes } => write!(f, " {:.1} MiB", *bytes as f64 / 1048576.0)?,
+            Action::Memory { bytes, restart } => {
+                write!(f, " {:.1} MiB", *bytes as f64 / 1048576.0)?;
+                if *restart {
+                    write!(f, " (restarted into it)")?;
+                }
+            }
             _ => {}
         }
         if let Some(d) = self.duration {
@@ -489,7 +498,8 @@ mod tests {
         assert!(err.contains("takes no duration"), "{err}");
         let err = fault(Target::Redis, Action::Cpu { cores: 0.0 }, None).validate().unwrap_err().0;
         assert!(err.contains("0 cores must be above 0"), "{err}");
-        let err = fault(Target::Processor(0), Action::Memory { bytes: 1000 }, None).validate().unwrap_err().0;
+        let err =
+            fault(Target::Processor(0), Action::Memory { bytes: 1000, restart: false }, None).validate().unwrap_err().0;
         assert!(err.contains("below 1 MiB"), "{err}");
         assert!(fault(Target::Gateway(1), Action::Cpu { cores: 0.25 }, None).validate().is_ok());
     }

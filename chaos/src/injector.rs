@@ -458,12 +458,50 @@ impl Inner {
                 Ok((Undo::RedisUnpause, check))
             }
             Action::Cpu { cores } => {
-                let pid = running(testbed, target)?.pid().unwrap_or(0);
-                hold(Limit::cpu(pid, *cores))
+                let process = running(testbed, target)?;
+                let limit = Limit::cpu(process.pid().unwrap_or(0), *cores).map_err(FaultError::Cgroup)?;
+                // A restart while the fault lasts starts inside the quota too.
+                process.enter_on_start(limit.dir.join("cgroup.procs"), true);
+                Ok(hold(limit))
             }
-            Action::Memory { bytes } => {
-                let pid = running(testbed, target)?.pid().unwrap_or(0);
-                hold(Limit::memory(pid, *bytes))
+            Action::Memory { bytes, restart: false } => {
+                let process = running(testbed, target)?;
+                let pid = process.pid().unwrap_or(0);
+                let cgroup = process.memory_cgroup().map_err(|e| FaultError::Cgroup(format!("{target}: {e}")))?;
+                let limit =
+                    Limit::memory(cgroup, pid, *bytes).map_err(|e| FaultError::Cgroup(format!("{target}: {e}")))?;
+                Ok(hold(limit))
+            }
+            Action::Memory { bytes, restart: true } => {
+                let process = running(testbed, target)?;
+                process.memory_cgroup().map_err(|e| FaultError::Cgroup(format!("{target}: {e}")))?;
+                // Replaced like a pod whose limit was lowered: stopped (it finishes what it has
+                // in hand), then started inside the limit.
+                process.stop().await?;
+                let cgroup = process.memory_cgroup().map_err(FaultError::Cgroup)?;
+                let mut limit =
+                    Limit::memory(cgroup, 0, *bytes).map_err(|e| FaultError::Cgroup(format!("{target}: {e}")))?;
+                let started = process.start_again().await;
+                limit.pid = process.pid().unwrap_or(0);
+                let setting = limit.setting();
+                let check = match started {
+                    Ok(()) => Check::new(
+                        limit.holds(),
+                        format!("restarted into {setting} as pid {} in {}", limit.pid, limit.dir.display()),
+                    ),
+                    Err(ProcessError::ExitedEarly { status, .. }) => {
+                        let (_, oom) = limit.memory_events().unwrap_or((0, 0));
+                        Check::new(
+                            oom > 0,
+                            format!(
+                                "restarted into {setting}: it exited while starting ({status}), {}",
+                                limit.effect()
+                            ),
+                        )
+                    }
+                    Err(e) => Check::new(false, format!("restarted into {setting}: {e}")),
+                };
+                Ok((Undo::Cgroup(limit), check))
             }
         }
     }
@@ -542,8 +580,14 @@ impl Inner {
             Undo::Cgroup(limit) => {
                 let (bit, effect) = (limit.bit(), limit.effect());
                 let released = limit.release();
+                if let Some(process) = testbed.process(target) {
+                    process.enter_on_start(limit.dir.join("cgroup.procs"), false);
+                }
                 let mut observed = match &released {
-                    Ok(()) => format!("{effect}; pid {} out of the limit, {} removed", limit.pid, limit.dir.display()),
+                    Ok(()) if limit.home.is_some() => {
+                        format!("{effect}; pid {} out of the limit, {} removed", limit.pid, limit.dir.display())
+                    }
+                    Ok(()) => format!("{effect}; limit lifted from {}", limit.dir.display()),
                     Err(e) => format!("{effect}; {e}"),
                 };
                 if limit.controller == Controller::Memory && !pid_alive(limit.pid) {
@@ -597,10 +641,9 @@ impl Inner {
 
 /// A resource fault applied: the kernel holds the process in the cgroup with the limit.
 /// Whether it bit (throttled, limit reached) is judged when it heals.
-fn hold(limit: Result<Limit, String>) -> Result<(Undo, Check), FaultError> {
-    let limit = limit.map_err(FaultError::Cgroup)?;
+fn hold(limit: Limit) -> (Undo, Check) {
     let observed = format!("pid {} in {} at {}", limit.pid, limit.dir.display(), limit.setting());
-    Ok((Undo::Cgroup(limit.clone()), Check::new(limit.holds(), observed)))
+    (Undo::Cgroup(limit.clone()), Check::new(limit.holds(), observed))
 }
 
 fn running(testbed: &mut Testbed, target: Target) -> Result<&mut crate::Supervised, FaultError> {

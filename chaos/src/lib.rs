@@ -8,9 +8,10 @@
 //!   `ApiVersions`, HTTP `GET`), each with a timeout.
 //! - [`proxy`]: the TCP fault proxy — latency, bandwidth, blackhole, reset, slow close, slicer,
 //!   data limit, down/up — per direction, applied to open connections too.
-//! - [`cgroups`]: resource faults through cgroup v1 — a CPU quota and a memory limit on one
-//!   process, read back from the kernel (throttling, the OOM killer), removed on heal; leftovers
-//!   of a killed lab swept at the next start.
+//! - [`cgroups`]: resource faults through cgroup v1 — a CPU quota on one process and a memory
+//!   limit on a component's own memory cgroup (every component lives in one from birth), read
+//!   back from the kernel (throttling, the OOM killer), lifted on heal; leftovers of a killed
+//!   lab swept at the next start.
 //! - [`faults`]: the fault catalogue — what can be broken ([`faults::Target`]), how
 //!   ([`faults::Action`]) and for how long ([`faults::Fault`]).
 //! - [`injector`]: the [`Injector`], which applies a fault to a running testbed, checks that it

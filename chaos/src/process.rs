@@ -13,6 +13,11 @@
 //!   Spawn from a long-lived thread (a tokio worker or the main thread, never `spawn_blocking`);
 //! - every child gets its own process group, so a Ctrl-C in the lab's terminal reaches the lab
 //!   alone, and the lab stops its children in order (gateways before the broker they flush to).
+//!
+//! Each component lives in a memory cgroup of its own from its first instruction, across
+//! restarts (a container's cgroup; see [`crate::cgroups`]), entered before the program is
+//! exec'd; a CPU fault adds its cgroup to the ones a restart enters
+//! ([`Supervised::enter_on_start`]).
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -26,6 +31,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
+use crate::cgroups::{Cgroup, Controller};
 use crate::ports::{free_port, loopback};
 use crate::probe::Probe;
 
@@ -97,17 +103,34 @@ pub async fn start_on_free_port(spec_for: impl Fn(SocketAddr) -> ProcessSpec) ->
     }
 }
 
+/// Enters the cgroups whose `cgroup.procs` files it is given (writing `0` there moves the
+/// writer), then execs the rest of its arguments: run as `sh -c ENTER_CGROUPS sh N PROCS… PROGRAM
+/// ARGS…`, so the program is in its cgroups from its first instruction. (The workspace forbids
+/// `unsafe`, which a `pre_exec` hook would need.)
+const ENTER_CGROUPS: &str = r#"n=$1; shift
+while [ "$n" -gt 0 ]; do echo 0 > "$1" || { echo "flashlab: cannot enter cgroup $1" >&2; exit 126; }; shift; n=$((n-1)); done
+exec "$@""#;
+
 /// A child process under the lab's control. See the module docs.
 #[derive(Debug)]
 pub struct Supervised {
     spec: ProcessSpec,
+    // Before the cgroup: the process is killed before its cgroup is removed.
     child: Option<Child>,
+    /// The component's own memory cgroup, entered at every start; `Err`: why it has none.
+    memory: Result<Cgroup, String>,
+    /// More cgroups (`cgroup.procs` files) entered at every start: a CPU fault's, while it lasts.
+    also_enter: Vec<PathBuf>,
 }
 
 impl Supervised {
     /// Starts the process and waits until its probe passes.
     pub async fn start(spec: ProcessSpec) -> Result<Self, ProcessError> {
-        let mut process = Supervised { spec, child: None };
+        let memory = Cgroup::create(Controller::Memory, &spec.name);
+        if let Err(why) = &memory {
+            tracing::warn!(name = %spec.name, %why, "started without a memory cgroup: memory faults are refused");
+        }
+        let mut process = Supervised { spec, child: None, memory, also_enter: Vec::new() };
         process.spawn()?;
         process.wait_ready().await?;
         Ok(process)
@@ -126,6 +149,20 @@ impl Supervised {
 
     pub fn spec(&self) -> &ProcessSpec {
         &self.spec
+    }
+
+    /// The component's own memory cgroup; `Err`: why it has none.
+    pub fn memory_cgroup(&self) -> Result<&Cgroup, String> {
+        self.memory.as_ref().map_err(Clone::clone)
+    }
+
+    /// From the next start on, the process also enters the cgroup whose `cgroup.procs` is
+    /// `procs` (`None` of the same path: no longer).
+    pub fn enter_on_start(&mut self, procs: PathBuf, enter: bool) {
+        self.also_enter.retain(|p| *p != procs);
+        if enter {
+            self.also_enter.push(procs);
+        }
     }
 
     /// The operating-system pid, while the process runs.
@@ -151,7 +188,12 @@ impl Supervised {
             path: spec.log_path.display().to_string(),
             source,
         })?;
-        let mut command = Command::new("setpriv");
+        let enter: Vec<PathBuf> =
+            self.memory.iter().map(Cgroup::procs).chain(self.also_enter.iter().cloned()).collect();
+        let mut command = Command::new(if enter.is_empty() { "setpriv" } else { "sh" });
+        if !enter.is_empty() {
+            command.arg("-c").arg(ENTER_CGROUPS).arg("sh").arg(enter.len().to_string()).args(&enter).arg("setpriv");
+        }
         command
             .arg("--pdeathsig")
             .arg("KILL")

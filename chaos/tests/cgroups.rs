@@ -1,13 +1,14 @@
 //! Resource faults on real processes through the kernel's cgroup v1: a CPU quota throttles a
-//! busy process to its share and is read back from `cpu.stat`; a memory limit on a process
-//! that keeps allocating brings the OOM killer; both are undone (the process moved home, the
-//! cgroup removed), and a dead lab's leftover cgroup is swept.
+//! busy process to its share and is read back from `cpu.stat`; a memory limit on the cgroup of
+//! a process that keeps allocating brings the OOM killer, and one below what a process holds is
+//! refused with what it holds; both are undone (the process moved home and the fault's cgroup
+//! removed; the limit lifted), and a dead lab's leftover cgroup is swept.
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chaos::cgroups::{cgroup_of, sweep_leftovers, Controller, Limit};
+use chaos::cgroups::{cgroup_of, sweep_leftovers, Cgroup, Controller, Limit, LimitError};
 
 /// A child killed when dropped.
 struct Reaped(Child);
@@ -80,7 +81,9 @@ fn a_memory_limit_on_a_growing_process_brings_the_oom_killer() {
             .unwrap(),
     );
     let pid = child.0.id();
-    let limit = Limit::memory(pid, 32 << 20).expect("cgroup v1 memory is writable here");
+    let cgroup = Cgroup::create(Controller::Memory, "grower").expect("cgroup v1 memory is writable here");
+    cgroup.add(pid).unwrap();
+    let limit = Limit::memory(&cgroup, pid, 32 << 20).unwrap();
     assert!(limit.holds() && limit.setting() == "32.0 MiB", "{}", limit.setting());
     // Only once it is held does it start to grow.
     child.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
@@ -99,7 +102,49 @@ fn a_memory_limit_on_a_growing_process_brings_the_oom_killer() {
     assert!(oom >= 1, "{}", limit.effect());
     assert!(limit.bit());
     limit.release().unwrap();
-    assert!(!limit.dir.exists());
+    let now: u64 = std::fs::read_to_string(cgroup.dir.join("memory.limit_in_bytes")).unwrap().trim().parse().unwrap();
+    assert!(now > 1 << 62, "lifted: {now}");
+    let dir = cgroup.dir.clone();
+    drop(cgroup);
+    assert!(!dir.exists(), "an empty cgroup is removed when dropped");
+}
+
+#[test]
+fn a_memory_limit_below_what_a_process_holds_is_refused_with_what_it_holds() {
+    let cgroup = Cgroup::create(Controller::Memory, "holder").unwrap();
+    // Enters its cgroup first; then `tail` holds 48 MiB of zeros (no line end yet) while the
+    // writer sleeps.
+    let child = Reaped(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo 0 > {} && (head -c 50331648 /dev/zero; sleep 60) | tail", cgroup.procs().display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cgroup.memory_usage().unwrap() < 48 << 20 {
+        assert!(Instant::now() < deadline, "the cgroup never held 48 MiB: {:?}", cgroup.memory_usage());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.0.id();
+    assert!(cgroup.has(pid));
+    match Limit::memory(&cgroup, pid, 16 << 20) {
+        Err(e @ LimitError::InUse { used, .. }) => {
+            assert!(used > 48 << 20, "{e}");
+            assert!(e.to_string().contains("cannot reclaim"), "{e}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nothing was left set: a limit above what it holds is taken.
+    let limit = Limit::memory(&cgroup, pid, 256 << 20).unwrap();
+    assert!(limit.holds() && !limit.bit(), "{}", limit.effect());
+    limit.release().unwrap();
+    drop(child);
+    // The pipeline's other processes (tail, sleep) are in the cgroup too.
+    for pid in std::fs::read_to_string(cgroup.procs()).unwrap().lines() {
+        let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+    }
 }
 
 #[test]

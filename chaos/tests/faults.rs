@@ -400,11 +400,29 @@ async fn resource_faults_must_bite_and_heal() {
     load.await.unwrap();
     assert_eq!(redis_cmd(direct, &["PING"]).await, "+PONG");
 
+    // Redis lives in a memory cgroup of its own from birth (its limit binds on all it uses).
+    let redis_pid = |t: &mut chaos::Testbed| t.pids().into_iter().find(|(c, _)| c == "redis").map(|(_, p)| p).unwrap();
+    let pid = redis_pid(&mut *testbed.lock().await);
+    let memory_home = chaos::cgroups::cgroup_of(pid, chaos::cgroups::Controller::Memory).unwrap();
+    assert!(memory_home.contains("flashlab-") && memory_home.ends_with("-redis"), "{memory_home}");
+
+    // A restart while a quota is in force starts inside the quota, in the same memory cgroup.
+    let info = injector.inject(fault(Target::Redis, Action::Cpu { cores: 0.5 }, None)).await.unwrap();
+    let quota = info.check.observed.split(" in ").nth(1).unwrap().split(" at ").next().unwrap().to_string();
+    injector.inject(fault(Target::Redis, Action::Restart, None)).await.unwrap();
+    let restarted = redis_pid(&mut *testbed.lock().await);
+    assert_ne!(restarted, pid);
+    let cpu_home = chaos::cgroups::cgroup_of(restarted, chaos::cgroups::Controller::Cpu).unwrap();
+    assert!(quota.ends_with(&cpu_home), "restarted into {cpu_home}, the quota's cgroup is {quota}");
+    assert_eq!(chaos::cgroups::cgroup_of(restarted, chaos::cgroups::Controller::Memory).unwrap(), memory_home);
+    injector.heal(info.id).await.unwrap();
+    assert!(!std::path::Path::new(&quota).exists(), "the quota's cgroup is removed");
+
     // A memory limit on a Redis that keeps taking 64 KiB values: the OOM killer ends it, the
     // heal starts it again.
     let pid_before = testbed.lock().await.pids().into_iter().find(|(c, _)| c == "redis").map(|(_, p)| p);
     let info = injector
-        .inject(fault(Target::Redis, Action::Memory { bytes: 8 << 20 }, Some(Duration::from_secs(4))))
+        .inject(fault(Target::Redis, Action::Memory { bytes: 8 << 20, restart: false }, Some(Duration::from_secs(4))))
         .await
         .unwrap();
     assert!(info.check.ok && info.check.observed.contains("8.0 MiB"), "{:?}", info.check);

@@ -157,13 +157,16 @@ pub enum FaultCommand {
         #[command(flatten)]
         duration: For,
     },
-    /// Limit what a component allocates from now on to LIMIT (e.g. 32MiB) through cgroup v1:
-    /// past it the OOM killer ends it (started again when the fault heals).
+    /// Limit a component's memory to LIMIT (e.g. 32MiB) through its cgroup v1: past it the OOM
+    /// killer ends it (started again when the fault heals).
     Memory {
         #[arg(value_parser = parse_target)]
         target: Target,
         #[arg(value_parser = parse_bytes)]
         limit: u64,
+        /// Stop the component and start it again inside the limit (also below what it uses now).
+        #[arg(long)]
+        restart: bool,
         #[command(flatten)]
         duration: For,
     },
@@ -293,7 +296,9 @@ fn request(command: FaultCommand) -> Request {
             }
         },
         FaultCommand::Cpu { target, cores, duration } => fault(target, Action::Cpu { cores }, duration),
-        FaultCommand::Memory { target, limit, duration } => fault(target, Action::Memory { bytes: limit }, duration),
+        FaultCommand::Memory { target, limit, restart, duration } => {
+            fault(target, Action::Memory { bytes: limit, restart }, duration)
+        }
         FaultCommand::List => Request::List,
         FaultCommand::Heal { id: Some(id), all: false } => Request::Heal(id),
         FaultCommand::Heal { .. } => Request::HealAll,
@@ -346,5 +351,36 @@ pub async fn fault(args: FaultArgs) -> anyhow::Result<bool> {
             println!("{}", targets.iter().map(Target::to_string).collect::<Vec<_>>().join(" "));
             Ok(true)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: FaultCommand,
+    }
+
+    fn parsed(args: &[&str]) -> Request {
+        let cli = Cli::try_parse_from(std::iter::once("fault").chain(args.iter().copied())).unwrap();
+        request(cli.command)
+    }
+
+    #[test]
+    fn resource_faults_from_the_command_line() {
+        let Request::Inject(fault) = parsed(&["memory", "processor", "3MiB", "--restart", "--for", "6s"]) else {
+            panic!("not an injection")
+        };
+        assert_eq!(fault.target, Target::Processor(0));
+        assert_eq!(fault.action, Action::Memory { bytes: 3 << 20, restart: true });
+        assert_eq!(fault.duration, Some(Duration::from_secs(6)));
+        let Request::Inject(fault) = parsed(&["memory", "redis", "32MiB"]) else { panic!("not an injection") };
+        assert_eq!(fault.action, Action::Memory { bytes: 32 << 20, restart: false });
+        let Request::Inject(fault) = parsed(&["cpu", "redis", "0.01"]) else { panic!("not an injection") };
+        assert_eq!(fault.action, Action::Cpu { cores: 0.01 });
     }
 }

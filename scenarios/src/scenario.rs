@@ -182,9 +182,12 @@ pub struct TimelineEntry {
     /// cpu: the quota, in cores (0.1: 10 ms of CPU every 100 ms).
     #[serde(default)]
     pub cores: Option<f64>,
-    /// memory: the limit on what the process allocates from then on, e.g. "32MiB".
+    /// memory: the limit on the component's memory cgroup, e.g. "32MiB".
     #[serde(default)]
     pub limit: Option<String>,
+    /// memory: stop the component and start it again inside the limit.
+    #[serde(default)]
+    pub restart: bool,
     /// redis_loss: restore from the last `backup` action.
     #[serde(default)]
     pub restore: bool,
@@ -691,13 +694,16 @@ impl TimelineEntry {
             "memory" => {
                 let limit = self.limit.as_deref().ok_or_else(|| ("limit".to_string(), "memory needs limit".to_string()))?;
                 let bytes = chaos::faults::parse_bytes(limit).map_err(|e| ("limit".to_string(), e))?;
-                fault(target()?, Action::Memory { bytes })
+                fault(target()?, Action::Memory { bytes, restart: self.restart })
             }
             "backup" => Ok(Step::Backup),
             "dlq_replay" => Ok(Step::DlqReplay),
             "reconcile_fix" => Ok(Step::ReconcileFix),
             other => Err(("kind".to_string(), format!("unknown kind {other:?}; valid: {KINDS}"))),
         }?;
+        if self.restart && self.kind != "memory" {
+            return Err(("restart".into(), format!("restart = true applies to memory, not {}", self.kind)));
+        }
         if let Step::Fault(f) = &step {
             f.validate().map_err(|e| ("kind".to_string(), e.0))?;
         } else if self.duration.is_some() {
@@ -860,6 +866,14 @@ target = "broker"
         assert!(parse(&memory, "x.toml").is_ok());
         let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"lots\""), "x.toml").unwrap_err().to_string();
         assert!(err.starts_with("x.toml:12: faults[0].limit:") && err.contains("expected a byte count"), "{err}");
+        let restart = GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"3MiB\"\nrestart = true");
+        let steps = parse(&restart, "x.toml").unwrap().steps();
+        assert!(
+            matches!(&steps[0].1, Step::Fault(f) if f.action == Action::Memory { bytes: 3 << 20, restart: true }),
+            "{steps:?}"
+        );
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"kill\"\nrestart = true"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].restart: restart = true applies to memory, not kill"), "{err}");
     }
 
     #[test]
