@@ -187,6 +187,8 @@ pub async fn run(
         .route("/control", get(control_get).put(control_put))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { Json(json!({"status": "healthy"})) }))
+        .route("/healthz", get(|| async { Json(json!({"alive": true})) }))
+        .route("/readyz", get(|| async { Json(json!({"ready": true})) }))
         .with_state(provider);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -428,6 +428,16 @@ async fn refresh_gauges(metrics: ProcessorMetrics, redis: Redis, consumer: Arc<G
     }
 }
 
+/// `/health` and `/readyz`: Redis answers and the consume loop is not stuck.
+async fn health(redis: Redis, shared: Arc<Shared>) -> axum::response::Response {
+    let redis_ok = redis.ping().await.is_ok();
+    let stuck = shared.stuck.load(std::sync::atomic::Ordering::Relaxed);
+    let healthy = redis_ok && !stuck;
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if healthy {"healthy"} else {"unhealthy"}, "ready": healthy, "redis": redis_ok, "stuck": stuck});
+    (status, Json(body)).into_response()
+}
+
 async fn serve_http(listener: tokio::net::TcpListener, metrics: ProcessorMetrics, redis: Redis, shared: Arc<Shared>) {
     let app = Router::new()
         .route(
@@ -439,19 +449,25 @@ async fn serve_http(listener: tokio::net::TcpListener, metrics: ProcessorMetrics
         )
         .route(
             "/health",
-            get(move || {
-                let redis = redis.clone();
+            get({
+                let (redis, shared) = (redis.clone(), shared.clone());
+                move || health(redis.clone(), shared.clone())
+            }),
+        )
+        // Liveness: the process serves and its consume loop is not stuck (a dependency being
+        // down is no reason to restart it).
+        .route(
+            "/healthz",
+            get({
                 let shared = shared.clone();
-                async move {
-                    let redis_ok = redis.ping().await.is_ok();
+                move || {
                     let stuck = shared.stuck.load(std::sync::atomic::Ordering::Relaxed);
-                    let healthy = redis_ok && !stuck;
-                    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    let body =
-                        json!({"status": if healthy {"healthy"} else {"unhealthy"}, "redis": redis_ok, "stuck": stuck});
-                    (status, Json(body)).into_response()
+                    let status = if stuck { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+                    async move { (status, Json(json!({"alive": !stuck, "stuck": stuck}))).into_response() }
                 }
             }),
-        );
+        )
+        // Readiness: it can decide orders now (Redis answers, not stuck).
+        .route("/readyz", get(move || health(redis.clone(), shared.clone())));
     let _ = axum::serve(listener, app).into_future().await;
 }
