@@ -145,6 +145,9 @@ struct Active {
 #[derive(Debug)]
 struct Inner {
     testbed: Arc<AsyncMutex<Testbed>>,
+    /// A supervisor restarts what dies: a kill or terminate without a duration is then over
+    /// when applied (the supervisor's restart is the recovery), not healed by the lab.
+    supervised: std::sync::atomic::AtomicBool,
     events: EventLog,
     active: Mutex<BTreeMap<u64, Active>>,
     next_id: AtomicU64,
@@ -184,6 +187,7 @@ impl Injector {
         Injector {
             inner: Arc::new(Inner {
                 testbed,
+                supervised: std::sync::atomic::AtomicBool::new(false),
                 events,
                 active: Mutex::new(BTreeMap::new()),
                 next_id: AtomicU64::new(1),
@@ -191,6 +195,22 @@ impl Injector {
                 http,
             }),
         }
+    }
+
+    /// With a supervisor ([`crate::supervisor`]): a `kill` or `terminate` without a duration is
+    /// over when applied — the supervisor brings the process back, as in production — instead
+    /// of lasting until healed by hand or the lab stops.
+    pub fn set_supervised(&self, supervised: bool) {
+        self.inner.supervised.store(supervised, Ordering::Relaxed);
+    }
+
+    /// Whether a fault in force holds `target` down on purpose (a kill, terminate or Redis loss
+    /// with a duration): a supervisor leaves it down until the fault heals.
+    pub fn holds_down(&self, target: Target) -> bool {
+        self.inner.active().values().any(|a| {
+            a.info.fault.target == target
+                && matches!(a.info.fault.action, Action::Kill | Action::Terminate | Action::RedisLoss { .. })
+        })
     }
 
     /// The event log faults are recorded in.
@@ -389,6 +409,10 @@ impl Inner {
                             wipe_redis_data(&dir).map_err(|e| FaultError::Redis(format!("deleting data: {e}")))?;
                         observed.push_str(&format!("; deleted {removed} data file(s) in {}", dir.display()));
                         Undo::RedisBack { restore: restore.clone() }
+                    }
+                    _ if fault.duration.is_none() && self.supervised.load(Ordering::Relaxed) => {
+                        observed.push_str("; the supervisor brings it back");
+                        Undo::Nothing
                     }
                     _ => Undo::StartAgain,
                 };

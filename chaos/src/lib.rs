@@ -16,6 +16,9 @@
 //!   ([`faults::Action`]) and for how long ([`faults::Fault`]).
 //! - [`injector`]: the [`Injector`], which applies a fault to a running testbed, checks that it
 //!   took effect, heals it on time and records both in the [`events`] log.
+//! - [`supervisor`]: Kubernetes-style auto-recovery of the services — restart on exit with
+//!   back-off, liveness and readiness probes, a gateway out of the front's rotation while not
+//!   ready.
 //! - [`control`]: the control socket of `flashlab up`, through which a second shell injects
 //!   faults by hand.
 //! - [`events`]: `events.jsonl`, what the lab did and when.
@@ -39,6 +42,7 @@ pub mod ports;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod supervisor;
 pub mod testbed;
 
 pub use events::EventLog;

@@ -141,6 +141,9 @@ pub struct Testbed {
     broker: Supervised,
     redis: Supervised,
     proxies: Option<Proxies>,
+    /// Which gateways the front proxy sends new connections to (see
+    /// [`Testbed::set_gateway_in_rotation`]).
+    in_rotation: Vec<bool>,
     root: PathBuf,
     flashsale: PathBuf,
     service_env: Vec<(String, String)>,
@@ -224,6 +227,7 @@ impl Testbed {
             broker,
             redis,
             proxies,
+            in_rotation: vec![true; config.gateways],
             root,
             flashsale,
             service_env: config.service_env.clone(),
@@ -442,6 +446,27 @@ impl Testbed {
 
     pub fn gateway(&mut self, index: usize) -> &mut Supervised {
         &mut self.gateways[index]
+    }
+
+    /// Takes gateway `index` out of the front proxy's rotation (new connections go to the
+    /// others) or puts it back — a load balancer acting on readiness. With every gateway out,
+    /// all are put back (the front fails open, as most load balancers do). Without a front
+    /// (one gateway, or no proxies) nothing changes.
+    pub fn set_gateway_in_rotation(&mut self, index: usize, in_rotation: bool) {
+        let Some(slot) = self.in_rotation.get_mut(index) else { return };
+        *slot = in_rotation;
+        let Some(front) = self.proxies.as_ref().and_then(|p| p.front.as_ref()) else { return };
+        let mut addrs: Vec<SocketAddr> =
+            self.gateways.iter().zip(&self.in_rotation).filter(|(_, r)| **r).map(|(g, _)| probe_addr(g)).collect();
+        if addrs.is_empty() {
+            addrs = self.gateways.iter().map(probe_addr).collect();
+        }
+        front.set_upstreams(addrs);
+    }
+
+    /// The gateways in the front proxy's rotation.
+    pub fn gateways_in_rotation(&self) -> Vec<usize> {
+        self.in_rotation.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect()
     }
 
     pub fn gateway_count(&self) -> usize {

@@ -5,7 +5,8 @@
 //! - [`plots`]: latency, throughput by outcome, stock against completed units, DLQ, breaker
 //!   state, consumer lag, processing time — SVG and PNG, fault windows shaded and labelled, with
 //!   a bundled font; under them, when the run had monitoring, the alert bands (pending, firing,
-//!   notified) from `alerts.jsonl` ([`plots::alerts`]).
+//!   notified) from `alerts.jsonl` ([`plots::alerts`]), and with a supervisor its restarts and
+//!   readiness from `events.jsonl` ([`plots::supervisor`]).
 //! - [`documents`]: `report.html` (self-contained), `summary.md`, `junit.xml`.
 //! - [`compare`]: two runs side by side — deltas, regressions past a limit, overlaid plots.
 //! - [`capacity`]: a capacity search's `summary.md`, `report.html` and plots, from `capacity.json`.
@@ -64,6 +65,17 @@ pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
         files.push(svg_path);
         files.push(png_path);
         svgs.push(("alerts".to_string(), svg));
+    }
+    // And the supervisor's restarts and readiness, for a run with one.
+    if let Some(svg) = plots::supervisor::svg(&run) {
+        let svg = svg.map_err(|e| ReportError::Render(format!("supervisor: {e}")))?;
+        let svg_path = plots_dir.join("supervisor.svg");
+        write(&svg_path, &svg)?;
+        let png_path = plots_dir.join("supervisor.png");
+        plots::supervisor::png(&run, &png_path).map_err(|e| ReportError::Render(format!("supervisor: {e}")))?;
+        files.push(svg_path);
+        files.push(png_path);
+        svgs.push(("supervisor".to_string(), svg));
     }
     let html = dir.join("report.html");
     write(&html, &documents::html(&run, &svgs))?;

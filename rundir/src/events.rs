@@ -1,7 +1,9 @@
 //! `events.jsonl`: one JSON object per line, `{"ts_ms", "event", ...}`, written by
 //! `chaos::EventLog`. The events the checks and reports read: `fault_start` / `fault_stop` /
 //! `fault_error` (id, description, check, error, `undone_ms`), `phase` (name, start_ms,
-//! duration_ms), `load_start`, `action` (action, ok, output), `repair_snapshot`, `drain_end`.
+//! duration_ms), `load_start`, `action` (action, ok, output), `repair_snapshot`, `drain_end`,
+//! and the supervisor's `supervisor_start` / `supervisor_restart` / `supervisor_ready` /
+//! `supervisor_probe` ([`SupervisorEvent`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +21,9 @@ pub fn read(path: &Path) -> Result<Vec<Value>, crate::RunDirError> {
 pub struct FaultWindow {
     pub id: u64,
     pub description: String,
+    /// The component (`processor[0]`, `redis`); empty in runs recorded before it was kept.
+    #[serde(default)]
+    pub target: String,
     pub start_ms: u64,
     /// When it was lifted; `None`: never (it was still in force when the run ended).
     pub end_ms: Option<u64>,
@@ -36,6 +41,7 @@ pub fn fault_windows(events: &[Value]) -> Vec<FaultWindow> {
                     FaultWindow {
                         id,
                         description: e["description"].as_str().unwrap_or_default().to_string(),
+                        target: e["target"].as_str().unwrap_or_default().to_string(),
                         // From when applying began; older runs only have the event's time.
                         start_ms: e["applied_from_ms"].as_u64().or(e["ts_ms"].as_u64()).unwrap_or(0),
                         end_ms: None,
@@ -51,6 +57,63 @@ pub fn fault_windows(events: &[Value]) -> Vec<FaultWindow> {
         }
     }
     out.into_values().collect()
+}
+
+/// What the supervisor did to one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupervisorEvent {
+    /// Started again after `back_off_ms`; `reason` `exited` or `liveness`; `restarts` in a row.
+    Restart { ts_ms: u64, component: String, reason: String, back_off_ms: u64, restarts: u64, ok: bool },
+    /// Readiness changed.
+    Ready { ts_ms: u64, component: String, ready: bool },
+    /// A liveness probe failed (`failures` in a row).
+    ProbeFailed { ts_ms: u64, component: String, failures: u64 },
+}
+
+impl SupervisorEvent {
+    pub fn ts_ms(&self) -> u64 {
+        match self {
+            SupervisorEvent::Restart { ts_ms, .. }
+            | SupervisorEvent::Ready { ts_ms, .. }
+            | SupervisorEvent::ProbeFailed { ts_ms, .. } => *ts_ms,
+        }
+    }
+
+    pub fn component(&self) -> &str {
+        match self {
+            SupervisorEvent::Restart { component, .. }
+            | SupervisorEvent::Ready { component, .. }
+            | SupervisorEvent::ProbeFailed { component, .. } => component,
+        }
+    }
+}
+
+/// The supervisor's events in `events`, in order; `None` when the run had no supervisor.
+pub fn supervisor_events(events: &[Value]) -> Option<Vec<SupervisorEvent>> {
+    events.iter().any(|e| e["event"] == "supervisor_start").then(|| {
+        events
+            .iter()
+            .filter_map(|e| {
+                let ts_ms = e["ts_ms"].as_u64()?;
+                let component = e["component"].as_str()?.to_string();
+                Some(match e["event"].as_str()? {
+                    "supervisor_restart" => SupervisorEvent::Restart {
+                        ts_ms,
+                        component,
+                        reason: e["reason"].as_str().unwrap_or_default().to_string(),
+                        back_off_ms: e["back_off_ms"].as_u64().unwrap_or(0),
+                        restarts: e["restarts"].as_u64().unwrap_or(0),
+                        ok: e["ok"].as_bool().unwrap_or(false),
+                    },
+                    "supervisor_ready" => SupervisorEvent::Ready { ts_ms, component, ready: e["ready"].as_bool()? },
+                    "supervisor_probe" => {
+                        SupervisorEvent::ProbeFailed { ts_ms, component, failures: e["failures"].as_u64().unwrap_or(0) }
+                    }
+                    _ => return None,
+                })
+            })
+            .collect()
+    })
 }
 
 /// A load phase's time window.

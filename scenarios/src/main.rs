@@ -50,6 +50,12 @@ enum Command {
         /// An Alertmanager config instead of the shipped one (its webhook urls are pointed at the lab).
         #[arg(long, value_name = "FILE")]
         alertmanager_config: Option<PathBuf>,
+        /// Run the supervisor (Kubernetes-style auto-recovery: restart on exit with back-off,
+        /// liveness and readiness probes at the monitoring article's settings, all multiplied
+        /// by F, e.g. 0.1 for 1 s liveness periods); a `kill` without `--for` is then healed by
+        /// it, not by the lab.
+        #[arg(long, value_name = "F", num_args = 0..=1, default_missing_value = "1")]
+        supervise: Option<f64>,
     },
     /// Inject, list and heal faults in a running `flashlab up` (from a second shell).
     Fault(FaultArgs),
@@ -235,6 +241,7 @@ fn main() -> ExitCode {
                 no_monitoring,
                 rules,
                 alertmanager_config,
+                supervise,
             } => {
                 let monitoring = (!no_monitoring).then_some(chaos::monitoring::MonitoringConfig {
                     rules,
@@ -250,6 +257,13 @@ fn main() -> ExitCode {
                     seed,
                     proxies: !no_proxies,
                     monitoring,
+                    supervisor: match supervise {
+                        None => None,
+                        Some(f) if f > 0.0 && f <= 1.0 => {
+                            Some(chaos::supervisor::SupervisorConfig::default().scaled(f))
+                        }
+                        Some(f) => anyhow::bail!("--supervise {f}: a factor above 0 and at most 1"),
+                    },
                 };
                 up(options, stop_signal()).await?;
                 Ok(ExitCode::SUCCESS)

@@ -59,6 +59,9 @@ pub struct Scenario {
     /// The monitoring, and the alerts that must detect the faults.
     #[serde(default)]
     pub alerts: Alerts,
+    /// Kubernetes-style auto-recovery of the services (`chaos::supervisor`); absent: none.
+    #[serde(default)]
+    pub supervisor: Option<chaos::supervisor::SupervisorConfig>,
     /// After the load, how long the system may take to finish every order.
     #[serde(default = "drain_default", with = "duration_text")]
     pub drain_timeout: Duration,
@@ -512,6 +515,17 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             return Err(invalid("recovered_at", "slo.recovered_at", format!("{v} must be between 0 and 1")));
         }
     }
+    if let Some(supervisor) = &scenario.supervisor {
+        supervisor.validate().map_err(|m| {
+            let field = m.split(':').next().unwrap_or("").to_string();
+            ScenarioError::Invalid {
+                path: path.to_string(),
+                line: entry_line(text, find_line(text, "[supervisor]"), &field),
+                field: format!("supervisor.{field}"),
+                message: m,
+            }
+        })?;
+    }
     let mut backup_seen = false;
     let mut fault_count = 0;
     for (i, entry) in scenario.faults.iter().enumerate() {
@@ -692,7 +706,8 @@ impl TimelineEntry {
                 Action::Cpu { cores: self.cores.ok_or_else(|| ("cores".to_string(), "cpu needs cores".to_string()))? },
             ),
             "memory" => {
-                let limit = self.limit.as_deref().ok_or_else(|| ("limit".to_string(), "memory needs limit".to_string()))?;
+                let limit =
+                    self.limit.as_deref().ok_or_else(|| ("limit".to_string(), "memory needs limit".to_string()))?;
                 let bytes = chaos::faults::parse_bytes(limit).map_err(|e| ("limit".to_string(), e))?;
                 fault(target()?, Action::Memory { bytes, restart: self.restart })
             }
@@ -757,6 +772,7 @@ impl Scenario {
         // the detection targets do not (like the RTO, they are the promise being tested).
         self.alerts.time_factor *= factor;
         self.alerts.settle = scale_d(self.alerts.settle);
+        self.supervisor = self.supervisor.map(|s| s.scaled(factor));
         Ok(self)
     }
 
@@ -860,11 +876,14 @@ target = "broker"
         assert!(parse(&cpu, "x.toml").is_ok());
         let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"cpu\""), "x.toml").unwrap_err().to_string();
         assert!(err.contains("faults[0].cores: cpu needs cores"), "{err}");
-        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"cpu\"\ncores = 0"), "x.toml").unwrap_err().to_string();
+        let err =
+            parse(&GOOD.replace("kind = \"kill\"", "kind = \"cpu\"\ncores = 0"), "x.toml").unwrap_err().to_string();
         assert!(err.contains("0 cores must be above 0"), "{err}");
         let memory = GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"32MiB\"");
         assert!(parse(&memory, "x.toml").is_ok());
-        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"lots\""), "x.toml").unwrap_err().to_string();
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"lots\""), "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("x.toml:12: faults[0].limit:") && err.contains("expected a byte count"), "{err}");
         let restart = GOOD.replace("kind = \"kill\"", "kind = \"memory\"\nlimit = \"3MiB\"\nrestart = true");
         let steps = parse(&restart, "x.toml").unwrap().steps();
@@ -872,7 +891,9 @@ target = "broker"
             matches!(&steps[0].1, Step::Fault(f) if f.action == Action::Memory { bytes: 3 << 20, restart: true }),
             "{steps:?}"
         );
-        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"kill\"\nrestart = true"), "x.toml").unwrap_err().to_string();
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"kill\"\nrestart = true"), "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("faults[0].restart: restart = true applies to memory, not kill"), "{err}");
     }
 

@@ -33,6 +33,8 @@ pub struct UpOptions {
     pub proxies: bool,
     /// Run Prometheus, Alertmanager and the exporters (and with which rules and routing).
     pub monitoring: Option<chaos::monitoring::MonitoringConfig>,
+    /// Run the supervisor with these settings.
+    pub supervisor: Option<chaos::supervisor::SupervisorConfig>,
 }
 
 /// Parses `ITEM=QTY`.
@@ -106,7 +108,19 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
     let events_path = testbed.dir().join("events.jsonl");
     let events = EventLog::to_file(&events_path).with_context(|| format!("{}", events_path.display()))?;
     let testbed = Arc::new(tokio::sync::Mutex::new(testbed));
-    let injector = Injector::new(testbed.clone(), events);
+    let injector = Injector::new(testbed.clone(), events.clone());
+    let supervisor = match &options.supervisor {
+        Some(config) => {
+            config.validate().map_err(|e| anyhow::anyhow!("supervisor: {e}"))?;
+            injector.set_supervised(true);
+            println!(
+                "supervisor on: services restarted on exit (back-off {:?} doubling to {:?}), liveness every {:?}, readiness every {:?}",
+                config.back_off, config.back_off_max, config.liveness_period, config.readiness_period
+            );
+            Some(chaos::supervisor::Supervisor::start(testbed.clone(), injector.clone(), events, config.clone()).await)
+        }
+        None => None,
+    };
     println!("inject faults from another shell (events in {}):", events_path.display());
     println!("  control  {}", control.path().display());
     println!("  flashlab fault --control {} latency redis 200ms --jitter 50ms --for 60s", control.path().display());
@@ -115,7 +129,9 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
         () = control.serve(injector.clone()) => {}
         () = stop => {}
     }
-    // The control socket is closed (its file removed) here: nobody injects while we heal.
+    // The control socket is closed (its file removed) here: nobody injects while we heal, and
+    // the supervisor restarts nothing while the lab stops it.
+    drop(supervisor);
     let healed = injector.heal_all("lab stopping").await;
     for report in &healed {
         eprintln!("healed #{} {} ({})", report.id, report.description, report.check.observed);

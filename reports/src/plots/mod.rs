@@ -14,6 +14,7 @@ use plotters::coord::types::RangedCoordf64;
 use crate::data::{Run, Window, OUTCOMES};
 
 pub mod alerts;
+pub mod supervisor;
 
 const FONT: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (960, 320);

@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use chaos::supervisor::Supervisor;
 use chaos::{EventLog, Injector, Target, Testbed, TestbedConfig};
 use loadgen::{ArrivalSchedule, Live};
 use serde::Serialize;
@@ -238,7 +239,8 @@ pub async fn drill(
         .map(|i| (format!("gateway[{i}]"), scrape::metrics_url(testbed.gateway_addr(i))))
         .collect();
     scrape_targets.extend(
-        (0..testbed.processor_count()).map(|i| (format!("processor[{i}]"), scrape::metrics_url(testbed.processor_addr(i)))),
+        (0..testbed.processor_count())
+            .map(|i| (format!("processor[{i}]"), scrape::metrics_url(testbed.processor_addr(i)))),
     );
     let processor_addrs: Vec<std::net::SocketAddr> =
         (0..testbed.processor_count()).map(|i| testbed.processor_addr(i)).collect();
@@ -253,6 +255,13 @@ pub async fn drill(
     events.record("system_up", json!({"components": targets}));
     let testbed = Arc::new(tokio::sync::Mutex::new(testbed));
     let injector = Injector::new(testbed.clone(), events.clone());
+    let supervisor = match &scenario.supervisor {
+        Some(config) => {
+            injector.set_supervised(true);
+            Some(Supervisor::start(testbed.clone(), injector.clone(), events.clone(), config.clone()).await)
+        }
+        None => None,
+    };
 
     // Everything below ends in `finish`, which heals and stops the system whatever happened.
     let system =
@@ -260,6 +269,8 @@ pub async fn drill(
     let result =
         run_inside(&scenario, &schedule, &dir, &events, &injector, system, &options, stopped.clone(), stop_signal)
             .await;
+    // Nothing is restarted behind the lab's back from here on.
+    drop(supervisor);
     let healed = injector.heal_all(if stopped.load(Ordering::SeqCst) { "drill stopped" } else { "drill over" }).await;
     if !options.quiet && !healed.is_empty() {
         eprintln!("healed {} fault(s) still in force", healed.len());

@@ -1,8 +1,10 @@
 //! The checks of a run, from the run directory's records alone (history, events, scrapes and the
 //! final state): [`slo`] (availability, latency, RTO, time to decision, lag, steady state),
 //! [`invariants`] (DESIGN.md's six, on the state before and after any repair) and [`faults`]
-//! (each planned fault landed and healed, each action succeeded) and [`alerts`] (the expected
-//! alerts fired, were notified and resolved in time; no false alarms).
+//! (each planned fault landed and healed, each action succeeded), [`recovery`] (with a
+//! supervisor: every service a fault took down back and ready in time, with a growing back-off
+//! in a crash loop) and [`alerts`] (the expected alerts fired, were notified and resolved in
+//! time; no false alarms).
 //!
 //! Every check has three outcomes ([`rundir::Outcome`]): pass, fail, or inconclusive when it
 //! saw less evidence than the scenario's `[evidence]` asks for. Availability counts good answers
@@ -14,6 +16,7 @@
 pub mod alerts;
 pub mod faults;
 pub mod invariants;
+pub mod recovery;
 pub mod slo;
 #[cfg(test)]
 mod tests;
@@ -56,6 +59,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures, Vec<AlertScore>) 
     slo::consumer_lag(ev, &mut results, &mut figures);
     faults::faults_landed(ev, &mut results);
     faults::actions(ev, &mut results, &mut figures);
+    recovery::recovery(ev, &run.windows, &mut results, &mut figures);
     invariants::all(ev, &run, &mut results, &mut figures);
     let scores = alerts::alerts(ev, &run.windows, &mut results, &mut figures);
     (results, figures, scores)

@@ -10,6 +10,7 @@ use super::{check, Evidence};
 use crate::scenario::{parse, Scenario};
 
 mod alerts;
+mod recovery;
 
 /// Second 0 of every synthetic run (ms since the epoch).
 const T0: u64 = 1_800_000_000_000;
