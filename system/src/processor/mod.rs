@@ -51,7 +51,7 @@ pub const GROUP: &str = "processor";
 /// Everything `flashsale processor` reads from the environment.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
-    pub redis_addr: String,
+    pub redis: crate::redis_conn::RedisEndpoint,
     pub kafka_addr: String,
     pub log_level: String,
     /// `PAYMENT_URL` (default `http://127.0.0.1:8090`).
@@ -86,7 +86,7 @@ pub struct ProcessorConfig {
 impl ProcessorConfig {
     pub fn from_env(env: &Env<'_>) -> Result<ProcessorConfig, ConfigError> {
         Ok(ProcessorConfig {
-            redis_addr: env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?,
+            redis: crate::redis_conn::RedisEndpoint::from_env(env)?,
             kafka_addr: env.host_ports("KAFKA_ADDR", "127.0.0.1:9092")?,
             log_level: env.log_level()?,
             payment_url: env.string("PAYMENT_URL", "http://127.0.0.1:8090"),
@@ -110,7 +110,7 @@ impl ProcessorConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
-    #[error("cannot reach Redis at REDIS_ADDR={addr}: {source}")]
+    #[error("cannot reach Redis ({addr}): {source}")]
     Redis { addr: String, source: crate::redis_conn::RedisError },
     #[error("Kafka at KAFKA_ADDR={addr}: {source}")]
     Kafka { addr: String, source: QueueError },
@@ -142,9 +142,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessorError> {
     let kafka_err = |source| ProcessorError::Kafka { addr: config.kafka_addr.clone(), source };
-    let redis = Redis::connect_when_up(&config.redis_addr, config.redis_timeout, config.startup_timeout)
+    let redis = Redis::connect_when_up(&config.redis, config.redis_timeout, config.startup_timeout)
         .await
-        .map_err(|source| ProcessorError::Redis { addr: config.redis_addr.clone(), source })?;
+        .map_err(|source| ProcessorError::Redis { addr: config.redis.to_string(), source })?;
     ensure_topics(
         &config.kafka_addr,
         &[(ORDERS_TOPIC, config.orders_partitions), (DLQ_TOPIC, 1), (OUTCOMES_TOPIC, 1), (INVENTORY_TOPIC, 1)],
