@@ -53,11 +53,8 @@ impl GatewayMetrics {
         .expect("valid metric");
         registry.register(Box::new(request_duration.clone())).expect("unique metric");
         let produce_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "gateway_produce_duration_seconds",
-                "Order handed to the producer until the broker answered",
-            )
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new("gateway_produce_duration_seconds", "Order handed to the producer until the broker answered")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .expect("valid metric");
         registry.register(Box::new(produce_duration.clone())).expect("unique metric");

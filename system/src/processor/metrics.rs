@@ -102,10 +102,7 @@ impl ProcessorMetrics {
             inventory: gauge_vec("processor_inventory_level", "Inventory level per item", "item_id"),
             lag: gauge_vec("processor_consumer_lag", "Messages behind the end of each assigned partition", "partition"),
             in_flight: gauge("processor_orders_in_flight", "Orders being processed now"),
-            max_in_flight: gauge(
-                "processor_orders_in_flight_limit",
-                "PROCESSOR_MAX_IN_FLIGHT: the most orders in flight",
-            ),
+            max_in_flight: gauge("processor_orders_in_flight_limit", "PROCESSOR_MAX_IN_FLIGHT: the most orders in flight"),
             group_backlog: gauge_vec(
                 "processor_group_backlog",
                 "Messages behind the group's commit point, every partition (from the broker)",
