@@ -66,6 +66,8 @@ pub enum RedisError {
     Redis(#[from] redis::RedisError),
     #[error("no sentinel names a primary for {0}")]
     NoPrimary(String),
+    #[error("written on the primary, but {acked} of the {wanted} replica(s) asked for have it (WAIT)")]
+    NotReplicated { acked: u32, wanted: u32 },
 }
 
 /// A connection to Redis (see [`RedisEndpoint`]) with `timeout` on connecting and on every
@@ -73,6 +75,33 @@ pub enum RedisError {
 #[derive(Clone)]
 pub struct Redis {
     inner: Arc<Inner>,
+    /// What [`Redis::call_durable`] waits for.
+    durability: Option<Durability>,
+}
+
+/// `WAIT` after a write: acknowledged only once `replicas` replicas have it, waiting at most
+/// `timeout` (`REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl Durability {
+    /// `REDIS_WAIT_REPLICAS` (0: off, the default) and `REDIS_WAIT_TIMEOUT` (100ms), which must
+    /// be shorter than `redis_timeout` (the call's own limit).
+    pub fn from_env(env: &Env<'_>, redis_timeout: Duration) -> Result<Option<Durability>, ConfigError> {
+        let replicas = env.number("REDIS_WAIT_REPLICAS", 0, 0, 16)?;
+        let timeout = env.duration("REDIS_WAIT_TIMEOUT", Duration::from_millis(100))?;
+        if replicas > 0 && timeout >= redis_timeout {
+            return Err(ConfigError {
+                var: "REDIS_WAIT_TIMEOUT",
+                value: humantime::format_duration(timeout).to_string(),
+                why: "must be shorter than REDIS_TIMEOUT".into(),
+            });
+        }
+        Ok((replicas > 0).then_some(Durability { replicas, timeout }))
+    }
 }
 
 struct Inner {
@@ -142,7 +171,7 @@ fn may_have_moved(e: &RedisError) -> bool {
         RedisError::Redis(e) => {
             e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.code() == Some("READONLY")
         }
-        RedisError::NoPrimary(_) => false,
+        RedisError::NoPrimary(_) | RedisError::NotReplicated { .. } => false,
     }
 }
 
@@ -162,7 +191,39 @@ impl Redis {
         if watch {
             tokio::spawn(watch_primary(Arc::downgrade(&inner)));
         }
-        Ok(Redis { inner })
+        Ok(Redis { inner, durability: None })
+    }
+
+    /// The same connection, whose [`Redis::call_durable`] waits for `durability`.
+    pub fn with_durability(mut self, durability: Option<Durability>) -> Redis {
+        self.durability = durability;
+        self
+    }
+
+    /// [`Redis::call`], then — with a durability set — `WAIT` on the same connection: the write
+    /// is acknowledged only once enough replicas have it ([`RedisError::NotReplicated`] when
+    /// they did not within the wait; the write itself stands on the primary, and the caller's
+    /// retry finds it).
+    pub async fn call_durable<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(d) = self.durability else { return self.call(f).await };
+        let (value, acked) = self
+            .call(|c| async move {
+                let mut same = c.clone();
+                let value = f(c).await?;
+                let acked: u32 =
+                    redis::cmd("WAIT").arg(d.replicas).arg(d.timeout.as_millis() as u64).query_async(&mut same).await?;
+                Ok((value, acked))
+            })
+            .await?;
+        if acked < d.replicas {
+            return Err(RedisError::NotReplicated { acked, wanted: d.replicas });
+        }
+        Ok(value)
     }
 
     /// The address of the server the calls go to now.

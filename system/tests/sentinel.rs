@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chaos::components::{self, SentinelSettings};
 use chaos::ports::{free_port, loopback};
 use chaos::Supervised;
-use flashsale::redis_conn::{Redis, RedisEndpoint};
+use flashsale::redis_conn::{Durability, Redis, RedisEndpoint, RedisError};
 
 async fn start(spec: chaos::process::ProcessSpec) -> Supervised {
     Supervised::start(spec).await.expect("starts")
@@ -26,7 +26,7 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
     let a: SocketAddr = loopback(free_port().unwrap());
     let b: SocketAddr = loopback(free_port().unwrap());
     let mut primary = start(components::redis_node(0, a, a, None, &node_dir("r0"))).await;
-    let _replica = start(components::redis_node(1, b, b, Some(a), &node_dir("r1"))).await;
+    let replica = start(components::redis_node(1, b, b, Some(a), &node_dir("r1"))).await;
     let settings = SentinelSettings {
         master: "flashsale".into(),
         quorum: 2,
@@ -53,6 +53,36 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
         }
     };
     set("1").await.unwrap();
+
+    // WAIT: a write is acknowledged once the replica has it, refused while the replica is frozen.
+    let durable = redis.clone().with_durability(Some(Durability { replicas: 1, timeout: Duration::from_millis(200) }));
+    let write = |v: &'static str| {
+        let durable = durable.clone();
+        async move {
+            durable
+                .call_durable(
+                    |mut c| async move { redis::cmd("SET").arg("d").arg(v).query_async::<String>(&mut c).await },
+                )
+                .await
+        }
+    };
+    // The replica may still be catching up with the primary at first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while write("1").await.is_err() {
+        assert!(Instant::now() < deadline, "a write never reached the replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replica.pause().unwrap();
+    match write("2").await {
+        Err(RedisError::NotReplicated { acked: 0, wanted: 1 }) => {}
+        other => panic!("expected NotReplicated, got {other:?}"),
+    }
+    replica.resume().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while write("3").await.is_err() {
+        assert!(Instant::now() < deadline, "writes not replicated again after the thaw");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The primary dies; Sentinel needs down_after (1 s), a vote and the promotion.
     primary.kill().await.unwrap();

@@ -66,6 +66,8 @@ pub struct ProcessorConfig {
     /// `PROCESSOR_MAX_IN_FLIGHT` (256).
     pub max_in_flight: usize,
     pub redis_timeout: Duration,
+    /// `REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT`: the reservation scripts wait for replicas.
+    pub redis_durability: Option<crate::redis_conn::Durability>,
     pub kafka_produce_timeout: Duration,
     pub orders_partitions: i32,
     pub order_status_ttl: Duration,
@@ -95,6 +97,10 @@ impl ProcessorConfig {
             metrics_addr: env.socket_addr("PROCESSOR_METRICS_ADDR", "0.0.0.0:9090")?,
             max_in_flight: env.number("PROCESSOR_MAX_IN_FLIGHT", 256, 1, 100_000)?,
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
+            redis_durability: crate::redis_conn::Durability::from_env(
+                env,
+                env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
+            )?,
             kafka_produce_timeout: env.duration("KAFKA_PRODUCE_TIMEOUT", Duration::from_secs(5))?,
             orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
             order_status_ttl: env.duration("ORDER_STATUS_TTL", Duration::from_secs(30 * 60))?,
@@ -191,7 +197,11 @@ pub async fn run(
 
     let metrics = ProcessorMetrics::new();
     let worker = OrderWorker {
-        reservations: Reservations::new(redis.clone(), config.order_status_ttl, config.order_state_ttl),
+        reservations: Reservations::new(
+            redis.clone().with_durability(config.redis_durability),
+            config.order_status_ttl,
+            config.order_state_ttl,
+        ),
         payment: PaymentClient::new(&config.payment_url, config.payment_timeout)
             .map_err(|source| ProcessorError::Payment { url: config.payment_url.clone(), source })?,
         publisher: Publisher::new(&config.kafka_addr, config.kafka_produce_timeout).map_err(kafka_err)?,
