@@ -49,13 +49,26 @@ pub fn redis(addr: SocketAddr, dir: &Path) -> ProcessSpec {
 /// `announce` (the address its clients and the sentinels use: its fault proxy's) and, for a
 /// replica, replicating from `primary` (the primary's announced address: replication goes
 /// through the proxies too).
-pub fn redis_node(index: usize, addr: SocketAddr, announce: SocketAddr, primary: Option<SocketAddr>, dir: &Path) -> ProcessSpec {
+pub fn redis_node(
+    index: usize,
+    addr: SocketAddr,
+    announce: SocketAddr,
+    primary: Option<SocketAddr>,
+    dir: &Path,
+) -> ProcessSpec {
     let mut spec = redis(addr, dir);
     spec.name = format!("redis[{index}]");
+    if primary.is_some() {
+        // Ready once it holds the primary's data.
+        spec.probe = Probe::RedisReplicaSynced(addr);
+    }
     spec.log_path = dir.join(format!("redis-{index}.log"));
     spec.args.extend(
         [
-            "--replica-announce-ip".to_string(),
+            // A full sync at once (Redis 7 waits 5 s for more replicas to share one by default).
+            "--repl-diskless-sync-delay".to_string(),
+            "0".into(),
+            "--replica-announce-ip".into(),
             announce.ip().to_string(),
             "--replica-announce-port".into(),
             announce.port().to_string(),
@@ -170,6 +183,9 @@ fn tansu_program() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SystemAddrs {
     pub redis: SocketAddr,
+    /// With replicated Redis: the sentinels, which name the primary (then `redis` is not
+    /// passed on).
+    pub sentinels: Vec<SocketAddr>,
     pub kafka: SocketAddr,
     /// The payment provider, once it runs.
     pub payment: Option<SocketAddr>,
@@ -178,8 +194,17 @@ pub struct SystemAddrs {
 impl SystemAddrs {
     /// `REDIS_ADDR`, `KAFKA_ADDR` and `PAYMENT_URL` for a flash-sale service or admin command.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env =
-            vec![("REDIS_ADDR".to_string(), self.redis.to_string()), ("KAFKA_ADDR".into(), self.kafka.to_string())];
+        let mut env = match self.sentinels.is_empty() {
+            true => vec![("REDIS_ADDR".to_string(), self.redis.to_string())],
+            false => vec![
+                (
+                    "REDIS_SENTINELS".to_string(),
+                    self.sentinels.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(","),
+                ),
+                ("REDIS_MASTER_NAME".into(), crate::testbed::replication::MASTER_NAME.into()),
+            ],
+        };
+        env.push(("KAFKA_ADDR".into(), self.kafka.to_string()));
         if let Some(payment) = self.payment {
             env.push(("PAYMENT_URL".into(), format!("http://{payment}")));
         }

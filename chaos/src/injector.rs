@@ -231,10 +231,16 @@ impl Injector {
     /// Applies `fault`, checks it and schedules its heal. An instant fault (`restart`) is over
     /// when this returns. Fails without changing anything when the fault is invalid for this
     /// lab or conflicts with one in force.
-    pub async fn inject(&self, fault: Fault) -> Result<FaultInfo, FaultError> {
+    pub async fn inject(&self, mut fault: Fault) -> Result<FaultInfo, FaultError> {
         fault.validate()?;
-        let description = fault.to_string();
         let mut testbed = self.inner.testbed.lock().await;
+        // With replicated Redis, `redis` is the node that is the primary now: the fault (and its
+        // heal) stays on that node even after a failover.
+        if fault.target == Target::Redis && testbed.replicated() {
+            testbed.refresh_primary().await;
+            fault.target = testbed.resolve(Target::Redis);
+        }
+        let description = fault.to_string();
         let valid = testbed.targets();
         if !valid.contains(&fault.target) {
             let valid = valid.iter().map(Target::to_string).collect::<Vec<_>>().join(", ");
