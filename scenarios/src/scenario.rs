@@ -86,6 +86,10 @@ pub struct Topology {
     /// Partitions of the `orders` topic.
     #[serde(default = "three")]
     pub partitions: u32,
+    /// Replicas of Redis, with three sentinels watching the primary (the services find it
+    /// through them); 0: one Redis, no Sentinel.
+    #[serde(default)]
+    pub redis_replicas: usize,
 }
 
 fn one_usize() -> usize {
@@ -98,7 +102,7 @@ fn three() -> u32 {
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { gateways: 1, processors: 1, partitions: 3 }
+        Topology { gateways: 1, processors: 1, partitions: 3, redis_replicas: 0 }
     }
 }
 
@@ -501,6 +505,9 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
     if scenario.topology.gateways == 0 || scenario.topology.gateways > 8 {
         return Err(invalid("gateways", "topology.gateways", "1 to 8".into()));
     }
+    if scenario.topology.redis_replicas > 4 {
+        return Err(invalid("redis_replicas", "topology.redis_replicas", "0 to 4".into()));
+    }
     if scenario.topology.processors > 8 {
         return Err(invalid("processors", "topology.processors", "0 to 8".into()));
     }
@@ -597,6 +604,11 @@ impl Topology {
         let (kind, index, count) = match target {
             Target::Gateway(i) => ("gateway", i, self.gateways),
             Target::Processor(i) => ("processor", i, self.processors),
+            Target::RedisNode(_) | Target::Sentinel(_) if self.redis_replicas == 0 => {
+                return Err(format!("{target}: the topology has one Redis and no sentinel (topology.redis_replicas = 0)"))
+            }
+            Target::RedisNode(i) => ("redis node", i, self.redis_replicas + 1),
+            Target::Sentinel(i) => ("sentinel", i, chaos::testbed::replication::SENTINELS),
             _ => return Ok(()),
         };
         if index < count {

@@ -110,7 +110,7 @@ async fn start_sentinel(
 }
 
 /// The primary's announced address, as the first sentinel that answers names it.
-pub(super) async fn ask_primary(sentinels: &[SocketAddr]) -> Option<SocketAddr> {
+pub async fn ask_primary(sentinels: &[SocketAddr]) -> Option<SocketAddr> {
     for sentinel in sentinels {
         let answer =
             redis_answer(*sentinel, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME], Duration::from_secs(1))

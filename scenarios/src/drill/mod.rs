@@ -213,6 +213,7 @@ pub async fn drill(
         service_env: env.into_iter().collect(),
         seed: scenario.seed,
         monitoring: alerts::config(&scenario),
+        redis_replicas: scenario.topology.redis_replicas,
         ..TestbedConfig::default()
     };
     if !options.quiet {
@@ -228,6 +229,9 @@ pub async fn drill(
     };
     let sources = Sources {
         redis: testbed.redis_direct_addr(),
+        sentinels: testbed.admin_env().iter().find(|(k, _)| k == "REDIS_SENTINELS").map_or(Vec::new(), |(_, v)| {
+            v.split(',').filter_map(|a| a.parse().ok()).collect()
+        }),
         kafka: testbed.kafka_direct_addr(),
         payment_url: testbed.payment_url().unwrap_or_default(),
         flashsale: testbed.flashsale_bin().to_path_buf(),
