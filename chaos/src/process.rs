@@ -159,8 +159,8 @@ impl Supervised {
         self.memory.as_ref().map_err(Clone::clone)
     }
 
-    /// From the next start on, the process also enters the cgroup whose `cgroup.procs` is
-    /// `procs` (`None` of the same path: no longer).
+    /// From the next start on, the process also enters (`enter`) — or no longer enters — the
+    /// cgroup whose `cgroup.procs` is `procs`.
     pub fn enter_on_start(&mut self, procs: PathBuf, enter: bool) {
         self.also_enter.retain(|p| *p != procs);
         if enter {

@@ -55,27 +55,25 @@ pub fn render(dir: &Path) -> Result<Rendered, ReportError> {
         files.push(png_path);
         svgs.push((plot.name.to_string(), svg));
     }
-    // Under the time plots, on their axis: the alert bands of a run with monitoring.
+    // Under the time plots, on their axis: the alert bands of a run with monitoring, and the
+    // supervisor's restarts and readiness of a run with one.
+    let mut lanes = |name: &str, svg: Result<String, String>, png: &dyn Fn(&Path) -> Result<(), String>| {
+        let render = |e: String| ReportError::Render(format!("{name}: {e}"));
+        let svg = svg.map_err(render)?;
+        let svg_path = plots_dir.join(format!("{name}.svg"));
+        write(&svg_path, &svg)?;
+        let png_path = plots_dir.join(format!("{name}.png"));
+        png(&png_path).map_err(render)?;
+        files.push(svg_path);
+        files.push(png_path);
+        svgs.push((name.to_string(), svg));
+        Ok::<(), ReportError>(())
+    };
     if plots::alerts::monitored(&run) {
-        let svg = plots::alerts::svg(&run).map_err(|e| ReportError::Render(format!("alerts: {e}")))?;
-        let svg_path = plots_dir.join("alerts.svg");
-        write(&svg_path, &svg)?;
-        let png_path = plots_dir.join("alerts.png");
-        plots::alerts::png(&run, &png_path).map_err(|e| ReportError::Render(format!("alerts: {e}")))?;
-        files.push(svg_path);
-        files.push(png_path);
-        svgs.push(("alerts".to_string(), svg));
+        lanes("alerts", plots::alerts::svg(&run), &|p| plots::alerts::png(&run, p))?;
     }
-    // And the supervisor's restarts and readiness, for a run with one.
     if let Some(svg) = plots::supervisor::svg(&run) {
-        let svg = svg.map_err(|e| ReportError::Render(format!("supervisor: {e}")))?;
-        let svg_path = plots_dir.join("supervisor.svg");
-        write(&svg_path, &svg)?;
-        let png_path = plots_dir.join("supervisor.png");
-        plots::supervisor::png(&run, &png_path).map_err(|e| ReportError::Render(format!("supervisor: {e}")))?;
-        files.push(svg_path);
-        files.push(png_path);
-        svgs.push(("supervisor".to_string(), svg));
+        lanes("supervisor", svg, &|p| plots::supervisor::png(&run, p))?;
     }
     let html = dir.join("report.html");
     write(&html, &documents::html(&run, &svgs))?;

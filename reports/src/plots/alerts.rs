@@ -9,15 +9,12 @@ use plotters::style::RGBColor;
 
 use rundir::{AlertPhase, AlertRecord};
 
-use super::{font, shade, DrawResult};
+use super::{font, lanes_chart, lanes_size, DrawResult};
 use crate::data::{Run, Window};
 
 /// Prometheus evaluates every second in the lab: a state seen at one evaluation holds until the
 /// next, so a stretch is drawn one interval past its last evaluation.
 const EVALUATION_S: f64 = 1.0;
-const WIDTH: u32 = 960;
-const LANE_PX: u32 = 28;
-const LABEL_PX: u32 = 190;
 
 /// One alert's lane.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,10 +99,6 @@ fn color(severity: &str) -> RGBColor {
     }
 }
 
-fn size(lanes: usize) -> (u32, u32) {
-    (WIDTH, 90 + LANE_PX * lanes.max(1) as u32)
-}
-
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     lanes: &[Lane],
@@ -116,24 +109,9 @@ where
     DB::ErrorType: 'static,
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
     let n = lanes.len().max(1) as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("alerts: pending (light), firing (solid), ▲ firing notice, ○ resolved notice", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(LABEL_PX)
-        .build_cartesian_2d(0f64..seconds.max(1.0), 0f64..n)
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the load started")
-        .disable_y_mesh()
-        .y_labels(0)
-        .label_style(("sans-serif", 12))
-        .draw()
-        .map_err(e)?;
-    shade(&mut chart, windows, n)?;
+    let caption = "alerts: pending (light), firing (solid), ▲ firing notice, ○ resolved notice";
+    let mut chart = lanes_chart(&root, caption, n, seconds, windows)?;
     // Lane i from the top: y in (n-1-i, n-i).
     for (i, lane) in lanes.iter().enumerate() {
         let base = n - 1.0 - i as f64;
@@ -170,7 +148,7 @@ pub fn svg(run: &Run) -> Result<String, String> {
     let lanes = lanes(run);
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, size(lanes.len())).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, lanes_size(lanes.len())).into_drawing_area();
         draw(root, &lanes, &run.windows, run.series.seconds as f64)?;
     }
     Ok(out)
@@ -180,6 +158,6 @@ pub fn svg(run: &Run) -> Result<String, String> {
 pub fn png(run: &Run, path: &std::path::Path) -> Result<(), String> {
     font()?;
     let lanes = lanes(run);
-    let root = BitMapBackend::new(path, size(lanes.len())).into_drawing_area();
+    let root = BitMapBackend::new(path, lanes_size(lanes.len())).into_drawing_area();
     draw(root, &lanes, &run.windows, run.series.seconds as f64)
 }

@@ -286,6 +286,50 @@ where
 
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+/// Lane plots (the alert bands, the supervisor's): this wide, a lane this tall, names in a
+/// margin this wide.
+const LANES_WIDTH: u32 = 960;
+const LANE_PX: u32 = 28;
+const LANE_LABEL_PX: u32 = 190;
+
+/// The size of a lane plot with `lanes` lanes.
+fn lanes_size(lanes: usize) -> (u32, u32) {
+    (LANES_WIDTH, 90 + LANE_PX * lanes.max(1) as u32)
+}
+
+/// A white lane plot of `n` lanes (lane i from the top spans y in n-1-i .. n-i) on the time
+/// axis of the other plots (seconds since the load started), the fault windows shaded.
+fn lanes_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    n: f64,
+    seconds: f64,
+    windows: &[Window],
+) -> Result<Chart<'a, DB>, String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(LANE_LABEL_PX)
+        .build_cartesian_2d(0f64..seconds.max(1.0), 0f64..n)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the load started")
+        .disable_y_mesh()
+        .y_labels(0)
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(e)?;
+    shade(&mut chart, windows, n)?;
+    Ok(chart)
+}
+
 /// The fault windows, shaded over the whole height (`0..y_max`) and labelled.
 fn shade<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, windows: &[Window], y_max: f64) -> DrawResult
 where

@@ -9,12 +9,9 @@ use plotters::style::RGBColor;
 
 use rundir::events::SupervisorEvent;
 
-use super::{font, shade, DrawResult};
+use super::{font, lanes_chart, lanes_size, DrawResult};
 use crate::data::{Run, Window};
 
-const WIDTH: u32 = 960;
-const LANE_PX: u32 = 28;
-const LABEL_PX: u32 = 190;
 const NOT_READY: RGBColor = RGBColor(251, 140, 0);
 const RESTART: RGBColor = RGBColor(25, 118, 210);
 const FAILED: RGBColor = RGBColor(211, 47, 47);
@@ -72,10 +69,6 @@ pub fn lanes(run: &Run) -> Option<Vec<Lane>> {
     Some(lanes)
 }
 
-fn size(lanes: usize) -> (u32, u32) {
-    (WIDTH, 90 + LANE_PX * lanes.max(1) as u32)
-}
-
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     lanes: &[Lane],
@@ -86,27 +79,9 @@ where
     DB::ErrorType: 'static,
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
     let n = lanes.len().max(1) as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "supervisor: not ready (band), ▲ restart (red: died starting), × liveness probe failed",
-            ("sans-serif", 16),
-        )
-        .margin(8)
-        .x_label_area_size(32)
-        .y_label_area_size(LABEL_PX)
-        .build_cartesian_2d(0f64..seconds.max(1.0), 0f64..n)
-        .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the load started")
-        .disable_y_mesh()
-        .y_labels(0)
-        .label_style(("sans-serif", 12))
-        .draw()
-        .map_err(e)?;
-    shade(&mut chart, windows, n)?;
+    let caption = "supervisor: not ready (band), ▲ restart (red: died starting), × liveness probe failed";
+    let mut chart = lanes_chart(&root, caption, n, seconds, windows)?;
     for (i, lane) in lanes.iter().enumerate() {
         let base = n - 1.0 - i as f64;
         chart
@@ -140,7 +115,7 @@ pub fn svg(run: &Run) -> Option<Result<String, String>> {
     Some(font().and_then(|()| {
         let mut out = String::new();
         {
-            let root = SVGBackend::with_string(&mut out, size(lanes.len())).into_drawing_area();
+            let root = SVGBackend::with_string(&mut out, lanes_size(lanes.len())).into_drawing_area();
             draw(root, &lanes, &run.windows, run.series.seconds as f64)?;
         }
         Ok(out)
@@ -151,6 +126,6 @@ pub fn svg(run: &Run) -> Option<Result<String, String>> {
 pub fn png(run: &Run, path: &std::path::Path) -> Result<(), String> {
     font()?;
     let lanes = lanes(run).unwrap_or_default();
-    let root = BitMapBackend::new(path, size(lanes.len())).into_drawing_area();
+    let root = BitMapBackend::new(path, lanes_size(lanes.len())).into_drawing_area();
     draw(root, &lanes, &run.windows, run.series.seconds as f64)
 }
