@@ -40,6 +40,9 @@ pub enum Target {
     RedisNode(usize),
     /// With replicas: sentinel N.
     Sentinel(usize),
+    /// With replicas: the replication link from the first primary to replica N (`replication[N]`,
+    /// a fault proxy of its own: a network fault on it slows or cuts replication alone).
+    RedisLink(usize),
     Broker,
     Payment,
     Gateway(usize),
@@ -49,7 +52,7 @@ pub enum Target {
 impl Target {
     /// Whether the target has a fault proxy in front of it.
     pub fn has_proxy(self) -> bool {
-        matches!(self, Target::Redis | Target::RedisNode(_) | Target::Broker | Target::Payment)
+        matches!(self, Target::Redis | Target::RedisNode(_) | Target::RedisLink(_) | Target::Broker | Target::Payment)
     }
 }
 
@@ -59,6 +62,7 @@ impl fmt::Display for Target {
             Target::Redis => f.write_str("redis"),
             Target::RedisNode(i) => write!(f, "redis[{i}]"),
             Target::Sentinel(i) => write!(f, "sentinel[{i}]"),
+            Target::RedisLink(i) => write!(f, "replication[{i}]"),
             Target::Broker => f.write_str("broker"),
             Target::Payment => f.write_str("payment"),
             Target::Gateway(i) => write!(f, "gateway[{i}]"),
@@ -68,7 +72,7 @@ impl fmt::Display for Target {
 }
 
 /// What a target may be called.
-pub const TARGET_SYNTAX: &str = "redis, broker, payment, gateway[N], processor[N] (gateway = gateway[0]); with Redis replicas also redis[N] and sentinel[N] (redis alone is then the primary)";
+pub const TARGET_SYNTAX: &str = "redis, broker, payment, gateway[N], processor[N] (gateway = gateway[0]); with Redis replicas also redis[N], sentinel[N] and replication[N] (the link to replica N; redis alone is then the primary)";
 
 impl FromStr for Target {
     type Err = String;
@@ -86,6 +90,7 @@ impl FromStr for Target {
             ("redis", None) => Ok(Target::Redis),
             ("redis", Some(i)) => Ok(Target::RedisNode(i)),
             ("sentinel", Some(i)) => Ok(Target::Sentinel(i)),
+            ("replication", Some(i)) => Ok(Target::RedisLink(i)),
             ("broker" | "kafka", None) => Ok(Target::Broker),
             ("payment", None) => Ok(Target::Payment),
             ("gateway", i) => Ok(Target::Gateway(i.unwrap_or(0))),

@@ -609,6 +609,8 @@ impl Topology {
             }
             Target::RedisNode(i) => ("redis node", i, self.redis_replicas + 1),
             Target::Sentinel(i) => ("sentinel", i, chaos::testbed::replication::SENTINELS),
+            Target::RedisLink(0) => return Err("replication[0]: links go to replicas, replication[1] and up".into()),
+            Target::RedisLink(i) => ("replication link", i - 1, self.redis_replicas),
             _ => return Ok(()),
         };
         if index < count {

@@ -224,14 +224,17 @@ impl Testbed {
         .await?;
         let replication = if replicated {
             let primary = proxies.as_ref().map_or(redis.addr(), |p| p.redis.addr());
-            let mut node_proxies = Vec::new();
+            let (mut node_proxies, mut links) = (Vec::new(), Vec::new());
             if let Some(p) = &proxies {
                 for i in 0..config.redis_replicas {
                     node_proxies.push(p._runtime.proxy(config.seed.wrapping_add(10 + i as u64)).await?);
+                    let link = p._runtime.proxy(config.seed.wrapping_add(20 + i as u64)).await?;
+                    link.set_upstream(redis.addr());
+                    links.push(link);
                 }
             }
             let settings = config.sentinel.clone().unwrap_or_else(replication::default_settings);
-            Some(Replication::start(config.redis_replicas, primary, node_proxies, &settings, &redis_dir).await?)
+            Some(Replication::start(config.redis_replicas, primary, node_proxies, links, &settings, &redis_dir).await?)
         } else {
             None
         };
@@ -447,6 +450,7 @@ impl Testbed {
         match self.resolve(target) {
             Target::Redis | Target::RedisNode(0) => Some(&proxies.redis),
             Target::RedisNode(i) => self.replication.as_ref()?.proxies.get(i - 1),
+            Target::RedisLink(i) => self.replication.as_ref()?.links.get(i.checked_sub(1)?),
             Target::Broker => Some(&proxies.broker),
             Target::Payment => proxies.payment.as_ref(),
             Target::Sentinel(_) | Target::Gateway(_) | Target::Processor(_) => None,
@@ -459,6 +463,7 @@ impl Testbed {
             Target::Redis | Target::RedisNode(0) => Some(&mut self.redis),
             Target::RedisNode(i) => self.replication.as_mut()?.replicas.get_mut(i - 1),
             Target::Sentinel(i) => self.replication.as_mut()?.sentinels.get_mut(i),
+            Target::RedisLink(_) => None,
             Target::Broker => Some(&mut self.broker),
             Target::Payment => self.payment.as_mut(),
             Target::Gateway(i) => self.gateways.get_mut(i),
@@ -471,6 +476,7 @@ impl Testbed {
             Target::Redis | Target::RedisNode(0) => Some(&self.redis),
             Target::RedisNode(i) => self.replication.as_ref()?.replicas.get(i - 1),
             Target::Sentinel(i) => self.replication.as_ref()?.sentinels.get(i),
+            Target::RedisLink(_) => None,
             Target::Broker => Some(&self.broker),
             Target::Payment => self.payment.as_ref(),
             Target::Gateway(i) => self.gateways.get(i),
@@ -486,6 +492,7 @@ impl Testbed {
             Some(r) => (0..=r.replicas.len())
                 .map(Target::RedisNode)
                 .chain((0..r.sentinels.len()).map(Target::Sentinel))
+                .chain((1..=r.links.len()).map(Target::RedisLink))
                 .collect(),
         };
         targets.push(Target::Broker);
@@ -501,6 +508,10 @@ impl Testbed {
     /// proxy when it has one): what a client would see now.
     pub fn client_probe(&self, target: Target) -> Option<Probe> {
         let addr = self.proxy(target).map(FaultProxy::addr);
+        if let Target::RedisLink(_) = target {
+            // A link has no process: a PING through it reaches the first primary.
+            return addr.map(Probe::RedisPing);
+        }
         let process = self.process_ref(target)?;
         Some(match (process.spec().probe.clone(), addr) {
             (probe, None) => probe,
@@ -615,7 +626,7 @@ impl Testbed {
     pub async fn stop_all(&mut self) -> Result<(), TestbedError> {
         if let Some(proxies) = &self.proxies {
             // Whatever fault is still set, the shutdown goes through clean connections.
-            let replicas = self.replication.iter().flat_map(|r| r.proxies.iter());
+            let replicas = self.replication.iter().flat_map(|r| r.proxies.iter().chain(r.links.iter()));
             for proxy in [Some(&proxies.redis), Some(&proxies.broker), proxies.payment.as_ref()]
                 .into_iter()
                 .flatten()

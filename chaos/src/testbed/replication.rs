@@ -4,7 +4,10 @@
 //! Each node is behind a fault proxy of its own and announces the proxy's address
 //! (`replica-announce-ip/port`), so the sentinels, the services (`REDIS_SENTINELS`) and the
 //! replication links all go through the proxies: a network fault on a node cuts its clients
-//! and its replication alike. The sentinels themselves are reached directly; they are
+//! and its replication alike. Each replica first replicates through a link of its own
+//! (`replication[N]`, another proxy, to the first primary directly), so a fault can slow or cut
+//! replication while the clients are served; after a failover Sentinel points the replicas at
+//! the new primary's announced address. The sentinels themselves are reached directly; they are
 //! processes the lab can kill or freeze. Which node is the primary is asked of the sentinels
 //! ([`super::Testbed::refresh_primary`]): after a failover it is another one.
 
@@ -41,6 +44,9 @@ pub struct Replication {
     pub(super) replicas: Vec<Supervised>,
     /// Their fault proxies (none when the testbed runs without proxies).
     pub(super) proxies: Vec<FaultProxy>,
+    /// The replication links from the first primary to each replica, a proxy each (none
+    /// without proxies).
+    pub(super) links: Vec<FaultProxy>,
     pub(super) sentinels: Vec<Supervised>,
     /// The node the sentinels named last.
     pub(super) primary: usize,
@@ -53,6 +59,7 @@ impl Replication {
         replicas: usize,
         primary: SocketAddr,
         proxies: Vec<FaultProxy>,
+        links: Vec<FaultProxy>,
         settings: &SentinelSettings,
         dir: &Path,
     ) -> Result<Replication, super::TestbedError> {
@@ -68,7 +75,8 @@ impl Replication {
                     }
                     None => addr,
                 };
-                components::redis_node(i, addr, announce, Some(primary), &node_dir)
+                let source = links.get(i - 1).map_or(primary, FaultProxy::addr);
+                components::redis_node(i, addr, announce, Some(source), &node_dir)
             })
             .await?;
             nodes.push(node);
@@ -79,7 +87,7 @@ impl Replication {
             let sentinel = start_sentinel(i, primary, settings, &sentinel_dir).await?;
             sentinels.push(sentinel);
         }
-        Ok(Replication { replicas: nodes, proxies, sentinels, primary: 0 })
+        Ok(Replication { replicas: nodes, proxies, links, sentinels, primary: 0 })
     }
 
     /// The sentinels' addresses (`REDIS_SENTINELS`).
