@@ -443,7 +443,7 @@ impl Inner {
             Action::Network { toxic, directions, toxicity } => {
                 let proxy = testbed.proxy(target).ok_or(FaultError::NoProxy(target))?;
                 for &direction in directions.each() {
-                    proxy.set(direction, ToxicSetting { toxic: *toxic, toxicity: *toxicity });
+                    proxy.set(direction, ToxicSetting { toxic: *toxic, toxicity: *toxicity, from: None });
                 }
                 let check = check_network(testbed, target, toxic, *directions, *toxicity).await;
                 Ok((Undo::Proxy { directions: *directions, name: toxic.name() }, check))
