@@ -74,7 +74,16 @@ pub fn redis_node(
             announce.port().to_string(),
         ]
         .into_iter()
-        .chain(primary.into_iter().flat_map(|p| ["--replicaof".to_string(), p.ip().to_string(), p.port().to_string()])),
+        .chain(primary.into_iter().flat_map(|p| {
+            [
+                "--replicaof".to_string(),
+                p.ip().to_string(),
+                p.port().to_string(),
+                // Its replication connection from an address of its own: a fault can single it out.
+                "--bind-source-addr".into(),
+                crate::testbed::replication::replica_source(index).to_string(),
+            ]
+        })),
     );
     spec
 }

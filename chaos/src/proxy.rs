@@ -196,15 +196,22 @@ impl FaultProxy {
         self.shared.down.load(Ordering::SeqCst)
     }
 
-    /// Removes the toxic named `name` (see [`Toxic::name`]) from `direction`, if set.
+    /// Removes the toxic named `name` (see [`Toxic::name`]) for every client from `direction`,
+    /// if set.
     pub fn remove(&self, direction: Direction, name: &str) {
+        self.remove_from(direction, name, None);
+    }
+
+    /// Removes the toxic named `name` limited to clients at `from` (`None`: the one for every
+    /// client) from `direction`, if set.
+    pub fn remove_from(&self, direction: Direction, name: &str, from: Option<std::net::IpAddr>) {
         {
             let mut toxics = self.shared.toxics.write().unwrap_or_else(|p| p.into_inner());
             let list = match direction {
                 Direction::Upstream => &mut toxics.upstream,
                 Direction::Downstream => &mut toxics.downstream,
             };
-            list.retain(|s| s.toxic.name() != name);
+            list.retain(|s| !(s.toxic.name() == name && s.from == from));
         }
         self.shared.changes.send_modify(|v| *v += 1);
     }

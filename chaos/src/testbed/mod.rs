@@ -224,17 +224,14 @@ impl Testbed {
         .await?;
         let replication = if replicated {
             let primary = proxies.as_ref().map_or(redis.addr(), |p| p.redis.addr());
-            let (mut node_proxies, mut links) = (Vec::new(), Vec::new());
+            let mut node_proxies = Vec::new();
             if let Some(p) = &proxies {
                 for i in 0..config.redis_replicas {
                     node_proxies.push(p._runtime.proxy(config.seed.wrapping_add(10 + i as u64)).await?);
-                    let link = p._runtime.proxy(config.seed.wrapping_add(20 + i as u64)).await?;
-                    link.set_upstream(redis.addr());
-                    links.push(link);
                 }
             }
             let settings = config.sentinel.clone().unwrap_or_else(replication::default_settings);
-            Some(Replication::start(config.redis_replicas, primary, node_proxies, links, &settings, &redis_dir).await?)
+            Some(Replication::start(config.redis_replicas, primary, node_proxies, &settings, &redis_dir).await?)
         } else {
             None
         };
@@ -450,11 +447,26 @@ impl Testbed {
         match self.resolve(target) {
             Target::Redis | Target::RedisNode(0) => Some(&proxies.redis),
             Target::RedisNode(i) => self.replication.as_ref()?.proxies.get(i - 1),
-            Target::RedisLink(i) => self.replication.as_ref()?.links.get(i.checked_sub(1)?),
+            // A link is toxics on every node's proxy: see [`Testbed::link`].
+            Target::RedisLink(_) => None,
             Target::Broker => Some(&proxies.broker),
             Target::Payment => proxies.payment.as_ref(),
             Target::Sentinel(_) | Target::Gateway(_) | Target::Processor(_) => None,
         }
+    }
+
+    /// `replication[N]`: every Redis node's proxy, and the address replica N replicates from —
+    /// a toxic on those proxies for that address hits its replication whichever node is the
+    /// primary. `None` for any other target, or without proxies.
+    pub fn link(&self, target: Target) -> Option<(Vec<&FaultProxy>, std::net::IpAddr)> {
+        let Target::RedisLink(i) = target else { return None };
+        let replication = self.replication.as_ref()?;
+        if i == 0 || i > replication.replicas.len() {
+            return None;
+        }
+        let proxies = self.proxies.as_ref()?;
+        let all = std::iter::once(&proxies.redis).chain(replication.proxies.iter()).collect();
+        Some((all, replication::replica_source(i)))
     }
 
     /// The process behind `target`, if the testbed has it.
@@ -492,7 +504,7 @@ impl Testbed {
             Some(r) => (0..=r.replicas.len())
                 .map(Target::RedisNode)
                 .chain((0..r.sentinels.len()).map(Target::Sentinel))
-                .chain((1..=r.links.len()).map(Target::RedisLink))
+                .chain((1..=r.replicas.len()).map(Target::RedisLink))
                 .collect(),
         };
         targets.push(Target::Broker);
@@ -508,10 +520,6 @@ impl Testbed {
     /// proxy when it has one): what a client would see now.
     pub fn client_probe(&self, target: Target) -> Option<Probe> {
         let addr = self.proxy(target).map(FaultProxy::addr);
-        if let Target::RedisLink(_) = target {
-            // A link has no process: a PING through it reaches the first primary.
-            return addr.map(Probe::RedisPing);
-        }
         let process = self.process_ref(target)?;
         Some(match (process.spec().probe.clone(), addr) {
             (probe, None) => probe,
@@ -626,7 +634,7 @@ impl Testbed {
     pub async fn stop_all(&mut self) -> Result<(), TestbedError> {
         if let Some(proxies) = &self.proxies {
             // Whatever fault is still set, the shutdown goes through clean connections.
-            let replicas = self.replication.iter().flat_map(|r| r.proxies.iter().chain(r.links.iter()));
+            let replicas = self.replication.iter().flat_map(|r| r.proxies.iter());
             for proxy in [Some(&proxies.redis), Some(&proxies.broker), proxies.payment.as_ref()]
                 .into_iter()
                 .flatten()

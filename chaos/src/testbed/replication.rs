@@ -4,10 +4,11 @@
 //! Each node is behind a fault proxy of its own and announces the proxy's address
 //! (`replica-announce-ip/port`), so the sentinels, the services (`REDIS_SENTINELS`) and the
 //! replication links all go through the proxies: a network fault on a node cuts its clients
-//! and its replication alike. Each replica first replicates through a link of its own
-//! (`replication[N]`, another proxy, to the first primary directly), so a fault can slow or cut
-//! replication while the clients are served; after a failover Sentinel points the replicas at
-//! the new primary's announced address. The sentinels themselves are reached directly; they are
+//! and its replication alike. Replica N opens its replication connection from an address of
+//! its own (`bind-source-addr 127.0.0.N+1`): a fault on `replication[N]` is a toxic on every
+//! node's proxy limited to connections from that address — replication to that replica slows or
+//! stops, whichever node is the primary, and the clients are spared. (A proxy per link would
+//! not do: Sentinel points every replica at the primary's announced address.) The sentinels themselves are reached directly; they are
 //! processes the lab can kill or freeze. Which node is the primary is asked of the sentinels
 //! ([`super::Testbed::refresh_primary`]): after a failover it is another one.
 
@@ -44,9 +45,6 @@ pub struct Replication {
     pub(super) replicas: Vec<Supervised>,
     /// Their fault proxies (none when the testbed runs without proxies).
     pub(super) proxies: Vec<FaultProxy>,
-    /// The replication links from the first primary to each replica, a proxy each (none
-    /// without proxies).
-    pub(super) links: Vec<FaultProxy>,
     pub(super) sentinels: Vec<Supervised>,
     /// The node the sentinels named last.
     pub(super) primary: usize,
@@ -59,7 +57,6 @@ impl Replication {
         replicas: usize,
         primary: SocketAddr,
         proxies: Vec<FaultProxy>,
-        links: Vec<FaultProxy>,
         settings: &SentinelSettings,
         dir: &Path,
     ) -> Result<Replication, super::TestbedError> {
@@ -75,8 +72,7 @@ impl Replication {
                     }
                     None => addr,
                 };
-                let source = links.get(i - 1).map_or(primary, FaultProxy::addr);
-                components::redis_node(i, addr, announce, Some(source), &node_dir)
+                components::redis_node(i, addr, announce, Some(primary), &node_dir)
             })
             .await?;
             nodes.push(node);
@@ -87,7 +83,7 @@ impl Replication {
             let sentinel = start_sentinel(i, primary, settings, &sentinel_dir).await?;
             sentinels.push(sentinel);
         }
-        Ok(Replication { replicas: nodes, proxies, links, sentinels, primary: 0 })
+        Ok(Replication { replicas: nodes, proxies, sentinels, primary: 0 })
     }
 
     /// The sentinels' addresses (`REDIS_SENTINELS`).
@@ -115,6 +111,11 @@ async fn start_sentinel(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The address replica `index` (1…) opens its replication connection from.
+pub fn replica_source(index: usize) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, (index + 1).min(254) as u8))
 }
 
 /// The primary's announced address, as the first sentinel that answers names it.
