@@ -90,6 +90,15 @@ pub struct Topology {
     /// through them); 0: one Redis, no Sentinel.
     #[serde(default)]
     pub redis_replicas: usize,
+    /// With replicas: how long the primary may not answer before a sentinel thinks it down
+    /// (Sentinel's `down-after-milliseconds`; scaled with `--scale`, like the supervisor's
+    /// periods — the deployment's settings, not the system's own timeouts).
+    #[serde(default = "sentinel_down_after", with = "duration_text")]
+    pub sentinel_down_after: Duration,
+}
+
+fn sentinel_down_after() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn one_usize() -> usize {
@@ -102,7 +111,7 @@ fn three() -> u32 {
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { gateways: 1, processors: 1, partitions: 3, redis_replicas: 0 }
+        Topology { gateways: 1, processors: 1, partitions: 3, redis_replicas: 0, sentinel_down_after: sentinel_down_after() }
     }
 }
 
@@ -787,6 +796,7 @@ impl Scenario {
         self.alerts.time_factor *= factor;
         self.alerts.settle = scale_d(self.alerts.settle);
         self.supervisor = self.supervisor.map(|s| s.scaled(factor));
+        self.topology.sentinel_down_after = scale_d(self.topology.sentinel_down_after).max(Duration::from_millis(500));
         Ok(self)
     }
 

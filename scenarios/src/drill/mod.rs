@@ -214,6 +214,12 @@ pub async fn drill(
         seed: scenario.seed,
         monitoring: alerts::config(&scenario),
         redis_replicas: scenario.topology.redis_replicas,
+        sentinel: (scenario.topology.redis_replicas > 0).then(|| chaos::components::SentinelSettings {
+            down_after: scenario.topology.sentinel_down_after,
+            // Long enough for one failover, short enough to retry within a drill.
+            failover_timeout: (scenario.topology.sentinel_down_after * 2).max(std::time::Duration::from_secs(3)),
+            ..chaos::testbed::replication::default_settings()
+        }),
         ..TestbedConfig::default()
     };
     if !options.quiet {
