@@ -45,6 +45,109 @@ pub fn redis(addr: SocketAddr, dir: &Path) -> ProcessSpec {
     }
 }
 
+/// A `redis-server` of a replicated set: `redis_node(i)` on `addr`, data in `dir`, announcing
+/// `announce` (the address its clients and the sentinels use: its fault proxy's) and, for a
+/// replica, replicating from `primary` (the primary's announced address: replication goes
+/// through the proxies too).
+pub fn redis_node(
+    index: usize,
+    addr: SocketAddr,
+    announce: SocketAddr,
+    primary: Option<SocketAddr>,
+    dir: &Path,
+) -> ProcessSpec {
+    let mut spec = redis(addr, dir);
+    spec.name = format!("redis[{index}]");
+    if primary.is_some() {
+        // Ready once it holds the primary's data.
+        spec.probe = Probe::RedisReplicaSynced(addr);
+    }
+    spec.log_path = dir.join(format!("redis-{index}.log"));
+    spec.args.extend(
+        [
+            // A full sync at once (Redis 7 waits 5 s for more replicas to share one by default).
+            "--repl-diskless-sync-delay".to_string(),
+            "0".into(),
+            "--replica-announce-ip".into(),
+            announce.ip().to_string(),
+            "--replica-announce-port".into(),
+            announce.port().to_string(),
+        ]
+        .into_iter()
+        .chain(primary.into_iter().flat_map(|p| {
+            [
+                "--replicaof".to_string(),
+                p.ip().to_string(),
+                p.port().to_string(),
+                // Its replication connection from an address of its own: a fault can single it out.
+                "--bind-source-addr".into(),
+                crate::testbed::replication::replica_source(index).to_string(),
+            ]
+        })),
+    );
+    spec
+}
+
+/// How Redis Sentinel watches the primary.
+#[derive(Debug, Clone)]
+pub struct SentinelSettings {
+    /// The name clients ask for (`REDIS_MASTER_NAME`).
+    pub master: String,
+    /// Sentinels that must agree the primary is down.
+    pub quorum: usize,
+    /// `down-after-milliseconds`: no answer this long and a sentinel thinks the primary down.
+    pub down_after: Duration,
+    /// `failover-timeout`.
+    pub failover_timeout: Duration,
+}
+
+/// `redis-server --sentinel` number `index` on `addr`, watching `primary` (an address the
+/// primary announces), its config file (which Sentinel rewrites) in `dir`.
+pub fn sentinel(
+    index: usize,
+    addr: SocketAddr,
+    primary: SocketAddr,
+    settings: &SentinelSettings,
+    dir: &Path,
+) -> std::io::Result<ProcessSpec> {
+    let conf = dir.join(format!("sentinel-{index}.conf"));
+    let name = &settings.master;
+    // Rewritten by Sentinel as it learns replicas and failovers: written once, kept across
+    // restarts.
+    if !conf.exists() {
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind {ip}\ndir {dir}\nprotected-mode no\n\
+                 sentinel resolve-hostnames no\n\
+                 sentinel monitor {name} {pip} {pport} {quorum}\n\
+                 sentinel down-after-milliseconds {name} {down}\n\
+                 sentinel failover-timeout {name} {failover}\n\
+                 sentinel parallel-syncs {name} 1\n",
+                port = addr.port(),
+                ip = addr.ip(),
+                dir = dir.display(),
+                pip = primary.ip(),
+                pport = primary.port(),
+                quorum = settings.quorum,
+                down = settings.down_after.as_millis(),
+                failover = settings.failover_timeout.as_millis(),
+            ),
+        )?;
+    }
+    Ok(ProcessSpec {
+        name: format!("sentinel[{index}]"),
+        program: "redis-server".into(),
+        args: vec![conf.display().to_string(), "--sentinel".into()],
+        env: Vec::new(),
+        cwd: dir.to_path_buf(),
+        log_path: dir.join(format!("sentinel-{index}.log")),
+        probe: Probe::RedisPing(addr),
+        ready_timeout: Duration::from_secs(20),
+        stop_grace: Duration::from_secs(10),
+    })
+}
+
 /// The `tansu` broker on `addr`, advertising `advertised` (its own address, or a proxy's), with
 /// sqlite storage in `dir/broker.db`: it survives `kill -9`. The sqlite path is relative to the
 /// working directory — tansu prepends the cwd even to an absolute path.
@@ -89,6 +192,9 @@ fn tansu_program() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SystemAddrs {
     pub redis: SocketAddr,
+    /// With replicated Redis: the sentinels, which name the primary (then `redis` is not
+    /// passed on).
+    pub sentinels: Vec<SocketAddr>,
     pub kafka: SocketAddr,
     /// The payment provider, once it runs.
     pub payment: Option<SocketAddr>,
@@ -97,8 +203,17 @@ pub struct SystemAddrs {
 impl SystemAddrs {
     /// `REDIS_ADDR`, `KAFKA_ADDR` and `PAYMENT_URL` for a flash-sale service or admin command.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env =
-            vec![("REDIS_ADDR".to_string(), self.redis.to_string()), ("KAFKA_ADDR".into(), self.kafka.to_string())];
+        let mut env = match self.sentinels.is_empty() {
+            true => vec![("REDIS_ADDR".to_string(), self.redis.to_string())],
+            false => vec![
+                (
+                    "REDIS_SENTINELS".to_string(),
+                    self.sentinels.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(","),
+                ),
+                ("REDIS_MASTER_NAME".into(), crate::testbed::replication::MASTER_NAME.into()),
+            ],
+        };
+        env.push(("KAFKA_ADDR".into(), self.kafka.to_string()));
         if let Some(payment) = self.payment {
             env.push(("PAYMENT_URL".into(), format!("http://{payment}")));
         }

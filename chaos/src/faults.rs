@@ -34,7 +34,15 @@ pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Target {
+    /// The Redis server; with replicas, the primary (whichever node it is when the fault starts).
     Redis,
+    /// With replicas: node N of the set (`redis[0]` is the first primary).
+    RedisNode(usize),
+    /// With replicas: sentinel N.
+    Sentinel(usize),
+    /// With replicas: the replication link from the first primary to replica N (`replication[N]`,
+    /// a fault proxy of its own: a network fault on it slows or cuts replication alone).
+    RedisLink(usize),
     Broker,
     Payment,
     Gateway(usize),
@@ -44,7 +52,7 @@ pub enum Target {
 impl Target {
     /// Whether the target has a fault proxy in front of it.
     pub fn has_proxy(self) -> bool {
-        matches!(self, Target::Redis | Target::Broker | Target::Payment)
+        matches!(self, Target::Redis | Target::RedisNode(_) | Target::RedisLink(_) | Target::Broker | Target::Payment)
     }
 }
 
@@ -52,6 +60,9 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Redis => f.write_str("redis"),
+            Target::RedisNode(i) => write!(f, "redis[{i}]"),
+            Target::Sentinel(i) => write!(f, "sentinel[{i}]"),
+            Target::RedisLink(i) => write!(f, "replication[{i}]"),
             Target::Broker => f.write_str("broker"),
             Target::Payment => f.write_str("payment"),
             Target::Gateway(i) => write!(f, "gateway[{i}]"),
@@ -61,7 +72,7 @@ impl fmt::Display for Target {
 }
 
 /// What a target may be called.
-pub const TARGET_SYNTAX: &str = "redis, broker, payment, gateway[N], processor[N] (gateway = gateway[0])";
+pub const TARGET_SYNTAX: &str = "redis, broker, payment, gateway[N], processor[N] (gateway = gateway[0]); with Redis replicas also redis[N], sentinel[N] and replication[N] (the link to replica N; redis alone is then the primary)";
 
 impl FromStr for Target {
     type Err = String;
@@ -77,6 +88,9 @@ impl FromStr for Target {
         };
         match (name, index) {
             ("redis", None) => Ok(Target::Redis),
+            ("redis", Some(i)) => Ok(Target::RedisNode(i)),
+            ("sentinel", Some(i)) => Ok(Target::Sentinel(i)),
+            ("replication", Some(i)) => Ok(Target::RedisLink(i)),
             ("broker" | "kafka", None) => Ok(Target::Broker),
             ("payment", None) => Ok(Target::Payment),
             ("gateway", i) => Ok(Target::Gateway(i.unwrap_or(0))),

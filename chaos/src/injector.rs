@@ -231,10 +231,16 @@ impl Injector {
     /// Applies `fault`, checks it and schedules its heal. An instant fault (`restart`) is over
     /// when this returns. Fails without changing anything when the fault is invalid for this
     /// lab or conflicts with one in force.
-    pub async fn inject(&self, fault: Fault) -> Result<FaultInfo, FaultError> {
+    pub async fn inject(&self, mut fault: Fault) -> Result<FaultInfo, FaultError> {
         fault.validate()?;
-        let description = fault.to_string();
         let mut testbed = self.inner.testbed.lock().await;
+        // With replicated Redis, `redis` is the node that is the primary now: the fault (and its
+        // heal) stays on that node even after a failover.
+        if fault.target == Target::Redis && testbed.replicated() {
+            testbed.refresh_primary().await;
+            fault.target = testbed.resolve(Target::Redis);
+        }
+        let description = fault.to_string();
         let valid = testbed.targets();
         if !valid.contains(&fault.target) {
             let valid = valid.iter().map(Target::to_string).collect::<Vec<_>>().join(", ");
@@ -434,10 +440,28 @@ impl Inner {
                 let ok = after != 0 && after != before && !pid_alive(before);
                 Ok((Undo::Nothing, Check::new(ok, format!("pid {before} → {after}, ready"))))
             }
+            Action::Network { toxic, directions, toxicity } if matches!(target, Target::RedisLink(_)) => {
+                let (proxies, from) = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
+                for proxy in &proxies {
+                    for &direction in directions.each() {
+                        proxy.set(direction, ToxicSetting { toxic: *toxic, toxicity: *toxicity, from: Some(from) });
+                    }
+                }
+                // The lab cannot speak from the replica's address: the check is the proxies'
+                // settings, and the replica's link as the primary reports it is in the events.
+                let set = proxies.iter().all(|p| {
+                    directions.each().iter().all(|&d| p.toxics(d).iter().any(|s| s.toxic == *toxic && s.from == Some(from)))
+                });
+                let check = Check::new(
+                    set,
+                    format!("{} on all {} Redis proxies for connections from {from} (the replica's replication)", toxic.name(), proxies.len()),
+                );
+                Ok((Undo::Proxy { directions: *directions, name: toxic.name() }, check))
+            }
             Action::Network { toxic, directions, toxicity } => {
                 let proxy = testbed.proxy(target).ok_or(FaultError::NoProxy(target))?;
                 for &direction in directions.each() {
-                    proxy.set(direction, ToxicSetting { toxic: *toxic, toxicity: *toxicity });
+                    proxy.set(direction, ToxicSetting { toxic: *toxic, toxicity: *toxicity, from: None });
                 }
                 let check = check_network(testbed, target, toxic, *directions, *toxicity).await;
                 Ok((Undo::Proxy { directions: *directions, name: toxic.name() }, check))
@@ -575,6 +599,18 @@ impl Inner {
                 let running = wait_for(Duration::from_secs(1), || process_state(pid) != Some('T')).await;
                 let state = process_state(pid).unwrap_or('?');
                 Ok((Check::new(running, format!("pid {pid} resumed (state {state:?})")), true))
+            }
+            Undo::Proxy { directions, name } if matches!(target, Target::RedisLink(_)) => {
+                let (proxies, from) = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
+                for proxy in &proxies {
+                    for &direction in directions.each() {
+                        proxy.remove_from(direction, name, Some(from));
+                    }
+                }
+                let gone = proxies.iter().all(|p| {
+                    directions.each().iter().all(|&d| p.toxics(d).iter().all(|s| !(s.toxic.name() == *name && s.from == Some(from))))
+                });
+                Ok((Check::new(gone, format!("{name} for {from} removed from every Redis proxy")), false))
             }
             Undo::Proxy { directions, name } => {
                 let proxy = testbed.proxy(target).ok_or(FaultError::NoProxy(target))?;

@@ -15,6 +15,9 @@ use tokio::time::timeout;
 pub enum Probe {
     /// Redis answers `PING` with `+PONG` (not `-LOADING` while it replays its AOF).
     RedisPing(SocketAddr),
+    /// A Redis replica is in sync with its primary (`master_link_status:up` in `INFO
+    /// replication`): a replica that has not synced yet holds nothing to fail over to.
+    RedisReplicaSynced(SocketAddr),
     /// A Kafka broker answers an `ApiVersions` request with error code 0.
     KafkaApiVersions(SocketAddr),
     /// An HTTP server answers `GET path` with a 2xx status.
@@ -33,6 +36,13 @@ impl Probe {
     async fn check_unbounded(&self) -> Result<(), String> {
         match self {
             Probe::RedisPing(addr) => redis_ping(*addr).await,
+            Probe::RedisReplicaSynced(addr) => {
+                let info = redis_answer(*addr, &["INFO", "replication"], Duration::from_secs(5)).await?;
+                match info.contains("master_link_status:up") {
+                    true => Ok(()),
+                    false => Err("replica not in sync with its primary yet".into()),
+                }
+            }
             Probe::KafkaApiVersions(addr) => kafka_api_versions(*addr).await,
             Probe::HttpOk(addr, path) => http_ok(*addr, path).await,
         }
@@ -104,6 +114,12 @@ async fn http_ok(addr: SocketAddr, path: &str) -> Result<(), String> {
 /// Sends one Redis command and returns the first line of the answer (`+OK`, `:42`, `-ERR ...`),
 /// bounded by `limit`.
 pub async fn redis_command(addr: SocketAddr, parts: &[&str], limit: Duration) -> Result<String, String> {
+    redis_answer(addr, parts, limit).await.map(|a| a.lines().next().unwrap_or_default().to_string())
+}
+
+/// Sends one Redis command and returns the answer's text as read in one go (a short array,
+/// such as `SENTINEL get-master-addr-by-name`, fits), bounded by `limit`.
+pub async fn redis_answer(addr: SocketAddr, parts: &[&str], limit: Duration) -> Result<String, String> {
     let exchange = async {
         let mut stream = connect(addr).await?;
         let mut request = format!("*{}\r\n", parts.len());
@@ -111,13 +127,12 @@ pub async fn redis_command(addr: SocketAddr, parts: &[&str], limit: Duration) ->
             request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
         }
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 4096];
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("redis closed the connection".to_string());
         }
-        let answer = String::from_utf8_lossy(&buf[..n]);
-        Ok(answer.lines().next().unwrap_or_default().to_string())
+        Ok(String::from_utf8_lossy(&buf[..n]).to_string())
     };
     match timeout(limit, exchange).await {
         Ok(result) => result,

@@ -143,7 +143,10 @@ impl Supervised {
     /// The address it serves on: the one its readiness probe checks.
     pub fn addr(&self) -> SocketAddr {
         match self.spec.probe {
-            Probe::RedisPing(addr) | Probe::KafkaApiVersions(addr) | Probe::HttpOk(addr, _) => addr,
+            Probe::RedisPing(addr)
+            | Probe::RedisReplicaSynced(addr)
+            | Probe::KafkaApiVersions(addr)
+            | Probe::HttpOk(addr, _) => addr,
         }
     }
 

@@ -81,11 +81,22 @@ impl Toxic {
     }
 }
 
-/// A toxic and the share of connections it affects (0..=1).
+/// A toxic, the share of connections it affects (0..=1), and — when set — the one client
+/// address those connections come from (a Redis replica binds its replication connection to
+/// an address of its own: a toxic can then hit replication and spare the clients).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ToxicSetting {
     pub toxic: Toxic,
     pub toxicity: f64,
+    pub from: Option<std::net::IpAddr>,
+}
+
+/// What decides which toxics touch a connection: its draw (against each toxicity) and where
+/// it comes from.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    draw: f64,
+    peer: std::net::IpAddr,
 }
 
 #[derive(Debug, Default)]
@@ -185,15 +196,22 @@ impl FaultProxy {
         self.shared.down.load(Ordering::SeqCst)
     }
 
-    /// Removes the toxic named `name` (see [`Toxic::name`]) from `direction`, if set.
+    /// Removes the toxic named `name` (see [`Toxic::name`]) for every client from `direction`,
+    /// if set.
     pub fn remove(&self, direction: Direction, name: &str) {
+        self.remove_from(direction, name, None);
+    }
+
+    /// Removes the toxic named `name` limited to clients at `from` (`None`: the one for every
+    /// client) from `direction`, if set.
+    pub fn remove_from(&self, direction: Direction, name: &str, from: Option<std::net::IpAddr>) {
         {
             let mut toxics = self.shared.toxics.write().unwrap_or_else(|p| p.into_inner());
             let list = match direction {
                 Direction::Upstream => &mut toxics.upstream,
                 Direction::Downstream => &mut toxics.downstream,
             };
-            list.retain(|s| s.toxic.name() != name);
+            list.retain(|s| !(s.toxic.name() == name && s.from == from));
         }
         self.shared.changes.send_modify(|v| *v += 1);
     }
@@ -232,8 +250,8 @@ impl FaultProxy {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
+        let (client, peer) = match listener.accept().await {
+            Ok((client, peer)) => (client, peer.ip()),
             Err(e) => {
                 // Out of file descriptors and the like: pause rather than spin.
                 tracing::warn!(error = %e, "fault proxy: accept failed");
@@ -258,11 +276,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let _ = upstream.set_nodelay(true);
             // One draw per connection decides which toxics (by toxicity) affect it.
             let draw: f64 = shared.rng.lock().unwrap_or_else(|p| p.into_inner()).gen();
+            let conn = Conn { draw, peer };
             let (client_read, client_write) = client.into_split();
             let (upstream_read, upstream_write) = upstream.into_split();
             let killed = Arc::new(tokio::sync::Notify::new());
-            let up = pump(client_read, upstream_write, Direction::Upstream, draw, shared.clone());
-            let down = pump(upstream_read, client_write, Direction::Downstream, draw, shared);
+            let up = pump(client_read, upstream_write, Direction::Upstream, conn, shared.clone());
+            let down = pump(upstream_read, client_write, Direction::Downstream, conn, shared);
             // A reset (or going down) on either side ends both: the first pump to finish with
             // `Abort` resets its peer socket; the other is dropped here, closing its halves.
             tokio::select! {
@@ -289,13 +308,16 @@ async fn connect_upstream(shared: &Shared) -> Option<TcpStream> {
     None
 }
 
-fn active(shared: &Shared, direction: Direction, draw: f64) -> Vec<Toxic> {
+fn active(shared: &Shared, direction: Direction, conn: Conn) -> Vec<Toxic> {
     let toxics = shared.toxics.read().unwrap_or_else(|p| p.into_inner());
     let list = match direction {
         Direction::Upstream => &toxics.upstream,
         Direction::Downstream => &toxics.downstream,
     };
-    list.iter().filter(|s| draw < s.toxicity).map(|s| s.toxic).collect()
+    list.iter()
+        .filter(|s| conn.draw < s.toxicity && s.from.is_none_or(|ip| ip == conn.peer))
+        .map(|s| s.toxic)
+        .collect()
 }
 
 /// How a pump ended.
@@ -312,18 +334,18 @@ async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     direction: Direction,
-    draw: f64,
+    conn: Conn,
     shared: Arc<Shared>,
 ) -> End {
     let mut changes = shared.changes.subscribe();
     let mut buf = vec![0u8; CHUNK];
     let mut sent: u64 = 0;
     // The toxics in force, re-read only when the proxy's settings change (not per chunk).
-    let mut toxics = active(&shared, direction, draw);
+    let mut toxics = active(&shared, direction, conn);
     loop {
         if changes.has_changed().unwrap_or(false) {
             changes.borrow_and_update();
-            toxics = active(&shared, direction, draw);
+            toxics = active(&shared, direction, conn);
         }
         if shared.down.load(Ordering::SeqCst) || toxics.contains(&Toxic::ResetPeer) {
             abort(&from, &to);
@@ -333,13 +355,13 @@ async fn pump(
             read = from.read(&mut buf) => read.unwrap_or(0),
             // A toxic changed: look again (a reset or a down applies to idle connections too).
             _ = changes.changed() => {
-                toxics = active(&shared, direction, draw);
+                toxics = active(&shared, direction, conn);
                 continue;
             }
         };
         if changes.has_changed().unwrap_or(false) {
             changes.borrow_and_update();
-            toxics = active(&shared, direction, draw);
+            toxics = active(&shared, direction, conn);
         }
         if n == 0 {
             if let Some(Toxic::SlowClose { delay }) = toxics.iter().find(|t| matches!(t, Toxic::SlowClose { .. })) {

@@ -33,7 +33,7 @@ async fn ping(stream: &mut TcpStream, limit: Duration) -> Result<Duration, Strin
 }
 
 fn toxic(toxic: Toxic) -> ToxicSetting {
-    ToxicSetting { toxic, toxicity: 1.0 }
+    ToxicSetting { toxic, toxicity: 1.0, from: None }
 }
 
 #[tokio::test]
@@ -106,7 +106,7 @@ async fn limit_data_and_toxicity_affect_the_chosen_share_of_connections() {
     assert_eq!(ping(&mut conn, Duration::from_secs(1)).await, Err("closed".into()));
     proxy.heal();
     // Half the connections blackholed: of 40, between 10 and 30 time out (seeded draws).
-    proxy.set(Direction::Upstream, ToxicSetting { toxic: Toxic::Blackhole, toxicity: 0.5 });
+    proxy.set(Direction::Upstream, ToxicSetting { toxic: Toxic::Blackhole, toxicity: 0.5, from: None });
     let mut timed_out = 0;
     for _ in 0..40 {
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -151,4 +151,21 @@ async fn bandwidth_and_slicer_slow_a_large_transfer() {
     }
     assert_eq!(answer, b"+PONG\r\n");
     assert!(started.elapsed() >= Duration::from_millis(120), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_toxic_from_one_client_address_spares_the_others() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    // A replica's replication connection, bound to an address of its own.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut replica = socket.connect(proxy.addr()).await.unwrap();
+    ping(&mut replica, Duration::from_secs(1)).await.unwrap();
+    let from = Some("127.0.0.2".parse().unwrap());
+    proxy.set(Direction::Downstream, ToxicSetting { toxic: Toxic::Blackhole, toxicity: 1.0, from });
+    assert_eq!(ping(&mut replica, Duration::from_millis(300)).await, Err("timed out".into()));
+    ping(&mut client, Duration::from_secs(1)).await.expect("a client from 127.0.0.1 is spared");
+    proxy.heal();
 }

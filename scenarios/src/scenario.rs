@@ -86,6 +86,19 @@ pub struct Topology {
     /// Partitions of the `orders` topic.
     #[serde(default = "three")]
     pub partitions: u32,
+    /// Replicas of Redis, with three sentinels watching the primary (the services find it
+    /// through them); 0: one Redis, no Sentinel.
+    #[serde(default)]
+    pub redis_replicas: usize,
+    /// With replicas: how long the primary may not answer before a sentinel thinks it down
+    /// (Sentinel's `down-after-milliseconds`; scaled with `--scale`, like the supervisor's
+    /// periods — the deployment's settings, not the system's own timeouts).
+    #[serde(default = "sentinel_down_after", with = "duration_text")]
+    pub sentinel_down_after: Duration,
+}
+
+fn sentinel_down_after() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn one_usize() -> usize {
@@ -98,7 +111,7 @@ fn three() -> u32 {
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { gateways: 1, processors: 1, partitions: 3 }
+        Topology { gateways: 1, processors: 1, partitions: 3, redis_replicas: 0, sentinel_down_after: sentinel_down_after() }
     }
 }
 
@@ -501,6 +514,9 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
     if scenario.topology.gateways == 0 || scenario.topology.gateways > 8 {
         return Err(invalid("gateways", "topology.gateways", "1 to 8".into()));
     }
+    if scenario.topology.redis_replicas > 4 {
+        return Err(invalid("redis_replicas", "topology.redis_replicas", "0 to 4".into()));
+    }
     if scenario.topology.processors > 8 {
         return Err(invalid("processors", "topology.processors", "0 to 8".into()));
     }
@@ -597,6 +613,13 @@ impl Topology {
         let (kind, index, count) = match target {
             Target::Gateway(i) => ("gateway", i, self.gateways),
             Target::Processor(i) => ("processor", i, self.processors),
+            Target::RedisNode(_) | Target::Sentinel(_) if self.redis_replicas == 0 => {
+                return Err(format!("{target}: the topology has one Redis and no sentinel (topology.redis_replicas = 0)"))
+            }
+            Target::RedisNode(i) => ("redis node", i, self.redis_replicas + 1),
+            Target::Sentinel(i) => ("sentinel", i, chaos::testbed::replication::SENTINELS),
+            Target::RedisLink(0) => return Err("replication[0]: links go to replicas, replication[1] and up".into()),
+            Target::RedisLink(i) => ("replication link", i - 1, self.redis_replicas),
             _ => return Ok(()),
         };
         if index < count {
@@ -773,6 +796,7 @@ impl Scenario {
         self.alerts.time_factor *= factor;
         self.alerts.settle = scale_d(self.alerts.settle);
         self.supervisor = self.supervisor.map(|s| s.scaled(factor));
+        self.topology.sentinel_down_after = scale_d(self.topology.sentinel_down_after).max(Duration::from_millis(500));
         Ok(self)
     }
 

@@ -137,8 +137,8 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
 pub struct GatewayConfig {
     /// `GATEWAY_ADDR`, where the HTTP API listens.
     pub listen: SocketAddr,
-    /// `REDIS_ADDR`.
-    pub redis_addr: String,
+    /// `REDIS_ADDR`, or `REDIS_SENTINELS` and `REDIS_MASTER_NAME`.
+    pub redis: crate::redis_conn::RedisEndpoint,
     /// `KAFKA_ADDR`: bootstrap servers.
     pub kafka_addr: String,
     /// `LOG_LEVEL`: error, warn, info, debug, trace.
@@ -221,7 +221,7 @@ impl GatewayConfig {
         let log_level = env.log_level()?;
         Ok(GatewayConfig {
             listen: env.socket_addr("GATEWAY_ADDR", "0.0.0.0:8080")?,
-            redis_addr: env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?,
+            redis: crate::redis_conn::RedisEndpoint::from_env(env)?,
             kafka_addr: env.host_ports("KAFKA_ADDR", "127.0.0.1:9092")?,
             log_level,
             breaker,

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
 }
 
 struct AdminEnv {
-    redis_addr: String,
+    redis: flashsale::redis_conn::RedisEndpoint,
     kafka_addr: String,
     payment_url: String,
     timeout: Duration,
@@ -107,7 +107,7 @@ struct AdminEnv {
 
 fn admin_env(env: &Env<'_>) -> anyhow::Result<AdminEnv> {
     Ok(AdminEnv {
-        redis_addr: env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?,
+        redis: flashsale::redis_conn::RedisEndpoint::from_env(env)?,
         kafka_addr: env.host_ports("KAFKA_ADDR", "127.0.0.1:9092")?,
         payment_url: env.string("PAYMENT_URL", "http://127.0.0.1:8090"),
         timeout: env.duration("REDIS_TIMEOUT", Duration::from_secs(2))?,
@@ -115,7 +115,7 @@ fn admin_env(env: &Env<'_>) -> anyhow::Result<AdminEnv> {
 }
 
 async fn redis(admin: &AdminEnv) -> anyhow::Result<Redis> {
-    Redis::connect(&admin.redis_addr, admin.timeout).await.with_context(|| format!("REDIS_ADDR={}", admin.redis_addr))
+    Redis::connect(&admin.redis, admin.timeout).await.with_context(|| admin.redis.to_string())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

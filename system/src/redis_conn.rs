@@ -1,9 +1,62 @@
 //! The Redis connection every service shares: one multiplexed connection that reconnects by
 //! itself, with a limit on every call.
+//!
+//! Redis is found one of two ways ([`RedisEndpoint`]): at one address (`REDIS_ADDR`), or as
+//! the primary that Redis Sentinel names (`REDIS_SENTINELS`, `REDIS_MASTER_NAME`). With
+//! Sentinel the connection follows a failover by itself: every second, and at once after a call
+//! failed in a way a failover explains (the connection broke, `READONLY` from a demoted
+//! primary, no answer), the sentinels are asked for the primary (`SENTINEL
+//! get-master-addr-by-name`, each bounded); a new address gets a new connection, checked with
+//! `ROLE` to be a primary before it replaces the old one. A call in flight during the switch
+//! fails and is the caller's to retry, as with any Redis error.
 
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::{ConfigError, Env};
+
+/// How often the sentinels are asked for the primary, besides after a failed call.
+const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// `REDIS_ADDR`: one server.
+    Direct(String),
+    /// `REDIS_SENTINELS` (`HOST:PORT,…`): the primary Sentinel names `master`
+    /// (`REDIS_MASTER_NAME`).
+    Sentinel { sentinels: Vec<String>, master: String },
+}
+
+impl RedisEndpoint {
+    /// `REDIS_SENTINELS` when set (with `REDIS_MASTER_NAME`, default `flashsale`), else
+    /// `REDIS_ADDR` (default `127.0.0.1:6379`).
+    pub fn from_env(env: &Env<'_>) -> Result<RedisEndpoint, ConfigError> {
+        let sentinels = env.string("REDIS_SENTINELS", "");
+        if sentinels.is_empty() {
+            return Ok(RedisEndpoint::Direct(env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?));
+        }
+        let sentinels = env.host_ports("REDIS_SENTINELS", "")?;
+        let master = env.string("REDIS_MASTER_NAME", "flashsale");
+        if master.is_empty() || master.contains(char::is_whitespace) {
+            return Err(ConfigError { var: "REDIS_MASTER_NAME", value: master, why: "a name without spaces".into() });
+        }
+        Ok(RedisEndpoint::Sentinel { sentinels: sentinels.split(',').map(String::from).collect(), master })
+    }
+}
+
+impl std::fmt::Display for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisEndpoint::Direct(addr) => write!(f, "REDIS_ADDR={addr}"),
+            RedisEndpoint::Sentinel { sentinels, master } => {
+                write!(f, "REDIS_SENTINELS={} (REDIS_MASTER_NAME={master})", sentinels.join(","))
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -11,34 +64,171 @@ pub enum RedisError {
     Timeout(Duration),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("no sentinel names a primary for {0}")]
+    NoPrimary(String),
+    #[error("written on the primary, but {acked} of the {wanted} replica(s) asked for have it (WAIT)")]
+    NotReplicated { acked: u32, wanted: u32 },
 }
 
-/// A connection to `REDIS_ADDR` with `timeout` on connecting and on every answer.
+/// A connection to Redis (see [`RedisEndpoint`]) with `timeout` on connecting and on every
+/// answer. Cheap to clone: the clones share the connection.
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
+    inner: Arc<Inner>,
+    /// What [`Redis::call_durable`] waits for.
+    durability: Option<Durability>,
+}
+
+/// `WAIT` after a write: acknowledged only once `replicas` replicas have it, waiting at most
+/// `timeout` (`REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl Durability {
+    /// `REDIS_WAIT_REPLICAS` (0: off, the default) and `REDIS_WAIT_TIMEOUT` (100ms), which must
+    /// be shorter than `redis_timeout` (the call's own limit).
+    pub fn from_env(env: &Env<'_>, redis_timeout: Duration) -> Result<Option<Durability>, ConfigError> {
+        let replicas = env.number("REDIS_WAIT_REPLICAS", 0, 0, 16)?;
+        let timeout = env.duration("REDIS_WAIT_TIMEOUT", Duration::from_millis(100))?;
+        if replicas > 0 && timeout >= redis_timeout {
+            return Err(ConfigError {
+                var: "REDIS_WAIT_TIMEOUT",
+                value: humantime::format_duration(timeout).to_string(),
+                why: "must be shorter than REDIS_TIMEOUT".into(),
+            });
+        }
+        Ok((replicas > 0).then_some(Durability { replicas, timeout }))
+    }
+}
+
+struct Inner {
+    /// The primary's address and the connection to it.
+    conn: RwLock<(String, ConnectionManager)>,
     timeout: Duration,
+    /// With Sentinel: the sentinels and the master's name.
+    sentinel: Option<(Vec<String>, String)>,
+    /// Asks the watcher to look for the primary now.
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Redis")
+            .field("addr", &self.addr())
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn manager(addr: &str, timeout: Duration) -> Result<ConnectionManager, RedisError> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(2)
+        .set_max_delay(200);
+    tokio::time::timeout(timeout * 4, client.get_connection_manager_with_config(config))
+        .await
+        .map_err(|_| RedisError::Timeout(timeout * 4))?
+        .map_err(RedisError::from)
+}
+
+/// One command on a fresh connection to `addr`, bounded by `timeout`.
+async fn ask<T: redis::FromRedisValue>(addr: &str, cmd: &redis::Cmd, timeout: Duration) -> Result<T, RedisError> {
+    let exchange = async {
+        let client = redis::Client::open(format!("redis://{addr}/"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        cmd.query_async::<T>(&mut conn).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RedisError::Timeout(timeout)),
+    }
+}
+
+/// The primary's `HOST:PORT` as the first sentinel that knows it says.
+async fn primary_from(sentinels: &[String], master: &str, timeout: Duration) -> Result<String, RedisError> {
+    let mut last = RedisError::NoPrimary(master.to_string());
+    for sentinel in sentinels {
+        let cmd = redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(master).clone();
+        match ask::<Option<(String, u16)>>(sentinel, &cmd, timeout).await {
+            Ok(Some((host, port))) => return Ok(format!("{host}:{port}")),
+            Ok(None) => last = RedisError::NoPrimary(master.to_string()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Whether a failed call may mean the primary moved: the connection broke or timed out, or
+/// the server is a replica now.
+fn may_have_moved(e: &RedisError) -> bool {
+    match e {
+        RedisError::Timeout(_) => true,
+        RedisError::Redis(e) => {
+            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.code() == Some("READONLY")
+        }
+        RedisError::NoPrimary(_) | RedisError::NotReplicated { .. } => false,
     }
 }
 
 impl Redis {
-    /// Connects to `addr` (`host:port`). Fails when Redis is not reachable within `timeout`.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Redis, RedisError> {
-        let client = redis::Client::open(format!("redis://{addr}/"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(200);
-        let conn = tokio::time::timeout(timeout * 4, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| RedisError::Timeout(timeout * 4))??;
-        Ok(Redis { conn, timeout })
+    /// Connects to `endpoint`. Fails when Redis is not reachable within `timeout`.
+    pub async fn connect(endpoint: &RedisEndpoint, timeout: Duration) -> Result<Redis, RedisError> {
+        let (addr, sentinel) = match endpoint {
+            RedisEndpoint::Direct(addr) => (addr.clone(), None),
+            RedisEndpoint::Sentinel { sentinels, master } => {
+                (primary_from(sentinels, master, timeout).await?, Some((sentinels.clone(), master.clone())))
+            }
+        };
+        let conn = manager(&addr, timeout).await?;
+        let watch = sentinel.is_some();
+        let inner =
+            Arc::new(Inner { conn: RwLock::new((addr, conn)), timeout, sentinel, wake: tokio::sync::Notify::new() });
+        if watch {
+            tokio::spawn(watch_primary(Arc::downgrade(&inner)));
+        }
+        Ok(Redis { inner, durability: None })
+    }
+
+    /// The same connection, whose [`Redis::call_durable`] waits for `durability`.
+    pub fn with_durability(mut self, durability: Option<Durability>) -> Redis {
+        self.durability = durability;
+        self
+    }
+
+    /// [`Redis::call`], then — with a durability set — `WAIT` on the same connection: the write
+    /// is acknowledged only once enough replicas have it ([`RedisError::NotReplicated`] when
+    /// they did not within the wait; the write itself stands on the primary, and the caller's
+    /// retry finds it).
+    pub async fn call_durable<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(d) = self.durability else { return self.call(f).await };
+        let (value, acked) = self
+            .call(|c| async move {
+                let mut same = c.clone();
+                let value = f(c).await?;
+                let acked: u32 =
+                    redis::cmd("WAIT").arg(d.replicas).arg(d.timeout.as_millis() as u64).query_async(&mut same).await?;
+                Ok((value, acked))
+            })
+            .await?;
+        if acked < d.replicas {
+            return Err(RedisError::NotReplicated { acked, wanted: d.replicas });
+        }
+        Ok(value)
+    }
+
+    /// The address of the server the calls go to now.
+    pub fn addr(&self) -> String {
+        self.inner.conn.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
     /// Runs `f` on the connection within the timeout.
@@ -47,17 +237,28 @@ impl Redis {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(RedisError::Timeout(self.timeout)),
+        let conn = self.inner.conn.read().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let result = match tokio::time::timeout(self.inner.timeout, f(conn)).await {
+            Ok(result) => result.map_err(RedisError::from),
+            Err(_) => Err(RedisError::Timeout(self.inner.timeout)),
+        };
+        if let Err(e) = &result {
+            if self.inner.sentinel.is_some() && may_have_moved(e) {
+                self.inner.wake.notify_one();
+            }
         }
+        result
     }
 
     /// Connects and pings, retrying until `startup` passes: Redis may still be starting.
-    pub async fn connect_when_up(addr: &str, timeout: Duration, startup: Duration) -> Result<Redis, RedisError> {
+    pub async fn connect_when_up(
+        endpoint: &RedisEndpoint,
+        timeout: Duration,
+        startup: Duration,
+    ) -> Result<Redis, RedisError> {
         let started = tokio::time::Instant::now();
         loop {
-            let attempt = match Redis::connect(addr, timeout).await {
+            let attempt = match Redis::connect(endpoint, timeout).await {
                 Ok(redis) => redis.ping().await.map(|_| redis),
                 Err(e) => Err(e),
             };
@@ -75,5 +276,45 @@ impl Redis {
     /// `PING`.
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await }).await.map(|_| ())
+    }
+}
+
+/// With Sentinel: every [`SENTINEL_POLL`], or when a call failed, asks the sentinels for the
+/// primary and moves the connection when it changed. Ends when the last [`Redis`] clone drops.
+async fn watch_primary(inner: Weak<Inner>) {
+    loop {
+        {
+            let Some(inner) = inner.upgrade() else { return };
+            let _ = tokio::time::timeout(SENTINEL_POLL, inner.wake.notified()).await;
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let Some((sentinels, master)) = &inner.sentinel else { return };
+        let timeout = inner.timeout;
+        let current = inner.conn.read().unwrap_or_else(|p| p.into_inner()).0.clone();
+        let addr = match primary_from(sentinels, master, timeout).await {
+            Ok(addr) if addr != current => addr,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(event = "sentinel_unreachable", error = %e, "no sentinel named the primary");
+                continue;
+            }
+        };
+        // Only a server that says it is a primary takes the calls.
+        let role = ask::<Vec<redis::Value>>(&addr, &redis::cmd("ROLE"), timeout).await;
+        let is_primary =
+            matches!(role.as_ref().ok().and_then(|r| r.first()), Some(redis::Value::BulkString(b)) if b == b"master");
+        if !is_primary {
+            tracing::warn!(event = "sentinel_primary_not_ready", addr = %addr, "sentinel names a server that is not a primary yet");
+            continue;
+        }
+        match manager(&addr, timeout).await {
+            Ok(conn) => {
+                tracing::warn!(event = "redis_failover", from = %current, to = %addr, "following the new Redis primary");
+                *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = (addr, conn);
+            }
+            Err(e) => {
+                tracing::warn!(event = "redis_failover_connect", addr = %addr, error = %e, "cannot reach the new primary yet")
+            }
+        }
     }
 }

@@ -16,16 +16,30 @@ const PIPELINE: usize = 1000;
 /// Where to read from (the components directly, not through the proxies).
 #[derive(Debug, Clone)]
 pub struct Sources {
+    /// Redis; with replicated Redis, the first primary (see [`Sources::redis_now`]).
     pub redis: std::net::SocketAddr,
+    /// With replicated Redis: the sentinels, which name the primary now.
+    pub sentinels: Vec<std::net::SocketAddr>,
     pub kafka: std::net::SocketAddr,
     pub payment_url: String,
     pub flashsale: std::path::PathBuf,
     pub admin_env: Vec<(String, String)>,
 }
 
+impl Sources {
+    /// Where Redis answers now: with replicated Redis the primary the sentinels name (after a
+    /// failover, another node than at the start), else the one Redis.
+    pub async fn redis_now(&self) -> std::net::SocketAddr {
+        if self.sentinels.is_empty() {
+            return self.redis;
+        }
+        chaos::testbed::replication::ask_primary(&self.sentinels).await.unwrap_or(self.redis)
+    }
+}
+
 /// Collects the final state for `items` and `request_ids`.
 pub async fn collect(sources: &Sources, items: &[String], request_ids: &[String]) -> anyhow::Result<FinalState> {
-    let client = redis::Client::open(format!("redis://{}", sources.redis)).context("redis address")?;
+    let client = redis::Client::open(format!("redis://{}", sources.redis_now().await)).context("redis address")?;
     let mut conn = tokio::time::timeout(Duration::from_secs(10), client.get_multiplexed_async_connection())
         .await
         .context("redis: no connection within 10 s")??;

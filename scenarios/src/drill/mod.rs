@@ -213,6 +213,13 @@ pub async fn drill(
         service_env: env.into_iter().collect(),
         seed: scenario.seed,
         monitoring: alerts::config(&scenario),
+        redis_replicas: scenario.topology.redis_replicas,
+        sentinel: (scenario.topology.redis_replicas > 0).then(|| chaos::components::SentinelSettings {
+            down_after: scenario.topology.sentinel_down_after,
+            // Long enough for one failover, short enough to retry within a drill.
+            failover_timeout: (scenario.topology.sentinel_down_after * 2).max(std::time::Duration::from_secs(3)),
+            ..chaos::testbed::replication::default_settings()
+        }),
         ..TestbedConfig::default()
     };
     if !options.quiet {
@@ -228,6 +235,9 @@ pub async fn drill(
     };
     let sources = Sources {
         redis: testbed.redis_direct_addr(),
+        sentinels: testbed.admin_env().iter().find(|(k, _)| k == "REDIS_SENTINELS").map_or(Vec::new(), |(_, v)| {
+            v.split(',').filter_map(|a| a.parse().ok()).collect()
+        }),
         kafka: testbed.kafka_direct_addr(),
         payment_url: testbed.payment_url().unwrap_or_default(),
         flashsale: testbed.flashsale_bin().to_path_buf(),

@@ -42,7 +42,7 @@ pub(crate) struct GatewayState {
 pub enum GatewayError {
     #[error("cannot listen on GATEWAY_ADDR={addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot reach Redis at REDIS_ADDR={addr} within STARTUP_TIMEOUT: {last}")]
+    #[error("cannot reach Redis ({addr}) within STARTUP_TIMEOUT: {last}")]
     Redis { addr: String, last: String },
     #[error("Kafka at KAFKA_ADDR={addr}: {source}")]
     Kafka { addr: String, source: queue::QueueError },
@@ -55,9 +55,9 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let redis = Redis::connect_when_up(&config.redis_addr, config.redis_timeout, config.startup_timeout)
+    let redis = Redis::connect_when_up(&config.redis, config.redis_timeout, config.startup_timeout)
         .await
-        .map_err(|e| GatewayError::Redis { addr: config.redis_addr.clone(), last: e.to_string() })?;
+        .map_err(|e| GatewayError::Redis { addr: config.redis.to_string(), last: e.to_string() })?;
     queue::OrderQueue::ensure_topic(&config.kafka_addr, config.orders_partitions, config.startup_timeout)
         .await
         .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;

@@ -51,7 +51,7 @@ pub const GROUP: &str = "processor";
 /// Everything `flashsale processor` reads from the environment.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
-    pub redis_addr: String,
+    pub redis: crate::redis_conn::RedisEndpoint,
     pub kafka_addr: String,
     pub log_level: String,
     /// `PAYMENT_URL` (default `http://127.0.0.1:8090`).
@@ -66,6 +66,8 @@ pub struct ProcessorConfig {
     /// `PROCESSOR_MAX_IN_FLIGHT` (256).
     pub max_in_flight: usize,
     pub redis_timeout: Duration,
+    /// `REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT`: the reservation scripts wait for replicas.
+    pub redis_durability: Option<crate::redis_conn::Durability>,
     pub kafka_produce_timeout: Duration,
     pub orders_partitions: i32,
     pub order_status_ttl: Duration,
@@ -86,7 +88,7 @@ pub struct ProcessorConfig {
 impl ProcessorConfig {
     pub fn from_env(env: &Env<'_>) -> Result<ProcessorConfig, ConfigError> {
         Ok(ProcessorConfig {
-            redis_addr: env.host_ports("REDIS_ADDR", "127.0.0.1:6379")?,
+            redis: crate::redis_conn::RedisEndpoint::from_env(env)?,
             kafka_addr: env.host_ports("KAFKA_ADDR", "127.0.0.1:9092")?,
             log_level: env.log_level()?,
             payment_url: env.string("PAYMENT_URL", "http://127.0.0.1:8090"),
@@ -95,6 +97,10 @@ impl ProcessorConfig {
             metrics_addr: env.socket_addr("PROCESSOR_METRICS_ADDR", "0.0.0.0:9090")?,
             max_in_flight: env.number("PROCESSOR_MAX_IN_FLIGHT", 256, 1, 100_000)?,
             redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
+            redis_durability: crate::redis_conn::Durability::from_env(
+                env,
+                env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
+            )?,
             kafka_produce_timeout: env.duration("KAFKA_PRODUCE_TIMEOUT", Duration::from_secs(5))?,
             orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
             order_status_ttl: env.duration("ORDER_STATUS_TTL", Duration::from_secs(30 * 60))?,
@@ -110,7 +116,7 @@ impl ProcessorConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
-    #[error("cannot reach Redis at REDIS_ADDR={addr}: {source}")]
+    #[error("cannot reach Redis ({addr}): {source}")]
     Redis { addr: String, source: crate::redis_conn::RedisError },
     #[error("Kafka at KAFKA_ADDR={addr}: {source}")]
     Kafka { addr: String, source: QueueError },
@@ -142,9 +148,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessorError> {
     let kafka_err = |source| ProcessorError::Kafka { addr: config.kafka_addr.clone(), source };
-    let redis = Redis::connect_when_up(&config.redis_addr, config.redis_timeout, config.startup_timeout)
+    let redis = Redis::connect_when_up(&config.redis, config.redis_timeout, config.startup_timeout)
         .await
-        .map_err(|source| ProcessorError::Redis { addr: config.redis_addr.clone(), source })?;
+        .map_err(|source| ProcessorError::Redis { addr: config.redis.to_string(), source })?;
     ensure_topics(
         &config.kafka_addr,
         &[(ORDERS_TOPIC, config.orders_partitions), (DLQ_TOPIC, 1), (OUTCOMES_TOPIC, 1), (INVENTORY_TOPIC, 1)],
@@ -191,7 +197,11 @@ pub async fn run(
 
     let metrics = ProcessorMetrics::new();
     let worker = OrderWorker {
-        reservations: Reservations::new(redis.clone(), config.order_status_ttl, config.order_state_ttl),
+        reservations: Reservations::new(
+            redis.clone().with_durability(config.redis_durability),
+            config.order_status_ttl,
+            config.order_state_ttl,
+        ),
         payment: PaymentClient::new(&config.payment_url, config.payment_timeout)
             .map_err(|source| ProcessorError::Payment { url: config.payment_url.clone(), source })?,
         publisher: Publisher::new(&config.kafka_addr, config.kafka_produce_timeout).map_err(kafka_err)?,

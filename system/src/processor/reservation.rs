@@ -11,6 +11,10 @@
 //! - [`Reservations::refund`]: `RESERVED` → `FAILED_PAYMENT` and the units go back (this attempt
 //!   only, once).
 //!
+//! With `REDIS_WAIT_REPLICAS` set, each of the three is acknowledged only once that many
+//! replicas have it (`WAIT` on the same connection): a failover cannot then take back a
+//! reservation the processor went on to charge for.
+//!
 //! A status only moves forward: PENDING → RESERVED → one of COMPLETED, FAILED_SOLD_OUT,
 //! FAILED_PAYMENT. The one way back into RESERVED is a DLQ replay, which is a new attempt of an
 //! order whose last attempt ended in FAILED_PAYMENT.
@@ -152,7 +156,7 @@ impl Reservations {
             .arg(self.status_ttl.as_millis() as u64)
             .arg(self.state_ttl.as_millis() as u64);
         let (kind, status, number): (String, String, i64) =
-            self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+            self.redis.call_durable(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok(match kind.as_str() {
             "RESERVED" => Reserve::Reserved { stock: number },
             "FAILED_SOLD_OUT" => Reserve::SoldOut { stock: number },
@@ -170,7 +174,7 @@ impl Reservations {
             .key(keys::order_status(&order.request_id))
             .arg(order.attempt)
             .arg(self.status_ttl.as_millis() as u64);
-        let answer: String = self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+        let answer: String = self.redis.call_durable(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok(answer == "COMPLETED")
     }
 
@@ -187,7 +191,7 @@ impl Reservations {
             .arg(order.attempt)
             .arg(self.status_ttl.as_millis() as u64);
         let (status, stock): (String, i64) =
-            self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
+            self.redis.call_durable(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok((status, (stock >= 0).then_some(stock)))
     }
 

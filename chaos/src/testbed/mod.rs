@@ -13,6 +13,11 @@
 //! caller's runtime is doing — a test blocked in a synchronous Kafka read included. The lab's
 //! own tools ([`Testbed::admin_env`], readiness probes) talk to the components directly, so a
 //! network fault never blinds the lab.
+//!
+//! With `redis_replicas`, Redis is a replicated set watched by Sentinel ([`replication`]): the
+//! services find the primary through the sentinels (`REDIS_SENTINELS`), the target `redis`
+//! means whichever node is the primary when a fault starts, and the lab's own tools ask the
+//! sentinels too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,9 @@ use crate::ports::loopback;
 use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
 use crate::proxy::FaultProxy;
+
+pub mod replication;
+use replication::Replication;
 
 /// What to bring up.
 #[derive(Debug, Clone)]
@@ -52,6 +60,11 @@ pub struct TestbedConfig {
     /// Run Prometheus, Alertmanager and the exporters beside the system (see
     /// [`crate::monitoring`]); `None`: no monitoring.
     pub monitoring: Option<MonitoringConfig>,
+    /// Replicas of Redis, watched by three sentinels ([`replication`]); 0: one Redis, no
+    /// Sentinel (the default).
+    pub redis_replicas: usize,
+    /// Sentinel's settings with replicas; `None`: [`replication::default_settings`].
+    pub sentinel: Option<components::SentinelSettings>,
 }
 
 impl Default for TestbedConfig {
@@ -67,6 +80,8 @@ impl Default for TestbedConfig {
             proxies: true,
             seed: 1,
             monitoring: None,
+            redis_replicas: 0,
+            sentinel: None,
         }
     }
 }
@@ -139,6 +154,9 @@ pub struct Testbed {
     processors: Vec<Supervised>,
     payment: Option<Supervised>,
     broker: Supervised,
+    /// Before the first Redis: replicas and sentinels stop before the primary they follow.
+    replication: Option<Replication>,
+    /// The only Redis, or `redis[0]` of a replicated set.
     redis: Supervised,
     proxies: Option<Proxies>,
     /// Which gateways the front proxy sends new connections to (see
@@ -189,13 +207,34 @@ impl Testbed {
         } else {
             None
         };
+        let replicated = config.redis_replicas > 0;
         let redis = start_on_free_port(|addr| {
-            if let Some(p) = &proxies {
-                p.redis.set_upstream(addr);
+            let announce = match &proxies {
+                Some(p) => {
+                    p.redis.set_upstream(addr);
+                    p.redis.addr()
+                }
+                None => addr,
+            };
+            match replicated {
+                true => components::redis_node(0, addr, announce, None, &redis_dir),
+                false => components::redis(addr, &redis_dir),
             }
-            components::redis(addr, &redis_dir)
         })
         .await?;
+        let replication = if replicated {
+            let primary = proxies.as_ref().map_or(redis.addr(), |p| p.redis.addr());
+            let mut node_proxies = Vec::new();
+            if let Some(p) = &proxies {
+                for i in 0..config.redis_replicas {
+                    node_proxies.push(p._runtime.proxy(config.seed.wrapping_add(10 + i as u64)).await?);
+                }
+            }
+            let settings = config.sentinel.clone().unwrap_or_else(replication::default_settings);
+            Some(Replication::start(config.redis_replicas, primary, node_proxies, &settings, &redis_dir).await?)
+        } else {
+            None
+        };
         let broker = start_on_free_port(|addr| match &proxies {
             Some(p) => {
                 p.broker.set_upstream(addr);
@@ -226,6 +265,7 @@ impl Testbed {
             payment,
             broker,
             redis,
+            replication,
             proxies,
             in_rotation: vec![true; config.gateways],
             root,
@@ -262,6 +302,7 @@ impl Testbed {
     fn deps(&self) -> SystemAddrs {
         SystemAddrs {
             redis: self.redis_addr(),
+            sentinels: self.replication.as_ref().map(Replication::sentinel_addrs).unwrap_or_default(),
             kafka: self.kafka_addr(),
             payment: match self.proxies.as_ref().and_then(|p| p.payment.as_ref()) {
                 Some(proxy) => Some(proxy.addr()),
@@ -274,6 +315,9 @@ impl Testbed {
     fn direct(&self) -> SystemAddrs {
         SystemAddrs {
             redis: self.redis_direct_addr(),
+            // The admin commands follow the primary through the sentinels too (and so reach it
+            // through its proxy): an address taken now would be wrong after a failover.
+            sentinels: self.replication.as_ref().map(Replication::sentinel_addrs).unwrap_or_default(),
             kafka: self.kafka_direct_addr(),
             payment: self.payment.as_ref().map(probe_addr),
         }
@@ -339,17 +383,48 @@ impl Testbed {
         &self.root
     }
 
-    /// Where the system's services reach Redis: its proxy when there is one.
+    /// Where the system's services reach Redis (the primary, as last named by the sentinels):
+    /// its proxy when there is one.
     pub fn redis_addr(&self) -> SocketAddr {
-        match &self.proxies {
-            Some(p) => p.redis.addr(),
+        match self.proxy(Target::Redis) {
+            Some(p) => p.addr(),
             None => self.redis_direct_addr(),
         }
     }
 
-    /// Where Redis itself listens.
+    /// Where Redis (the primary, as last named by the sentinels) itself listens.
     pub fn redis_direct_addr(&self) -> SocketAddr {
-        probe_addr(&self.redis)
+        probe_addr(self.process_ref(self.resolve(Target::Redis)).unwrap_or(&self.redis))
+    }
+
+    /// Whether Redis is a replicated set with Sentinel.
+    pub fn replicated(&self) -> bool {
+        self.replication.is_some()
+    }
+
+    /// `redis` → the node that is the primary (as last named by the sentinels) when Redis is
+    /// replicated; any other target as it is.
+    pub fn resolve(&self, target: Target) -> Target {
+        match (&self.replication, target) {
+            (Some(r), Target::Redis) => Target::RedisNode(r.primary),
+            _ => target,
+        }
+    }
+
+    /// Asks the sentinels which node is the primary now and remembers it; returns its index
+    /// (`None`: no sentinel answered, or it named no node of this set — the last answer stays).
+    pub async fn refresh_primary(&mut self) -> Option<usize> {
+        let replication = self.replication.as_ref()?;
+        let named = replication::ask_primary(&replication.sentinel_addrs()).await?;
+        let node = (0..=replication.replicas.len()).find(|&i| {
+            let target = Target::RedisNode(i);
+            self.proxy(target).map(FaultProxy::addr) == Some(named)
+                || self.process_ref(target).map(Supervised::addr) == Some(named)
+        })?;
+        if let Some(r) = self.replication.as_mut() {
+            r.primary = node;
+        }
+        Some(node)
     }
 
     /// Where the system's services reach the broker (the address it advertises): its proxy when
@@ -366,21 +441,41 @@ impl Testbed {
         probe_addr(&self.broker)
     }
 
-    /// The fault proxy in front of `target` (Redis, the broker or payment), if any.
+    /// The fault proxy in front of `target` (a Redis node, the broker or payment), if any.
     pub fn proxy(&self, target: Target) -> Option<&FaultProxy> {
         let proxies = self.proxies.as_ref()?;
-        match target {
-            Target::Redis => Some(&proxies.redis),
+        match self.resolve(target) {
+            Target::Redis | Target::RedisNode(0) => Some(&proxies.redis),
+            Target::RedisNode(i) => self.replication.as_ref()?.proxies.get(i - 1),
+            // A link is toxics on every node's proxy: see [`Testbed::link`].
+            Target::RedisLink(_) => None,
             Target::Broker => Some(&proxies.broker),
             Target::Payment => proxies.payment.as_ref(),
-            Target::Gateway(_) | Target::Processor(_) => None,
+            Target::Sentinel(_) | Target::Gateway(_) | Target::Processor(_) => None,
         }
+    }
+
+    /// `replication[N]`: every Redis node's proxy, and the address replica N replicates from —
+    /// a toxic on those proxies for that address hits its replication whichever node is the
+    /// primary. `None` for any other target, or without proxies.
+    pub fn link(&self, target: Target) -> Option<(Vec<&FaultProxy>, std::net::IpAddr)> {
+        let Target::RedisLink(i) = target else { return None };
+        let replication = self.replication.as_ref()?;
+        if i == 0 || i > replication.replicas.len() {
+            return None;
+        }
+        let proxies = self.proxies.as_ref()?;
+        let all = std::iter::once(&proxies.redis).chain(replication.proxies.iter()).collect();
+        Some((all, replication::replica_source(i)))
     }
 
     /// The process behind `target`, if the testbed has it.
     pub fn process(&mut self, target: Target) -> Option<&mut Supervised> {
-        match target {
-            Target::Redis => Some(&mut self.redis),
+        match self.resolve(target) {
+            Target::Redis | Target::RedisNode(0) => Some(&mut self.redis),
+            Target::RedisNode(i) => self.replication.as_mut()?.replicas.get_mut(i - 1),
+            Target::Sentinel(i) => self.replication.as_mut()?.sentinels.get_mut(i),
+            Target::RedisLink(_) => None,
             Target::Broker => Some(&mut self.broker),
             Target::Payment => self.payment.as_mut(),
             Target::Gateway(i) => self.gateways.get_mut(i),
@@ -388,9 +483,31 @@ impl Testbed {
         }
     }
 
-    /// Every component of this testbed, in start order.
+    fn process_ref(&self, target: Target) -> Option<&Supervised> {
+        match self.resolve(target) {
+            Target::Redis | Target::RedisNode(0) => Some(&self.redis),
+            Target::RedisNode(i) => self.replication.as_ref()?.replicas.get(i - 1),
+            Target::Sentinel(i) => self.replication.as_ref()?.sentinels.get(i),
+            Target::RedisLink(_) => None,
+            Target::Broker => Some(&self.broker),
+            Target::Payment => self.payment.as_ref(),
+            Target::Gateway(i) => self.gateways.get(i),
+            Target::Processor(i) => self.processors.get(i),
+        }
+    }
+
+    /// Every component of this testbed, in start order (with replicated Redis each node and
+    /// sentinel by its number; `redis` names the primary besides).
     pub fn targets(&self) -> Vec<Target> {
-        let mut targets = vec![Target::Redis, Target::Broker];
+        let mut targets = match &self.replication {
+            None => vec![Target::Redis],
+            Some(r) => (0..=r.replicas.len())
+                .map(Target::RedisNode)
+                .chain((0..r.sentinels.len()).map(Target::Sentinel))
+                .chain((1..=r.replicas.len()).map(Target::RedisLink))
+                .collect(),
+        };
+        targets.push(Target::Broker);
         if self.payment.is_some() {
             targets.push(Target::Payment);
         }
@@ -403,16 +520,10 @@ impl Testbed {
     /// proxy when it has one): what a client would see now.
     pub fn client_probe(&self, target: Target) -> Option<Probe> {
         let addr = self.proxy(target).map(FaultProxy::addr);
-        let process = match target {
-            Target::Redis => &self.redis,
-            Target::Broker => &self.broker,
-            Target::Payment => self.payment.as_ref()?,
-            Target::Gateway(i) => self.gateways.get(i)?,
-            Target::Processor(i) => self.processors.get(i)?,
-        };
+        let process = self.process_ref(target)?;
         Some(match (process.spec().probe.clone(), addr) {
             (probe, None) => probe,
-            (Probe::RedisPing(_), Some(a)) => Probe::RedisPing(a),
+            (Probe::RedisPing(_) | Probe::RedisReplicaSynced(_), Some(a)) => Probe::RedisPing(a),
             (Probe::KafkaApiVersions(_), Some(a)) => Probe::KafkaApiVersions(a),
             (Probe::HttpOk(_, path), Some(a)) => Probe::HttpOk(a, path),
         })
@@ -523,7 +634,12 @@ impl Testbed {
     pub async fn stop_all(&mut self) -> Result<(), TestbedError> {
         if let Some(proxies) = &self.proxies {
             // Whatever fault is still set, the shutdown goes through clean connections.
-            for proxy in [Some(&proxies.redis), Some(&proxies.broker), proxies.payment.as_ref()].into_iter().flatten() {
+            let replicas = self.replication.iter().flat_map(|r| r.proxies.iter());
+            for proxy in [Some(&proxies.redis), Some(&proxies.broker), proxies.payment.as_ref()]
+                .into_iter()
+                .flatten()
+                .chain(replicas)
+            {
                 proxy.heal();
                 proxy.set_down(false);
             }
@@ -548,6 +664,15 @@ impl Testbed {
         if let Some(payment) = &mut self.payment {
             if let Err(e) = payment.stop().await {
                 first_error.get_or_insert(e.into());
+            }
+        }
+        // The sentinels first (they would fail over a primary being shut down), then the
+        // replicas.
+        if let Some(replication) = &mut self.replication {
+            for process in replication.sentinels.iter_mut().chain(replication.replicas.iter_mut()) {
+                if let Err(e) = process.stop().await {
+                    first_error.get_or_insert(e.into());
+                }
             }
         }
         for process in [&mut self.broker, &mut self.redis] {

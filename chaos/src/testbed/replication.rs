@@ -1,0 +1,138 @@
+//! Replicated Redis in a testbed: the first Redis (`redis[0]`, the primary at the start), N
+//! replicas of it (`redis[1]`…) and three sentinels (`sentinel[0..3]`) watching it.
+//!
+//! Each node is behind a fault proxy of its own and announces the proxy's address
+//! (`replica-announce-ip/port`), so the sentinels, the services (`REDIS_SENTINELS`) and the
+//! replication links all go through the proxies: a network fault on a node cuts its clients
+//! and its replication alike. Replica N opens its replication connection from an address of
+//! its own (`bind-source-addr 127.0.0.N+1`): a fault on `replication[N]` is a toxic on every
+//! node's proxy limited to connections from that address — replication to that replica slows or
+//! stops, whichever node is the primary, and the clients are spared. (A proxy per link would
+//! not do: Sentinel points every replica at the primary's announced address.) The sentinels themselves are reached directly; they are
+//! processes the lab can kill or freeze. Which node is the primary is asked of the sentinels
+//! ([`super::Testbed::refresh_primary`]): after a failover it is another one.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::components::{self, SentinelSettings};
+use crate::probe::redis_answer;
+use crate::process::Supervised;
+use crate::proxy::FaultProxy;
+
+/// How many sentinels watch the set (a majority of them, two, must agree).
+pub const SENTINELS: usize = 3;
+/// The master name the services ask the sentinels for (`REDIS_MASTER_NAME`).
+pub const MASTER_NAME: &str = "flashsale";
+
+/// Sentinel's settings in a testbed, unless the caller says otherwise: the primary is judged
+/// down after 5 s without an answer (Sentinel's own default is 30 s; the article asks for an
+/// immediate promotion), by two of the three.
+pub fn default_settings() -> SentinelSettings {
+    SentinelSettings {
+        master: MASTER_NAME.into(),
+        quorum: 2,
+        down_after: Duration::from_secs(5),
+        failover_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The replicas, their proxies, the sentinels and which node is the primary now.
+#[derive(Debug)]
+pub struct Replication {
+    /// Nodes 1…N.
+    pub(super) replicas: Vec<Supervised>,
+    /// Their fault proxies (none when the testbed runs without proxies).
+    pub(super) proxies: Vec<FaultProxy>,
+    pub(super) sentinels: Vec<Supervised>,
+    /// The node the sentinels named last.
+    pub(super) primary: usize,
+}
+
+impl Replication {
+    /// Starts `replicas` replicas of the primary announced at `primary` and the sentinels; each
+    /// replica on a free port, behind its proxy from `proxies` when there are proxies.
+    pub(super) async fn start(
+        replicas: usize,
+        primary: SocketAddr,
+        proxies: Vec<FaultProxy>,
+        settings: &SentinelSettings,
+        dir: &Path,
+    ) -> Result<Replication, super::TestbedError> {
+        let mut nodes = Vec::new();
+        for i in 1..=replicas {
+            let node_dir = super::make_dir(&dir.join(format!("redis-{i}")))?;
+            let proxy = proxies.get(i - 1);
+            let node = super::start_on_free_port(|addr| {
+                let announce = match proxy {
+                    Some(p) => {
+                        p.set_upstream(addr);
+                        p.addr()
+                    }
+                    None => addr,
+                };
+                components::redis_node(i, addr, announce, Some(primary), &node_dir)
+            })
+            .await?;
+            nodes.push(node);
+        }
+        let sentinel_dir = super::make_dir(&dir.join("sentinels"))?;
+        let mut sentinels = Vec::new();
+        for i in 0..SENTINELS {
+            let sentinel = start_sentinel(i, primary, settings, &sentinel_dir).await?;
+            sentinels.push(sentinel);
+        }
+        Ok(Replication { replicas: nodes, proxies, sentinels, primary: 0 })
+    }
+
+    /// The sentinels' addresses (`REDIS_SENTINELS`).
+    pub fn sentinel_addrs(&self) -> Vec<SocketAddr> {
+        self.sentinels.iter().map(Supervised::addr).collect()
+    }
+}
+
+async fn start_sentinel(
+    index: usize,
+    primary: SocketAddr,
+    settings: &SentinelSettings,
+    dir: &Path,
+) -> Result<Supervised, super::TestbedError> {
+    let mut attempt = 0;
+    loop {
+        let addr = crate::ports::loopback(crate::ports::free_port().map_err(crate::process::ProcessError::NoPort)?);
+        // A config of an earlier attempt names another port: start afresh.
+        let _ = std::fs::remove_file(dir.join(format!("sentinel-{index}.conf")));
+        let spec = components::sentinel(index, addr, primary, settings, dir)
+            .map_err(|source| super::TestbedError::Dir { path: dir.display().to_string(), source })?;
+        match Supervised::start(spec).await {
+            Ok(s) => return Ok(s),
+            Err(crate::process::ProcessError::ExitedEarly { .. }) if attempt < 2 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The address replica `index` (1…) opens its replication connection from.
+pub fn replica_source(index: usize) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, (index + 1).min(254) as u8))
+}
+
+/// The primary's announced address, as the first sentinel that answers names it.
+pub async fn ask_primary(sentinels: &[SocketAddr]) -> Option<SocketAddr> {
+    for sentinel in sentinels {
+        let answer =
+            redis_answer(*sentinel, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME], Duration::from_secs(1))
+                .await;
+        if let Ok(text) = answer {
+            // RESP: *2\r\n$9\r\n127.0.0.1\r\n$5\r\n40123\r\n
+            let parts: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty() && !l.starts_with(['*', '$'])).collect();
+            if let [host, port] = parts[..] {
+                if let Ok(addr) = format!("{host}:{port}").parse() {
+                    return Some(addr);
+                }
+            }
+        }
+    }
+    None
+}
