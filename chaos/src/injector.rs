@@ -450,11 +450,18 @@ impl Inner {
                 // The lab cannot speak from the replica's address: the check is the proxies'
                 // settings, and the replica's link as the primary reports it is in the events.
                 let set = proxies.iter().all(|p| {
-                    directions.each().iter().all(|&d| p.toxics(d).iter().any(|s| s.toxic == *toxic && s.from == Some(from)))
+                    directions
+                        .each()
+                        .iter()
+                        .all(|&d| p.toxics(d).iter().any(|s| s.toxic == *toxic && s.from == Some(from)))
                 });
                 let check = Check::new(
                     set,
-                    format!("{} on all {} Redis proxies for connections from {from} (the replica's replication)", toxic.name(), proxies.len()),
+                    format!(
+                        "{} on all {} Redis proxies for connections from {from} (the replica's replication)",
+                        toxic.name(),
+                        proxies.len()
+                    ),
                 );
                 Ok((Undo::Proxy { directions: *directions, name: toxic.name() }, check))
             }
@@ -608,7 +615,10 @@ impl Inner {
                     }
                 }
                 let gone = proxies.iter().all(|p| {
-                    directions.each().iter().all(|&d| p.toxics(d).iter().all(|s| !(s.toxic.name() == *name && s.from == Some(from))))
+                    directions
+                        .each()
+                        .iter()
+                        .all(|&d| p.toxics(d).iter().all(|s| !(s.toxic.name() == *name && s.from == Some(from))))
                 });
                 Ok((Check::new(gone, format!("{name} for {from} removed from every Redis proxy")), false))
             }

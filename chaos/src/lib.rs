@@ -26,7 +26,8 @@
 //! - [`components`]: how to run each real dependency — `redis-server` and the `tansu` broker — and
 //!   the system's own services.
 //! - [`testbed`]: [`Testbed`], which brings up Redis, the broker, payment, processors and
-//!   gateways on loopback — the first three behind fault proxies — and takes them down again.
+//!   gateways on loopback — the first three behind fault proxies — and takes them down again;
+//!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`]).
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters beside a testbed (rules and
 //!   routing from `monitoring/` at the repository root), and the lab's webhook receiver that
 //!   records every notification.

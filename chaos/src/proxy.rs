@@ -314,10 +314,7 @@ fn active(shared: &Shared, direction: Direction, conn: Conn) -> Vec<Toxic> {
         Direction::Upstream => &toxics.upstream,
         Direction::Downstream => &toxics.downstream,
     };
-    list.iter()
-        .filter(|s| conn.draw < s.toxicity && s.from.is_none_or(|ip| ip == conn.peer))
-        .map(|s| s.toxic)
-        .collect()
+    list.iter().filter(|s| conn.draw < s.toxicity && s.from.is_none_or(|ip| ip == conn.peer)).map(|s| s.toxic).collect()
 }
 
 /// How a pump ended.

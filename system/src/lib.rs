@@ -20,7 +20,8 @@
 //!
 //! Shared pieces: [`config`] (the runbook's env vars), [`keys`] (Redis key names),
 //! [`kafka_stats`] (requests each Kafka client sent, by type, on `/metrics`),
-//! [`redis_conn`] (a Redis connection with a limit on every call), [`topic_reader`] (read a
+//! [`redis_conn`] (a Redis connection with a limit on every call, found directly or
+//! through Sentinel, optionally waiting for replicas), [`topic_reader`] (read a
 //! whole topic), [`logging`] (JSON logs), [`shutdown`] (SIGTERM/SIGINT).
 
 pub mod backup;
