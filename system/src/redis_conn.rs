@@ -318,3 +318,52 @@ async fn watch_primary(inner: Weak<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<'static> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Env::from_fn(move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn the_endpoint_is_redis_addr_unless_sentinels_are_named() {
+        assert_eq!(RedisEndpoint::from_env(&env(&[])).unwrap(), RedisEndpoint::Direct("127.0.0.1:6379".into()));
+        let e = RedisEndpoint::from_env(&env(&[("REDIS_SENTINELS", "127.0.0.1:1,127.0.0.1:2"), ("REDIS_ADDR", "x:1")]));
+        assert_eq!(
+            e.unwrap(),
+            RedisEndpoint::Sentinel {
+                sentinels: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+                master: "flashsale".into()
+            }
+        );
+        let bad = RedisEndpoint::from_env(&env(&[("REDIS_SENTINELS", "nowhere")])).unwrap_err();
+        assert_eq!(bad.var, "REDIS_SENTINELS");
+        let bad = RedisEndpoint::from_env(&env(&[("REDIS_SENTINELS", "127.0.0.1:1"), ("REDIS_MASTER_NAME", "a b")]))
+            .unwrap_err();
+        assert_eq!(bad.var, "REDIS_MASTER_NAME");
+    }
+
+    #[test]
+    fn wait_is_off_by_default_and_must_end_before_the_call_does() {
+        let limit = Duration::from_millis(500);
+        assert_eq!(Durability::from_env(&env(&[]), limit).unwrap(), None);
+        assert_eq!(
+            Durability::from_env(&env(&[("REDIS_WAIT_REPLICAS", "1")]), limit).unwrap(),
+            Some(Durability { replicas: 1, timeout: Duration::from_millis(100) })
+        );
+        let bad = Durability::from_env(&env(&[("REDIS_WAIT_REPLICAS", "1"), ("REDIS_WAIT_TIMEOUT", "1s")]), limit)
+            .unwrap_err();
+        assert_eq!(bad.var, "REDIS_WAIT_TIMEOUT");
+    }
+
+    #[test]
+    fn a_broken_connection_or_a_demoted_primary_may_mean_a_failover_a_refused_wait_does_not() {
+        assert!(may_have_moved(&RedisError::Timeout(Duration::from_millis(1))));
+        let readonly = redis::RedisError::from((redis::ErrorKind::ReadOnly, "READONLY", "replica".to_string()));
+        assert!(may_have_moved(&RedisError::Redis(readonly)));
+        assert!(!may_have_moved(&RedisError::NotReplicated { acked: 0, wanted: 1 }));
+    }
+}
