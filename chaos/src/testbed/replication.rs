@@ -124,15 +124,33 @@ pub async fn ask_primary(sentinels: &[SocketAddr]) -> Option<SocketAddr> {
         let answer =
             redis_answer(*sentinel, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME], Duration::from_secs(1))
                 .await;
-        if let Ok(text) = answer {
-            // RESP: *2\r\n$9\r\n127.0.0.1\r\n$5\r\n40123\r\n
-            let parts: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty() && !l.starts_with(['*', '$'])).collect();
-            if let [host, port] = parts[..] {
-                if let Ok(addr) = format!("{host}:{port}").parse() {
-                    return Some(addr);
-                }
-            }
+        if let Some(addr) = answer.ok().as_deref().and_then(address_reply) {
+            return Some(addr);
         }
     }
     None
+}
+
+/// `HOST:PORT` from a RESP array of two bulk strings (`*2\r\n$9\r\n127.0.0.1\r\n$5\r\n40123\r\n`);
+/// `None` for anything else (a null array: no such master; an error).
+fn address_reply(text: &str) -> Option<SocketAddr> {
+    let parts: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty() && !l.starts_with(['*', '$'])).collect();
+    match parts[..] {
+        [host, port] => format!("{host}:{port}").parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_primary_is_read_from_sentinels_reply() {
+        let reply = "*2\r\n$9\r\n127.0.0.1\r\n$5\r\n40123\r\n";
+        assert_eq!(address_reply(reply), Some("127.0.0.1:40123".parse().unwrap()));
+        assert_eq!(address_reply("*-1\r\n"), None, "no such master");
+        assert_eq!(address_reply("-ERR unknown command\r\n"), None);
+        assert_eq!(replica_source(1).to_string(), "127.0.0.2");
+    }
 }
