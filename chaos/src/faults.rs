@@ -479,11 +479,14 @@ mod tests {
             ("gateway", Target::Gateway(0)),
             ("gateway[2]", Target::Gateway(2)),
             ("processor[1]", Target::Processor(1)),
+            ("redis[0]", Target::RedisNode(0)),
+            ("sentinel[2]", Target::Sentinel(2)),
+            ("replication[1]", Target::RedisLink(1)),
         ] {
             assert_eq!(text.parse::<Target>(), Ok(target), "{text}");
             assert_eq!(target.to_string().parse::<Target>(), Ok(target));
         }
-        for bad in ["", "postgres", "gateway[x]", "gateway[1", "redis[0]"] {
+        for bad in ["", "postgres", "gateway[x]", "gateway[1", "sentinel", "replication", "broker[1]"] {
             let err = bad.parse::<Target>().unwrap_err();
             assert!(err.contains("valid: redis, broker, payment"), "{bad}: {err}");
         }
