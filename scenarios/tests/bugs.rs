@@ -1,7 +1,8 @@
 //! Proof that the checks can fail: each known bug, switched on in a `flashsale` built with the
 //! `bugs` feature, is caught by the drill meant for it — on the right check, with evidence.
 //! (That every shipped drill passes on the correct build is `ci/drills`, run by `ci/test`.) And
-//! one mistake of procedure: a restore while the processors keep selling oversells.
+//! one mistake of procedure — a restore while the processors keep selling oversells — and one
+//! of configuration: a Redis failover without `WAIT` loses what only the primary had.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,6 +88,52 @@ fn a_gateway_burning_the_id_on_503_answers_false_duplicates() {
     caught("kafka-outage", "gateway_burns_id_on_503", "409 only for true duplicates", "no earlier attempt was taken");
 }
 
+/// Runs the scenario `text` at scale 0.3 as `NAME.toml`; returns the exit code and the verdict.
+fn run_variant(name: &str, text: &str) -> (Option<i32>, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join(format!("{name}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let run = out.path().join("run");
+    let output = Command::new(FLASHLAB)
+        .args(["drill"])
+        .arg(&file)
+        .args(["--scale", "0.3", "--quiet", "--out"])
+        .arg(&run)
+        .output()
+        .expect("flashlab drill runs");
+    let verdict = std::fs::read_to_string(run.join("verdict.json"))
+        .unwrap_or_else(|_| panic!("{name}: no verdict; stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code(), serde_json::from_str(&verdict).unwrap())
+}
+
+/// Not a bug of the build, a mistake of configuration: the shipped `redis-failover` with its
+/// reservations acknowledged by the primary alone (`REDIS_WAIT_REPLICAS=0`). The replica's
+/// replication is cut 2 s before the primary dies and Sentinel promotes that replica: what only
+/// the primary had is gone — the stock comes back, and the verdict names the orders Redis lost.
+/// (As shipped, with `WAIT` for a replica, the drill passes: `ci/drills`.)
+#[test]
+fn without_wait_a_failover_loses_what_the_replica_never_got_and_the_verdict_names_the_orders() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("drills/redis-failover.toml")).unwrap();
+    assert!(shipped.contains("REDIS_WAIT_REPLICAS = \"1\""), "the shipped drill waits for a replica");
+    let variant = shipped.replace("REDIS_WAIT_REPLICAS = \"1\"", "REDIS_WAIT_REPLICAS = \"0\"");
+    let (code, verdict) = run_variant("redis-failover-no-wait", &variant);
+    let failed: Vec<&serde_json::Value> =
+        verdict["checks"].as_array().unwrap().iter().filter(|c| c["outcome"] == "fail").collect();
+    let names: Vec<&str> = failed.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(code, Some(1), "failed checks: {names:?}");
+    assert!(names.contains(&"stock conservation"), "{names:?}");
+    let effects = failed
+        .iter()
+        .find(|c| c["name"] == "one effect per request_id, no status backwards")
+        .unwrap_or_else(|| panic!("no order named; failed: {names:?}"));
+    let examples: Vec<&str> = effects["evidence"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
+    assert!(
+        examples.iter().any(|e| e.contains("in Redis, decided COMPLETED")),
+        "evidence {examples:?} names no order Redis lost"
+    );
+}
+
 /// Not a bug of the build, a mistake of procedure: the shipped `redis-loss-and-restore` with its
 /// processor stop taken out. Restored to the older backup while the processor keeps selling, the
 /// units sold since the backup are sold again — the oversell the drill's procedure prevents.
@@ -101,23 +148,8 @@ fn a_restore_while_the_processors_keep_selling_oversells() {
         "name = \"restore-while-selling\"",
         1,
     );
-    let out = tempfile::tempdir().unwrap();
-    let file = out.path().join("restore-while-selling.toml");
-    std::fs::write(&file, variant).unwrap();
-    let run = out.path().join("run");
-    let output = Command::new(FLASHLAB)
-        .args(["drill"])
-        .arg(&file)
-        .args(["--scale", "0.3", "--quiet", "--out"])
-        .arg(&run)
-        .output()
-        .expect("flashlab drill runs");
-    let verdict: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("verdict.json"))
-            .unwrap_or_else(|_| panic!("no verdict; stderr:\n{}", String::from_utf8_lossy(&output.stderr))),
-    )
-    .unwrap();
-    assert_eq!(output.status.code(), Some(1), "the variant must fail");
+    let (code, verdict) = run_variant("restore-while-selling", &variant);
+    assert_eq!(code, Some(1), "the variant must fail");
     let oversold = verdict["checks"]
         .as_array()
         .unwrap()
