@@ -281,13 +281,20 @@ pub async fn run(config: LoadConfig, stop: impl std::future::Future<Output = ()>
     tokio::pin!(stop);
     let mut stopping = false;
     let outcome = loop {
+        // `stop` first, always: its signal handlers are registered before goose installs its
+        // own SIGINT handler (the `ctrlc` crate, which replaces the process's handler). A Ctrl-C
+        // then reaches goose alone, which stops cleanly. The other order chained the two
+        // handlers: both saw the one Ctrl-C, and when ours triggered the killswitch first,
+        // goose took its own as a second Ctrl-C and exited at once with code 1, the history
+        // unwritten (a clean-clone CI run: `ctrl_c_mid_run_flushes_a_complete_history`).
         tokio::select! {
-            outcome = &mut execute => break outcome,
+            biased;
             () = &mut stop, if !stopping => {
                 // Users finish the order in hand and take no new one; goose then returns.
                 stopping = true;
                 goose::trigger_killswitch("flashlab load: stopped");
             }
+            outcome = &mut execute => break outcome,
         }
     };
     let goose_metrics = match outcome {
