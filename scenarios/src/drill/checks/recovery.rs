@@ -12,6 +12,16 @@ use rundir::{CheckResult, Figures, Kind};
 
 use super::Evidence;
 
+/// Whether fault `id` was a kill or terminate without a duration: the supervisor's to heal.
+fn handed_to_supervisor(events: &[serde_json::Value], id: u64) -> bool {
+    events.iter().any(|e| {
+        e["event"] == "fault_start"
+            && e["id"].as_u64() == Some(id)
+            && matches!(e["action"].as_str(), Some("kill" | "terminate"))
+            && e["duration_ms"].is_null()
+    })
+}
+
 /// Without an RTO in the scenario, how long the supervisor may take.
 const DEFAULT_LIMIT_S: f64 = 60.0;
 
@@ -35,6 +45,17 @@ pub fn recovery(
             })
             .map(SupervisorEvent::ts_ms)
         else {
+            // A kill left to the supervisor that it never saw is no recovery: it fails rather
+            // than go unjudged.
+            if handed_to_supervisor(ev.events, w.id) {
+                results.push(CheckResult::held(
+                    &format!("supervisor brought {} back after fault #{}", w.target, w.id),
+                    Kind::Slo,
+                    format!("running and ready ≤ {limit_s:.0} s after the fault's end"),
+                    "the supervisor never marked it down: no exit, restart or readiness change seen",
+                    false,
+                ));
+            }
             continue;
         };
         let restarts: Vec<&SupervisorEvent> = events

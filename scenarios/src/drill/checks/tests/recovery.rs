@@ -14,7 +14,7 @@ const GREW: &str = "back-off grew while processor[0] kept dying";
 fn supervised() -> Run {
     let mut r = run("[slo]\nrto = \"20s\"\n");
     r.events.push(json!({"event": "supervisor_start", "components": ["processor[0]"], "ts_ms": ms(0.0)}));
-    r.events.push(json!({"event": "fault_start", "id": 1, "description": "kill processor[0]", "target": "processor[0]", "ts_ms": ms(10.0), "check": {"ok": true, "observed": "gone"}}));
+    r.events.push(json!({"event": "fault_start", "id": 1, "description": "kill processor[0]", "target": "processor[0]", "action": "kill", "duration_ms": null, "ts_ms": ms(10.0), "check": {"ok": true, "observed": "gone"}}));
     r.events.push(json!({"event": "fault_stop", "id": 1, "description": "kill processor[0]", "target": "processor[0]", "reason": "instant", "ts_ms": ms(10.0), "check": {"ok": true, "observed": "gone"}}));
     r.ready(10.1, false);
     r
@@ -90,6 +90,21 @@ fn without_a_supervisor_or_a_service_taken_down_there_is_nothing_to_judge() {
     // A supervised run whose fault never took processor[0] down (a CPU quota, say).
     let mut r = supervised();
     r.events.retain(|e| e["event"] != "supervisor_ready");
+    for e in r.events.iter_mut().filter(|e| e["event"] == "fault_start") {
+        e["action"] = json!("cpu");
+        e["duration_ms"] = json!(9000);
+    }
     let (results, _) = r.check();
     assert!(results.iter().all(|c| c.name != BACK), "{:?}", results.iter().map(|c| &c.name).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_kill_left_to_the_supervisor_that_it_never_saw_fails() {
+    let mut r = supervised();
+    r.events.retain(|e| {
+        !e["event"].as_str().is_some_and(|k| k.starts_with("supervisor_")) || e["event"] == "supervisor_start"
+    });
+    let result = r.result(BACK);
+    assert_eq!(result.outcome, Outcome::Fail, "{result:?}");
+    assert!(result.measured.contains("never marked it down"), "{}", result.measured);
 }
