@@ -10,10 +10,16 @@ use std::sync::OnceLock;
 
 const FLASHLAB: &str = env!("CARGO_BIN_EXE_flashlab");
 
-/// `flashsale` with the `bugs` feature, built once into `target/bugs`.
+/// `flashsale` with the `bugs` feature: `FLASHSALE_BUGS_BIN` when set (`ci/test` builds it
+/// beside the workspace's), else built once into `target/bugs`.
 fn buggy_flashsale() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("FLASHSALE_BUGS_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "FLASHSALE_BUGS_BIN={}: no such file", bin.display());
+            return bin;
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
         let target = root.join("target/bugs");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
