@@ -10,7 +10,8 @@
 //!
 //! A fault applies to connections already open as well as new ones: each pump reads the
 //! current toxics before forwarding every chunk. With no toxic set, a chunk is forwarded as soon
-//! as it is read.
+//! as it is read; a latency delays each chunk from its own arrival (a delay line: the pump keeps
+//! reading while chunks wait), as a slow network would.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -326,7 +327,32 @@ enum End {
     Abort,
 }
 
+/// Chunks a pump may hold read but not yet forwarded (a latency's delay line): 1 MiB each way.
+const MAX_HELD: usize = 64;
+
+/// A chunk read and waiting to be forwarded.
+#[derive(Debug)]
+struct Held {
+    read_at: tokio::time::Instant,
+    /// The jitter drawn for it when it was read.
+    jitter: Duration,
+    data: Vec<u8>,
+}
+
+/// The latency in force: the delay of a chunk from the moment it was read.
+fn latency_of(toxics: &[Toxic]) -> Option<Duration> {
+    toxics.iter().find_map(|t| match t {
+        Toxic::Latency { latency, .. } => Some(*latency),
+        _ => None,
+    })
+}
+
 /// Forwards `from` → `to`, applying the toxics of `direction` to every chunk.
+///
+/// Reading goes on while chunks wait out a latency (up to [`MAX_HELD`] of them): each chunk is
+/// forwarded at its own arrival + latency + jitter, in order, so requests pipelined on one
+/// connection are each delayed once — not one behind the other, which would also cap the
+/// connection at a few chunks a second.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -339,6 +365,8 @@ async fn pump(
     let mut sent: u64 = 0;
     // The toxics in force, re-read only when the proxy's settings change (not per chunk).
     let mut toxics = active(&shared, direction, conn);
+    let mut held: std::collections::VecDeque<Held> = std::collections::VecDeque::new();
+    let mut ended = false;
     loop {
         if changes.has_changed().unwrap_or(false) {
             changes.borrow_and_update();
@@ -348,52 +376,59 @@ async fn pump(
             abort(&from, &to);
             return End::Abort;
         }
-        let n = tokio::select! {
-            read = from.read(&mut buf) => read.unwrap_or(0),
-            // A toxic changed: look again (a reset or a down applies to idle connections too).
-            _ = changes.changed() => {
-                toxics = active(&shared, direction, conn);
-                continue;
-            }
-        };
-        if changes.has_changed().unwrap_or(false) {
-            changes.borrow_and_update();
-            toxics = active(&shared, direction, conn);
-        }
-        if n == 0 {
+        if ended && held.is_empty() {
             if let Some(Toxic::SlowClose { delay }) = toxics.iter().find(|t| matches!(t, Toxic::SlowClose { .. })) {
                 tokio::time::sleep(*delay).await;
             }
             let _ = to.shutdown().await;
             return End::Closed;
         }
+        let latency = latency_of(&toxics);
+        let due = held.front().map(|h| match latency {
+            Some(latency) => h.read_at + latency + h.jitter,
+            None => h.read_at,
+        });
+        tokio::select! {
+            read = from.read(&mut buf), if !ended && held.len() < MAX_HELD => {
+                match read.unwrap_or(0) {
+                    0 => ended = true,
+                    n => {
+                        let jitter = match toxics.iter().find(|t| matches!(t, Toxic::Latency { .. })) {
+                            Some(Toxic::Latency { jitter, .. }) if !jitter.is_zero() => {
+                                let us = shared
+                                    .rng
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .gen_range(0..=jitter.as_micros() as u64);
+                                Duration::from_micros(us)
+                            }
+                            _ => Duration::ZERO,
+                        };
+                        held.push_back(Held { read_at: tokio::time::Instant::now(), jitter, data: buf[..n].to_vec() });
+                    }
+                }
+                continue;
+            }
+            // Its time has come (at once without a latency).
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
+            // A toxic changed: look again (a reset or a down applies to idle connections too).
+            _ = changes.changed() => {
+                toxics = active(&shared, direction, conn);
+                continue;
+            }
+        }
+        let Some(chunk) = held.pop_front() else { continue };
         if toxics.contains(&Toxic::Blackhole) {
             continue; // read and dropped
         }
-        let mut data = &buf[..n];
+        let mut data = &chunk.data[..];
         if let Some(Toxic::LimitData { bytes }) = toxics.iter().find(|t| matches!(t, Toxic::LimitData { .. })) {
             let room = bytes.saturating_sub(sent) as usize;
             data = &data[..data.len().min(room)];
         }
-        for toxic in &toxics {
-            match *toxic {
-                Toxic::Latency { latency, jitter } => {
-                    let extra = if jitter.is_zero() {
-                        Duration::ZERO
-                    } else {
-                        let ms = shared
-                            .rng
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .gen_range(0..=jitter.as_micros() as u64);
-                        Duration::from_micros(ms)
-                    };
-                    tokio::time::sleep(latency + extra).await;
-                }
-                Toxic::Bandwidth { bytes_per_s } if bytes_per_s > 0 => {
-                    tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / bytes_per_s as f64)).await;
-                }
-                _ => {}
+        if let Some(Toxic::Bandwidth { bytes_per_s }) = toxics.iter().find(|t| matches!(t, Toxic::Bandwidth { .. })) {
+            if *bytes_per_s > 0 {
+                tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / *bytes_per_s as f64)).await;
             }
         }
         let slicer = toxics.iter().find_map(|t| match t {

@@ -56,6 +56,48 @@ async fn latency_with_jitter_applies_to_open_connections_and_heals() {
     assert!(healed < Duration::from_millis(20), "healed: {healed:?}");
 }
 
+/// Requests pipelined on one connection (a multiplexed Redis client's) are each delayed by the
+/// latency from their own arrival — not one behind the other, which would make the tenth wait
+/// ten latencies and cap the connection at a few requests a second.
+#[tokio::test]
+async fn latency_delays_pipelined_requests_each_once() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 7).await.unwrap();
+    let latency = Duration::from_millis(200);
+    proxy.set(Direction::Downstream, toxic(Toxic::Latency { latency, jitter: Duration::ZERO }));
+    let conn = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    const N: usize = 10;
+    let sender = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        for _ in 0..N {
+            sent.push(Instant::now());
+            write.write_all(b"PING\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (sent, write)
+    });
+    // "+PONG\r\n" is 7 bytes: the i-th reply is complete at byte 7(i+1).
+    let mut arrived = Vec::new();
+    let (mut got, mut buf) = (0usize, [0u8; 256]);
+    while arrived.len() < N {
+        let n = tokio::time::timeout(Duration::from_secs(5), read.read(&mut buf)).await.expect("replies").unwrap();
+        assert!(n > 0, "closed");
+        got += n;
+        while arrived.len() < N && got >= 7 * (arrived.len() + 1) {
+            arrived.push(Instant::now());
+        }
+    }
+    let (sent, _write) = sender.await.unwrap();
+    let delays: Vec<Duration> = sent.iter().zip(&arrived).map(|(s, a)| a.duration_since(*s)).collect();
+    for (i, d) in delays.iter().enumerate() {
+        assert!(
+            *d >= latency.mul_f64(0.9) && *d <= latency + Duration::from_millis(100),
+            "reply {i} took {d:?} (latency {latency:?}); all: {delays:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn blackhole_makes_a_redis_call_time_out_and_heal_restores_it() {
     let (_dir, _redis, addr) = redis().await;
