@@ -73,6 +73,11 @@ pub enum FaultError {
     Cgroup(String),
 }
 
+/// Why `redis loss` is refused on replicated Redis.
+pub const REDIS_LOSS_REPLICATED: &str = "redis loss deletes one server's data: with replicas, Sentinel promotes \
+one that has it (a failover: kill redis), and a restore on heal would write the old backup over the promoted \
+primary; losing the whole set is not a fault of this lab";
+
 /// The result of checking a fault (or a heal) on the real system.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Check {
@@ -234,6 +239,9 @@ impl Injector {
     pub async fn inject(&self, mut fault: Fault) -> Result<FaultInfo, FaultError> {
         fault.validate()?;
         let mut testbed = self.inner.testbed.lock().await;
+        if matches!(fault.action, Action::RedisLoss { .. }) && testbed.replicated() {
+            return Err(FaultError::Redis(REDIS_LOSS_REPLICATED.into()));
+        }
         // With replicated Redis, `redis` is the node that is the primary now: the fault (and its
         // heal) stays on that node even after a failover.
         if fault.target == Target::Redis && testbed.replicated() {

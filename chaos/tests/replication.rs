@@ -1,7 +1,9 @@
 //! A testbed with replicated Redis under Sentinel, for real: the services find the primary
 //! through the sentinels; `kill redis` kills the node that is the primary; Sentinel promotes
 //! the replica; the gateway, the processor and the admin commands follow it; an order placed
-//! after the failover is taken and decided.
+//! after the failover is taken and decided. Backup, restore and reconcile work on the set: a
+//! backup of the first primary is restored onto the second and reaches its replica (the old
+//! primary, back), and reconcile rolls the books forward.
 //!
 //! Needs the `flashsale` binary next to the test executable (`cargo test --workspace` builds it).
 
@@ -58,6 +60,25 @@ async fn the_services_follow_the_primary_through_a_failover() {
     let injector = Injector::new(testbed.clone(), events);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     assert_eq!(buy(&http, &gateway, "before").await, 202);
+    // Decided before the backup, so that the stock read after it is the backup's.
+    let decided = wait_until(Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{gateway}/orders/before"));
+        async move {
+            let answer: serde_json::Value = match http.get(url).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            answer["status"].as_str().is_some_and(|s| s != "PENDING")
+        }
+    })
+    .await;
+    assert!(decided, "the first order was not decided within 30 s");
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.jsonl");
+    let backup_arg = backup.to_str().unwrap();
+    let out = admin(&*testbed.lock().await, &["backup", backup_arg]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let backed_up = stock(&*testbed.lock().await).await;
 
     // `redis` is the primary: redis[0] now.
     let info = injector.inject(Fault { target: Target::Redis, action: Action::Kill, duration: None }).await.unwrap();
@@ -83,6 +104,60 @@ async fn the_services_follow_the_primary_through_a_failover() {
     let out = admin(&*testbed.lock().await, &["stock", "get", "101"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
+    // The old primary back: Sentinel makes it a replica of the new one.
     injector.heal_all("test").await;
+    let old = testbed.lock().await.process(Target::RedisNode(0)).unwrap().addr();
+    let synced = wait_until(Duration::from_secs(30), || async move {
+        chaos::probe::redis_answer(old, &["INFO", "replication"], Duration::from_secs(1))
+            .await
+            .is_ok_and(|info| info.contains("role:slave") && info.contains("master_link_status:up"))
+    })
+    .await;
+    assert!(synced, "redis[0] did not come back as an in-sync replica within 30 s");
+
+    // Restore the first primary's backup onto the second: done only once the replica has it.
+    let sold_since = stock(&*testbed.lock().await).await;
+    let out = admin(&*testbed.lock().await, &["restore", backup_arg]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("on the primary and its 1 replica(s)"), "{said}");
+    assert_eq!(stock(&*testbed.lock().await).await, backed_up, "the backup's stock (was {sold_since} before)");
+    let on_replica = chaos::probe::redis_answer(old, &["GET", "inventory:101"], Duration::from_secs(1)).await.unwrap();
+    assert!(on_replica.contains(&format!("\r\n{backed_up}\r\n")), "the replica's stock: {on_replica:?}");
+
+    // Reconcile rolls the orders decided since the backup forward (once nothing is in flight),
+    // after which the books hold.
+    let fixed = wait_until(Duration::from_secs(30), || {
+        let testbed = testbed.clone();
+        async move { admin(&*testbed.lock().await, &["reconcile", "--fix"]).await.status.success() }
+    })
+    .await;
+    assert!(fixed, "reconcile --fix did not succeed within 30 s");
+    let out = admin(&*testbed.lock().await, &["reconcile"]).await;
+    assert!(out.status.success(), "after the fix: {}", String::from_utf8_lossy(&out.stdout));
+
     testbed.lock().await.stop_all().await.unwrap();
+}
+
+/// `flashsale stock get 101`, through the sentinels.
+async fn stock(testbed: &Testbed) -> i64 {
+    let out = admin(testbed, &["stock", "get", "101"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Polls `check` every 300 ms until it holds or `limit` passes.
+async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
 }

@@ -4,7 +4,9 @@
 //!
 //! A backup is a JSON-lines file: one line per key with its `DUMP` payload and remaining TTL,
 //! written to `PATH.tmp` and renamed, so a crash never leaves half a backup under `PATH`.
-//! A restore *replaces* the database: `FLUSHDB`, then `RESTORE` of every key.
+//! A restore *replaces* the database: `FLUSHDB`, then `RESTORE` of every key. On a primary with
+//! replicas it is done only once every replica connected to it has it (`WAIT`, at most
+//! [`REPLICA_WAIT`]): a restore only the primary holds would be undone by the next failover.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -15,6 +17,8 @@ use crate::redis_conn::{Redis, RedisError};
 
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: usize = 1000;
+/// How long a restore waits for the replicas to have it.
+pub const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -24,6 +28,19 @@ pub enum BackupError {
     Io { path: String, source: std::io::Error },
     #[error("{path} line {line}: not a flashsale backup line: {why}")]
     Format { path: String, line: usize, why: String },
+    #[error(
+        "restored {keys} keys on the primary, but only {acked} of its {replicas} replica(s) have them after \
+         {waited:?}: a failover now would undo the restore"
+    )]
+    NotReplicated { keys: usize, acked: usize, replicas: usize, waited: std::time::Duration },
+}
+
+/// What a restore wrote, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub keys: usize,
+    /// The replicas connected to the primary when the restore ended (each has it).
+    pub replicas: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,8 +103,8 @@ pub async fn backup(redis: &Redis, path: &Path) -> Result<usize, BackupError> {
     Ok(count)
 }
 
-/// Replaces the database with the backup at `path`; returns how many keys were restored.
-pub async fn restore(redis: &Redis, path: &Path) -> Result<usize, BackupError> {
+/// Replaces the database with the backup at `path`, on the primary and its replicas.
+pub async fn restore(redis: &Redis, path: &Path) -> Result<Restored, BackupError> {
     let io = |source| BackupError::Io { path: path.display().to_string(), source };
     let reader = BufReader::new(std::fs::File::open(path).map_err(io)?);
     // Read and check the whole file before touching the database.
@@ -106,5 +123,27 @@ pub async fn restore(redis: &Redis, path: &Path) -> Result<usize, BackupError> {
         }
         redis.call(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
     }
-    Ok(entries.len())
+    let keys = entries.len();
+    let replicas = connected_replicas(redis).await?;
+    let started = tokio::time::Instant::now();
+    // WAIT on the connection that wrote: the replicas that have every write of it. In steps
+    // within the call's own timeout.
+    loop {
+        let acked: usize = redis
+            .call(|mut c| async move { redis::cmd("WAIT").arg(replicas).arg(500).query_async(&mut c).await })
+            .await?;
+        if acked >= replicas {
+            return Ok(Restored { keys, replicas });
+        }
+        if started.elapsed() >= REPLICA_WAIT {
+            return Err(BackupError::NotReplicated { keys, acked, replicas, waited: started.elapsed() });
+        }
+    }
+}
+
+/// `connected_slaves` of the server's `INFO replication`.
+async fn connected_replicas(redis: &Redis) -> Result<usize, BackupError> {
+    let info: String =
+        redis.call(|mut c| async move { redis::cmd("INFO").arg("replication").query_async(&mut c).await }).await?;
+    Ok(info.lines().find_map(|l| l.trim().strip_prefix("connected_slaves:")).and_then(|n| n.parse().ok()).unwrap_or(0))
 }

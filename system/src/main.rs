@@ -223,8 +223,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Restore { path } => {
             let admin = admin_env(&env)?;
-            let n = backup::restore(&redis(&admin).await?, &path).await?;
-            println!("restored {n} keys from {}", path.display());
+            let restored = backup::restore(&redis(&admin).await?, &path).await?;
+            let on = match restored.replicas {
+                0 => String::new(),
+                n => format!(" (on the primary and its {n} replica(s))"),
+            };
+            println!("restored {} keys from {}{on}", restored.keys, path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
