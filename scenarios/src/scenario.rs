@@ -111,7 +111,13 @@ fn three() -> u32 {
 
 impl Default for Topology {
     fn default() -> Self {
-        Topology { gateways: 1, processors: 1, partitions: 3, redis_replicas: 0, sentinel_down_after: sentinel_down_after() }
+        Topology {
+            gateways: 1,
+            processors: 1,
+            partitions: 3,
+            redis_replicas: 0,
+            sentinel_down_after: sentinel_down_after(),
+        }
     }
 }
 
@@ -173,7 +179,8 @@ pub struct TimelineEntry {
     /// A fault (`kill`, `terminate`, `pause`, `restart`, `latency`, `bandwidth`, `blackhole`,
     /// `reset`, `slow_close`, `slicer`, `limit_data`, `down`, `payment_timeout`,
     /// `payment_failures`, `payment_outage`, `payment_capture_then_timeout`, `redis_stall`,
-    /// `redis_loss`, `cpu`, `memory`) or an action (`backup`, `dlq_replay`, `reconcile_fix`).
+    /// `redis_loss`, `cpu`, `memory`) or an action (`backup`, `dlq_replay`, `reconcile_fix`,
+    /// `redis_failover`).
     pub kind: String,
     /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults only).
     #[serde(default)]
@@ -219,6 +226,9 @@ pub enum Step {
     DlqReplay,
     /// `flashsale reconcile --fix`.
     ReconcileFix,
+    /// The operator's failover of a replicated Redis: `SENTINEL FAILOVER`, then the wait for
+    /// another primary (needs `topology.redis_replicas`).
+    RedisFailover,
 }
 
 /// Checked before the first fault and after the last (with the recovery time allowed).
@@ -558,6 +568,17 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             scenario.topology.has(fault.target).map_err(|m| bad(("target".into(), m)))?;
             fault_count += 1;
         }
+        if let Step::Fault(Fault { action: Action::RedisLoss { .. }, .. }) = &step {
+            if scenario.topology.redis_replicas > 0 {
+                return Err(bad(("kind".into(), chaos::injector::REDIS_LOSS_REPLICATED.into())));
+            }
+        }
+        if step == Step::RedisFailover && scenario.topology.redis_replicas == 0 {
+            return Err(bad((
+                "kind".into(),
+                "redis_failover promotes a replica: the topology has none (topology.redis_replicas = 0)".into(),
+            )));
+        }
         if step == Step::Backup {
             backup_seen = true;
         }
@@ -614,7 +635,9 @@ impl Topology {
             Target::Gateway(i) => ("gateway", i, self.gateways),
             Target::Processor(i) => ("processor", i, self.processors),
             Target::RedisNode(_) | Target::Sentinel(_) if self.redis_replicas == 0 => {
-                return Err(format!("{target}: the topology has one Redis and no sentinel (topology.redis_replicas = 0)"))
+                return Err(format!(
+                    "{target}: the topology has one Redis and no sentinel (topology.redis_replicas = 0)"
+                ))
             }
             Target::RedisNode(i) => ("redis node", i, self.redis_replicas + 1),
             Target::Sentinel(i) => ("sentinel", i, chaos::testbed::replication::SENTINELS),
@@ -649,7 +672,7 @@ fn nth_line(text: &str, needle: &str, n: usize) -> usize {
 /// The fault actions a timeline entry may name, and the lab actions.
 pub const KINDS: &str = "kill, terminate, pause, restart, latency, bandwidth, blackhole, reset, slow_close, slicer, \
 limit_data, down, payment_timeout, payment_failures, payment_outage, payment_capture_then_timeout, redis_stall, \
-redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix";
+redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix, redis_failover";
 
 impl TimelineEntry {
     /// What the entry does; `Err((field, message))` names what is wrong.
@@ -737,6 +760,7 @@ impl TimelineEntry {
             "backup" => Ok(Step::Backup),
             "dlq_replay" => Ok(Step::DlqReplay),
             "reconcile_fix" => Ok(Step::ReconcileFix),
+            "redis_failover" => Ok(Step::RedisFailover),
             other => Err(("kind".to_string(), format!("unknown kind {other:?}; valid: {KINDS}"))),
         }?;
         if self.restart && self.kind != "memory" {
@@ -919,6 +943,26 @@ target = "broker"
             .unwrap_err()
             .to_string();
         assert!(err.contains("faults[0].restart: restart = true applies to memory, not kill"), "{err}");
+    }
+
+    #[test]
+    fn a_failover_needs_a_replica() {
+        let failover = GOOD.replace("for = \"3s\"\nkind = \"kill\"\ntarget = \"broker\"", "kind = \"redis_failover\"");
+        assert!(failover.contains("redis_failover"), "{failover}");
+        let err = parse(&failover, "x.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("x.toml:10: faults[0].kind: redis_failover promotes a replica: the topology has none"),
+            "{err}"
+        );
+        let replicated = failover.replace("[stock]", "[topology]\nredis_replicas = 1\n[stock]");
+        let steps = parse(&replicated, "x.toml").unwrap().steps();
+        assert_eq!(steps, vec![(Duration::from_secs(2), Step::RedisFailover)]);
+        let loss = replicated.replace("kind = \"redis_failover\"", "kind = \"redis_loss\"");
+        let err = parse(&loss, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].kind: redis loss deletes one server's data: with replicas"), "{err}");
+        let timed = replicated.replace("kind = \"redis_failover\"", "for = \"3s\"\nkind = \"redis_failover\"");
+        let err = parse(&timed, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].for: redis_failover is an action and takes no duration"), "{err}");
     }
 
     #[test]

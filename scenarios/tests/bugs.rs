@@ -165,3 +165,21 @@ fn a_restore_while_the_processors_keep_selling_oversells() {
     let examples: Vec<&str> = oversold["evidence"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
     assert!(examples.iter().any(|e| e.contains("completed of")), "{examples:?}");
 }
+
+/// The on-call's part taken out: the shipped `redis-primary-slow` without its `redis_failover`.
+/// The primary stays slow and so does every order — the phase that follows the failover in the
+/// shipped drill fails its latency limit (as shipped, the drill passes: `ci/drills`).
+#[test]
+fn without_the_failover_a_slow_primary_keeps_every_order_slow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("drills/redis-primary-slow.toml")).unwrap();
+    let action = "[[faults]]\nat = \"30s\"\nkind = \"redis_failover\"\n";
+    assert!(shipped.contains(action), "the shipped drill fails over at 30 s");
+    let variant = shipped.replace(action, "").replacen("name = \"redis-primary-slow\"", "name = \"no-failover\"", 1);
+    let (code, verdict) = run_variant("no-failover", &variant);
+    let checks = verdict["checks"].as_array().unwrap();
+    let failed: Vec<&str> =
+        checks.iter().filter(|c| c["outcome"] == "fail").filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(code, Some(1), "failed checks: {failed:?}");
+    assert!(failed.contains(&"p99 latency, phase failed_over (all)"), "{failed:?}");
+}

@@ -375,7 +375,7 @@ where
 
     let scraper = {
         let path = dir.join(rundir::files::METRICS);
-        let redis = Some(sources.redis);
+        let redis = Some(scrape::RedisSource { first: sources.redis, sentinels: sources.sentinels.clone() });
         tokio::spawn(async move { scrape::run(scrape_targets, redis, &path).await })
     };
     let sampler = {

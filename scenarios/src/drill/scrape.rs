@@ -2,7 +2,9 @@
 //! One line per scrape: `{"ts_ms", "component", "up", "metrics": {"name{labels}": value}}`.
 //! Redis has no `/metrics`: its `INFO commandstats` is read on the same tick and recorded as
 //! component `redis` with `redis_commands_processed_total` and `redis_command_usec_total`
-//! (the server's own time in commands — what saturates when Redis does).
+//! (the server's own time in commands — what saturates when Redis does). With replicated Redis
+//! the node read is the primary the sentinels name on that tick, and the two totals continue
+//! across a failover (each node's own growth is added; they are never another node's totals).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,9 +27,18 @@ pub fn metrics_url(addr: SocketAddr) -> String {
     format!("http://{addr}/metrics")
 }
 
+/// Where the Redis that serves the writes is.
+#[derive(Debug, Clone)]
+pub struct RedisSource {
+    /// The one Redis, or the first primary of a replicated set.
+    pub first: SocketAddr,
+    /// With replicated Redis: the sentinels, asked on every tick.
+    pub sentinels: Vec<SocketAddr>,
+}
+
 /// Scrapes `targets` (name, metrics URL), and Redis at `redis`, every second into `path` until
 /// dropped.
-pub async fn run(targets: Vec<(String, String)>, redis: Option<SocketAddr>, path: &Path) -> std::io::Result<()> {
+pub async fn run(targets: Vec<(String, String)>, redis: Option<RedisSource>, path: &Path) -> std::io::Result<()> {
     run_every(Duration::from_secs(1), targets, redis, path).await
 }
 
@@ -36,13 +47,15 @@ pub async fn run(targets: Vec<(String, String)>, redis: Option<SocketAddr>, path
 pub async fn run_every(
     period: Duration,
     targets: Vec<(String, String)>,
-    redis: Option<SocketAddr>,
+    redis: Option<RedisSource>,
     path: &Path,
 ) -> std::io::Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let period = period.max(Duration::from_millis(200));
     let http = reqwest::Client::builder().timeout(SCRAPE_TIMEOUT.min(period)).build().map_err(std::io::Error::other)?;
     let mut tick = tokio::time::interval(period);
+    let mut totals = Continuous::default();
+    let mut node = redis.as_ref().map(|r| r.first);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
@@ -54,8 +67,16 @@ pub async fn run_every(
             serde_json::to_writer(&mut file, &line)?;
             file.write_all(b"\n")?;
         }
-        if let Some(addr) = redis {
-            let metrics = redis_info(addr).await;
+        if let (Some(source), Some(addr)) = (&redis, node.as_mut()) {
+            if !source.sentinels.is_empty() {
+                let named =
+                    tokio::time::timeout(SCRAPE_TIMEOUT, chaos::testbed::replication::ask_primary(&source.sentinels))
+                        .await;
+                if let Ok(Some(primary)) = named {
+                    *addr = primary;
+                }
+            }
+            let metrics = redis_info(*addr).await.map(|m| totals.add(*addr, m));
             let line = rundir::Scrape {
                 ts_ms: chaos::events::unix_ms(),
                 component: "redis".into(),
@@ -66,6 +87,32 @@ pub async fn run_every(
             file.write_all(b"\n")?;
         }
         file.flush()?;
+    }
+}
+
+/// Counter totals kept going when the node read changes: each node's growth since it was last
+/// read (a node restarted from zero counts from zero) is added; a node read for the first time
+/// after another adds nothing (what it counted before was not seen growing).
+#[derive(Debug, Default)]
+struct Continuous {
+    last: BTreeMap<SocketAddr, BTreeMap<String, f64>>,
+    totals: BTreeMap<String, f64>,
+}
+
+impl Continuous {
+    fn add(&mut self, node: SocketAddr, raw: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+        let first_read = self.last.is_empty();
+        let before = self.last.insert(node, raw.clone());
+        for (name, value) in raw {
+            let grown = match before.as_ref().and_then(|b| b.get(&name)) {
+                Some(&prev) if value >= prev => value - prev,
+                Some(_) => value,
+                None if first_read => value,
+                None => 0.0,
+            };
+            *self.totals.entry(name).or_default() += grown;
+        }
+        self.totals.clone()
     }
 }
 
@@ -133,5 +180,22 @@ mod tests {
         let m = super::parse_commandstats(text);
         assert_eq!(m["redis_commands_processed_total"], 15.0);
         assert_eq!(m["redis_command_usec_total"], 100.0);
+    }
+
+    #[test]
+    fn totals_continue_across_a_failover_and_a_restart() {
+        let (a, b): (std::net::SocketAddr, std::net::SocketAddr) =
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let raw = |v: f64| std::collections::BTreeMap::from([("redis_commands_processed_total".to_string(), v)]);
+        let mut c = super::Continuous::default();
+        let total = |m: std::collections::BTreeMap<String, f64>| m["redis_commands_processed_total"];
+        assert_eq!(total(c.add(a, raw(100.0))), 100.0, "the first read counts whole");
+        assert_eq!(total(c.add(a, raw(150.0))), 150.0);
+        // The replica promoted: its own count (replicated writes) is not a jump of the total.
+        assert_eq!(total(c.add(b, raw(5000.0))), 150.0);
+        assert_eq!(total(c.add(b, raw(5020.0))), 170.0);
+        // Back to the first node, restarted from zero since.
+        assert_eq!(total(c.add(a, raw(7.0))), 177.0);
+        assert_eq!(total(c.add(a, raw(9.0))), 179.0);
     }
 }

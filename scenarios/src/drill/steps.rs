@@ -46,6 +46,22 @@ pub(super) async fn run_step(
                 }
             }
         }
+        Step::RedisFailover => {
+            let result = chaos::testbed::replication::manual_failover(&sources.sentinels, FAILOVER_LIMIT).await;
+            let (ok, output, took_ms) = match &result {
+                Ok(f) => (
+                    true,
+                    format!("primary {} → {} in {} ms (sentinel {})", f.from, f.to, f.took.as_millis(), f.by),
+                    Some(f.took.as_millis() as u64),
+                ),
+                Err(e) => (false, e.clone(), None),
+            };
+            events
+                .record("action", json!({"action": "redis_failover", "ok": ok, "output": output, "took_ms": took_ms}));
+            if !quiet {
+                eprintln!("action redis_failover: {output}");
+            }
+        }
         Step::Backup | Step::DlqReplay | Step::ReconcileFix => {
             let backup = dir.join("backup.jsonl");
             let backup = backup.display().to_string();
@@ -72,6 +88,10 @@ pub(super) async fn run_step(
         }
     }
 }
+
+/// How long an operator's failover may take from the order to another primary named (Sentinel's
+/// own failover timeout in a testbed is 10 s).
+const FAILOVER_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long the fault timeline waits for the load's clock to start.
 pub(super) const LOAD_START_LIMIT: Duration = Duration::from_secs(70);
