@@ -8,6 +8,8 @@
 //!   `ApiVersions`, HTTP `GET`), each with a timeout.
 //! - [`proxy`]: the TCP fault proxy — latency, bandwidth, blackhole, reset, slow close, slicer,
 //!   data limit, down/up — per direction, applied to open connections too.
+//! - [`maintenance`]: the maintenance page the front proxy answers when no gateway takes a
+//!   connection (503, `Retry-After`, HTML).
 //! - [`cgroups`]: resource faults through cgroup v1 — a CPU quota on one process and a memory
 //!   limit on a component's own memory cgroup (every component lives in one from birth), read
 //!   back from the kernel (throttling, the OOM killer), lifted on heal; leftovers of a killed
@@ -38,6 +40,7 @@ pub mod control;
 pub mod events;
 pub mod faults;
 pub mod injector;
+pub mod maintenance;
 pub mod monitoring;
 pub mod ports;
 pub mod probe;

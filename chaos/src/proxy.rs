@@ -119,6 +119,10 @@ struct Shared {
     changes: watch::Sender<u64>,
     down: AtomicBool,
     connections: AtomicU64,
+    /// What a client gets when no upstream takes its connection (the front's maintenance page);
+    /// none: the connection is reset.
+    fallback: RwLock<Option<Arc<Vec<u8>>>>,
+    fallback_answers: AtomicU64,
 }
 
 /// A running proxy. Dropping it stops accepting; [`FaultProxy::set_down`] also closes the open
@@ -155,6 +159,8 @@ impl FaultProxy {
             changes,
             down: AtomicBool::new(false),
             connections: AtomicU64::new(0),
+            fallback: RwLock::new(None),
+            fallback_answers: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(FaultProxy { listen, shared, accept })
@@ -181,6 +187,17 @@ impl FaultProxy {
         if !upstreams.is_empty() {
             *self.shared.upstream_addrs.lock().unwrap_or_else(|p| p.into_inner()) = upstreams;
         }
+    }
+
+    /// What a client gets when no upstream takes its connection: `response`, written once its
+    /// request head has arrived (see [`crate::maintenance`]); `None`: a reset, as before.
+    pub fn set_fallback(&self, response: Option<Vec<u8>>) {
+        *self.shared.fallback.write().unwrap_or_else(|p| p.into_inner()) = response.map(Arc::new);
+    }
+
+    /// How many clients got the fallback answer.
+    pub fn fallback_answers(&self) -> u64 {
+        self.shared.fallback_answers.load(Ordering::Relaxed)
     }
 
     /// The toxics in force in `direction`.
@@ -270,7 +287,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let Some(upstream) = connect_upstream(&shared).await else {
-                let _ = client.set_zero_linger();
+                let fallback = shared.fallback.read().unwrap_or_else(|p| p.into_inner()).clone();
+                match fallback {
+                    Some(response) => {
+                        let mut client = client;
+                        if crate::maintenance::answer(&mut client, &response).await {
+                            shared.fallback_answers.fetch_add(1, Ordering::Relaxed);
+                        }
+                        crate::maintenance::linger(client).await;
+                    }
+                    None => {
+                        let _ = client.set_zero_linger();
+                    }
+                }
                 return;
             };
             let _ = client.set_nodelay(true);

@@ -98,6 +98,34 @@ async fn latency_delays_pipelined_requests_each_once() {
     }
 }
 
+/// With nothing behind it taking connections, a front with a fallback answers the maintenance
+/// page to an HTTP client (a POST with a body, as a buyer's); without one the connection fails.
+#[tokio::test]
+async fn with_no_upstream_up_the_fallback_answers_the_maintenance_page() {
+    let nobody = loopback(free_port().unwrap());
+    let front = FaultProxy::start(loopback(0), nobody, 1).await.unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let url = format!("http://{}/buy", front.addr());
+    let body = serde_json::json!({"user_id": "u", "item_id": "101", "amount": 1, "request_id": "r"});
+    assert!(http.post(&url).json(&body).send().await.is_err(), "no fallback: the connection fails");
+    assert_eq!(front.fallback_answers(), 0);
+
+    front.set_fallback(Some(chaos::maintenance::response()));
+    for _ in 0..3 {
+        let answer = http.post(&url).json(&body).send().await.expect("an answer");
+        assert_eq!(answer.status().as_u16(), 503);
+        assert_eq!(answer.headers()["retry-after"], "30");
+        assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(answer.text().await.unwrap().contains("We'll be right back"));
+    }
+    // Counted once written (the client may have read it a moment before).
+    let counted = Instant::now();
+    while front.fallback_answers() < 3 && counted.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(front.fallback_answers(), 3);
+}
+
 #[tokio::test]
 async fn blackhole_makes_a_redis_call_time_out_and_heal_restores_it() {
     let (_dir, _redis, addr) = redis().await;

@@ -19,6 +19,10 @@ use tokio::sync::mpsc;
 
 use crate::traffic::UserKind;
 
+/// The outcome of a `503` answered with an HTML page (a maintenance page in front of the
+/// system, not the gateway's JSON): nothing behind the front saw the request.
+pub const MAINTENANCE: &str = "maintenance";
+
 /// How many attempts may wait for the recorder before users wait.
 pub const RECORDER_QUEUE: usize = 16 * 1024;
 /// How long the recorder sleeps when it has nothing to write (at most this much of the queue
@@ -72,7 +76,8 @@ pub struct Attempt {
     pub done_us: u64,
     /// The HTTP status, if an answer came.
     pub status: Option<u16>,
-    /// `timeout`, `connect`, `reset`, ... when no answer came.
+    /// `timeout`, `connect`, `reset`, ... when no answer came; [`MAINTENANCE`] beside a 503 that
+    /// was a maintenance page (HTML) — the front's, not a gateway's answer.
     pub error: Option<String>,
     /// For a status poll: the order's status as answered (`PENDING`, `COMPLETED`, ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -94,6 +99,7 @@ impl Attempt {
     /// The status code or error, as counted in the summary (`202`, `timeout`).
     pub fn outcome(&self) -> String {
         match (self.status, &self.error) {
+            (Some(_), Some(e)) if e == MAINTENANCE => MAINTENANCE.into(),
             (Some(s), _) => s.to_string(),
             (None, Some(e)) => e.clone(),
             (None, None) => "unknown".into(),

@@ -244,6 +244,12 @@ async fn send(
         Ok(goose) => match goose.response {
             Ok(response) => {
                 let status = response.status().as_u16();
+                let page = status == 503
+                    && response
+                        .headers()
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("text/html"));
                 // Read the body: the answer is complete when it has arrived (and the
                 // connection can be reused).
                 let body = match tokio::time::timeout(shared.behaviour.timeout, response.bytes()).await {
@@ -254,7 +260,13 @@ async fn send(
                     Err(_) => Err("timeout".to_string()),
                 };
                 match body {
-                    Ok(body) => Answer { status: Some(status), error: None, body, sent, done: Instant::now() },
+                    Ok(body) => Answer {
+                        status: Some(status),
+                        error: page.then(|| crate::history::MAINTENANCE.to_string()),
+                        body,
+                        sent,
+                        done: Instant::now(),
+                    },
                     Err(error) => Answer { status: None, error: Some(error), body: None, sent, done: Instant::now() },
                 }
             }

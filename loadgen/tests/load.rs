@@ -225,6 +225,7 @@ async fn every_request_is_recorded_once_and_retriers_reuse_their_request_id() {
         let numbers: Vec<u32> = attempts.iter().map(|a| a.attempt).collect();
         assert_eq!(numbers, (1..=attempts.len() as u32).collect::<Vec<_>>());
         assert_eq!(attempts[0].status, Some(503));
+        assert_eq!(attempts[0].error, None, "the gateway's JSON 503 is not a maintenance page");
         assert_eq!(attempts.last().unwrap().status, Some(202));
         assert!(attempts[1].intended_us >= attempts[0].done_us, "the retry is planned after the answer");
     }
@@ -244,6 +245,25 @@ async fn every_request_is_recorded_once_and_retriers_reuse_their_request_id() {
     }
     // Buyers do not retry: one POST each.
     assert!(lines.iter().filter(|a| a.kind == UserKind::Buyer && a.op == Op::Buy).all(|a| a.attempt == 1));
+}
+
+/// A 503 with an HTML page (the front's maintenance page, no gateway up) is recorded as its own
+/// outcome, `maintenance`: failed, with no effect, and counted apart from the gateway's 503s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_page_is_its_own_outcome() {
+    let nobody = chaos::ports::loopback(chaos::ports::free_port().unwrap());
+    let front = chaos::proxy::FaultProxy::start(chaos::ports::loopback(0), nobody, 1).await.unwrap();
+    front.set_fallback(Some(chaos::maintenance::response()));
+    let out = tempfile::tempdir().unwrap();
+    let summary = run(config(front.addr(), "down:1s@20", "buyer=100", out.path())).await;
+    let buys: Vec<Attempt> = history(out.path()).into_iter().filter(|a| a.op == Op::Buy).collect();
+    assert!(buys.len() >= 15, "{} buys", buys.len());
+    for a in &buys {
+        assert_eq!((a.status, a.error.as_deref(), a.class), (Some(503), Some("maintenance"), Class::Fail), "{a:?}");
+        assert_eq!(a.outcome(), "maintenance");
+    }
+    let outcomes = &summary.total.outcomes;
+    assert_eq!(outcomes.get("maintenance").copied(), Some(buys.len() as u64), "{outcomes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

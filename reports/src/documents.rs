@@ -37,6 +37,7 @@ fn figures(run: &Run) -> Vec<(String, String)> {
         ("availability outside faults".into(), pct(f.availability_outside_faults)),
         ("availability during faults".into(), pct(f.availability_during_faults)),
         ("error budget burned (30-day 99.9%)".into(), format!("{:.3}%", f.error_budget_burned * 100.0)),
+        ("maintenance pages served (no gateway up)".into(), f.maintenance_pages.to_string()),
         (
             "RPO (acknowledged orders lost)".into(),
             f.rpo.map(|r| r.to_string()).unwrap_or_else(|| "not measured".into()),

@@ -1,7 +1,7 @@
 //! `history.jsonl`: one [`Attempt`] per client operation. The record is defined where it is
 //! written ([`loadgen::history`]); it is named here so that every reader finds it in one place.
 
-pub use loadgen::history::{Attempt, Class, Op};
+pub use loadgen::history::{Attempt, Class, Op, MAINTENANCE};
 
 /// Reads `history.jsonl` line by line, calling `each` with every attempt (memory bounded by one
 /// line); errors name the line.

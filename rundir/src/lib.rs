@@ -29,10 +29,10 @@ pub mod stats;
 pub mod verdict;
 
 pub use alerts::{AlertPhase, AlertRecord};
-pub use events::{fault_windows, FaultWindow};
-pub use history::{Attempt, Class, Op};
-pub use io::RunDirError;
 pub use capacity::CapacityRun;
+pub use events::{fault_windows, FaultWindow};
+pub use history::{Attempt, Class, Op, MAINTENANCE};
+pub use io::RunDirError;
 pub use metrics::Scrape;
 pub use processes::ProcessSample;
 pub use state::FinalState;

@@ -199,6 +199,9 @@ pub struct Figures {
     /// Alarms that fired outside every fault, or unexpected during one.
     #[serde(default)]
     pub false_alarms: u64,
+    /// `POST /buy` answered with the front's maintenance page (no gateway was up).
+    #[serde(default)]
+    pub maintenance_pages: u64,
 }
 
 /// `verdict.json`.

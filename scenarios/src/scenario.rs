@@ -291,6 +291,11 @@ pub struct Slo {
     /// an outage: `phase_p99_ms = { outage = 100 }`).
     #[serde(default)]
     pub phase_p99_ms: BTreeMap<String, f64>,
+    /// Per phase, the least share of `POST /buy` answers that must be the front's maintenance
+    /// page (503, HTML): no gateway is up, and buyers are told so rather than refused
+    /// (`phase_maintenance_min = { down = 0.9 }`). Needs two gateways or more (the front).
+    #[serde(default)]
+    pub phase_maintenance_min: BTreeMap<String, f64>,
     /// Fault end → the system recovered: every second of `rto_hold` with requests, each at or
     /// above `recovered_at`.
     #[serde(default, with = "option_duration_text")]
@@ -374,6 +379,7 @@ impl Default for Slo {
             p99_ms: None,
             latency_exempt_phases: Vec::new(),
             phase_p99_ms: BTreeMap::new(),
+            phase_maintenance_min: BTreeMap::new(),
             rto: None,
             recovered_at: None,
             rto_hold: rto_hold_default(),
@@ -534,6 +540,21 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
     {
         if !(0.0..=1.0).contains(&v) {
             return Err(invalid(what, what, format!("{v} must be between 0 and 1")));
+        }
+    }
+    for (phase, &v) in &scenario.slo.phase_maintenance_min {
+        let field = format!("slo.phase_maintenance_min.{phase}");
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(invalid("phase_maintenance_min", &field, format!("{v} must be above 0 and at most 1")));
+        }
+        if scenario.topology.gateways < 2 {
+            return Err(invalid(
+                "phase_maintenance_min",
+                &field,
+                "the maintenance page is the front's, and a front stands only before two gateways or more \
+                 (topology.gateways = 1)"
+                    .into(),
+            ));
         }
     }
     if let Some(v) = scenario.slo.recovered_at {
@@ -943,6 +964,17 @@ target = "broker"
             .unwrap_err()
             .to_string();
         assert!(err.contains("faults[0].restart: restart = true applies to memory, not kill"), "{err}");
+    }
+
+    #[test]
+    fn a_maintenance_share_needs_a_front() {
+        let one = format!("{GOOD}[slo]\nphase_maintenance_min = {{ a = 0.9 }}\n");
+        let err = parse(&one, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("slo.phase_maintenance_min.a: the maintenance page is the front's"), "{err}");
+        let two = one.replace("[stock]", "[topology]\ngateways = 2\n[stock]");
+        assert_eq!(parse(&two, "x.toml").unwrap().slo.phase_maintenance_min["a"], 0.9);
+        let err = parse(&two.replace("0.9", "1.5"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("1.5 must be above 0 and at most 1"), "{err}");
     }
 
     #[test]

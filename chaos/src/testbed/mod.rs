@@ -288,6 +288,8 @@ impl Testbed {
         }
         if let Some(front) = testbed.proxies.as_ref().and_then(|p| p.front.as_ref()) {
             front.set_upstreams(testbed.gateways.iter().map(probe_addr).collect());
+            // No gateway takes the connection: the static maintenance page, not a reset.
+            front.set_fallback(Some(crate::maintenance::response()));
         }
         if let Some(monitoring) = &config.monitoring {
             let dir = make_dir(&testbed.root.join("monitoring"))?;

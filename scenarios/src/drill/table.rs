@@ -48,6 +48,9 @@ pub fn table(run: &DrillRun) -> String {
     if let Some(lag) = f.max_consumer_lag {
         out.push_str(&format!("max consumer lag {lag:.0}\n"));
     }
+    if f.maintenance_pages > 0 {
+        out.push_str(&format!("maintenance pages served {}\n", f.maintenance_pages));
+    }
     for (phase, t) in &f.time_to_decision {
         out.push_str(&format!(
             "time to decision, phase {phase}: p99 {:.0} ms, max {:.0} ms ({} orders)\n",

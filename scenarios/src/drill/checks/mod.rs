@@ -1,5 +1,6 @@
 //! The checks of a run, from the run directory's records alone (history, events, scrapes and the
 //! final state): [`slo`] (availability, latency, RTO, time to decision, lag, steady state),
+//! [`maintenance`] (the front's maintenance page while no gateway is up),
 //! [`invariants`] (DESIGN.md's six, on the state before and after any repair) and [`faults`]
 //! (each planned fault landed and healed, each action succeeded), [`recovery`] (with a
 //! supervisor: every service a fault took down back and ready in time, with a growing back-off
@@ -16,6 +17,7 @@
 pub mod alerts;
 pub mod faults;
 pub mod invariants;
+pub mod maintenance;
 pub mod recovery;
 pub mod slo;
 #[cfg(test)]
@@ -53,6 +55,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures, Vec<AlertScore>) 
     let run = Judged::new(ev);
     slo::availability(ev, &run, &mut results, &mut figures);
     slo::latency(ev, &run, &mut results);
+    maintenance::maintenance(ev, &run, &mut results, &mut figures);
     slo::rto(ev, &run, &mut results, &mut figures);
     slo::steady_state(ev, &run, &mut results);
     slo::time_to_decision(ev, &mut results, &mut figures);

@@ -262,6 +262,43 @@ fn latency_per_phase_three_ways() {
     assert_eq!(empty.outcome("p99 latency, phase p (outside faults)"), Outcome::Inconclusive);
 }
 
+// --- The maintenance page.
+
+fn maintenance_run() -> Run {
+    run("[topology]\ngateways = 2\n[slo]\navailability = 0.0\nphase_maintenance_min = { p = 0.9 }")
+}
+
+impl Run {
+    /// `n` orders answered with the front's maintenance page.
+    fn pages(&mut self, from_s: f64, n: u64) {
+        let ids = self.orders(from_s, n, 10.0, 503, 5);
+        for a in self.history.iter_mut().filter(|a| ids.contains(&a.request_id)) {
+            a.error = Some(rundir::MAINTENANCE.into());
+        }
+    }
+}
+
+#[test]
+fn maintenance_page_three_ways() {
+    const CHECK: &str = "maintenance page, phase p";
+    let mut r = maintenance_run();
+    r.pages(0.0, 95);
+    r.orders(10.0, 5, 10.0, 202, 5);
+    assert_eq!(r.outcome(CHECK), Outcome::Pass);
+    assert_eq!(r.check().1.maintenance_pages, 95);
+    // Refused connections instead of the page (a front that resets when no gateway is up).
+    let mut refused = maintenance_run();
+    for k in 0..100 {
+        refused.attempt(Op::Buy, &format!("r{k}"), k as f64 * 0.1, 1, None).error = Some("connect".into());
+    }
+    let failed = refused.result(CHECK);
+    assert_eq!(failed.outcome, Outcome::Fail);
+    assert!(failed.evidence.iter().any(|e| e == "100 answered connect"), "{:?}", failed.evidence);
+    let mut few = maintenance_run();
+    few.pages(0.0, 20);
+    assert_eq!(few.outcome(CHECK), Outcome::Inconclusive);
+}
+
 // --- RTO.
 
 fn rto_run(extra: &str) -> Run {
