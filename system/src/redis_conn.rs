@@ -62,12 +62,35 @@ impl std::fmt::Display for RedisEndpoint {
 pub enum RedisError {
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// No answer within the timeout while the connection was being made again (the call before
+    /// found it broken): the command was waiting for a connection, not for Redis.
+    #[error("redis unreachable: no connection within {0:?}")]
+    Unreachable(Duration),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("no sentinel names a primary for {0}")]
     NoPrimary(String),
     #[error("written on the primary, but {acked} of the {wanted} replica(s) asked for have it (WAIT)")]
     NotReplicated { acked: u32, wanted: u32 },
+}
+
+impl RedisError {
+    /// Whether the command may have run although no answer came: it timed out on a live
+    /// connection, or the connection broke after it was sent. (A refused connection, one still
+    /// being made again, an error reply, no primary: it certainly did not write — nearly: a
+    /// connection made again in the last instant of the wait could have carried it.)
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            RedisError::Timeout(_) => true,
+            RedisError::Unreachable(_) => false,
+            RedisError::Redis(e) => {
+                e.is_timeout() || e.is_connection_dropped() || (e.is_io_error() && !e.is_connection_refusal())
+            }
+            RedisError::NoPrimary(_) => false,
+            // Written, not yet on the replicas.
+            RedisError::NotReplicated { .. } => true,
+        }
+    }
 }
 
 /// A connection to Redis (see [`RedisEndpoint`]) with `timeout` on connecting and on every
@@ -112,6 +135,8 @@ struct Inner {
     sentinel: Option<(Vec<String>, String)>,
     /// Asks the watcher to look for the primary now.
     wake: tokio::sync::Notify,
+    /// The last call found the connection broken (until a call succeeds).
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Redis {
@@ -163,14 +188,17 @@ async fn primary_from(sentinels: &[String], master: &str, timeout: Duration) -> 
     Err(last)
 }
 
+/// Whether the connection is broken (the manager makes it again on the next call).
+fn broken(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
 /// Whether a failed call may mean the primary moved: the connection broke or timed out, or
 /// the server is a replica now.
 fn may_have_moved(e: &RedisError) -> bool {
     match e {
-        RedisError::Timeout(_) => true,
-        RedisError::Redis(e) => {
-            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.code() == Some("READONLY")
-        }
+        RedisError::Timeout(_) | RedisError::Unreachable(_) => true,
+        RedisError::Redis(e) => broken(e) || e.code() == Some("READONLY"),
         RedisError::NoPrimary(_) | RedisError::NotReplicated { .. } => false,
     }
 }
@@ -186,8 +214,13 @@ impl Redis {
         };
         let conn = manager(&addr, timeout).await?;
         let watch = sentinel.is_some();
-        let inner =
-            Arc::new(Inner { conn: RwLock::new((addr, conn)), timeout, sentinel, wake: tokio::sync::Notify::new() });
+        let inner = Arc::new(Inner {
+            conn: RwLock::new((addr, conn)),
+            timeout,
+            sentinel,
+            wake: tokio::sync::Notify::new(),
+            broken: std::sync::atomic::AtomicBool::new(false),
+        });
         if watch {
             tokio::spawn(watch_primary(Arc::downgrade(&inner)));
         }
@@ -238,10 +271,19 @@ impl Redis {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.inner.conn.read().unwrap_or_else(|p| p.into_inner()).1.clone();
+        let reconnecting = self.inner.broken.load(std::sync::atomic::Ordering::Relaxed);
         let result = match tokio::time::timeout(self.inner.timeout, f(conn)).await {
             Ok(result) => result.map_err(RedisError::from),
+            Err(_) if reconnecting => Err(RedisError::Unreachable(self.inner.timeout)),
             Err(_) => Err(RedisError::Timeout(self.inner.timeout)),
         };
+        match &result {
+            Ok(_) => self.inner.broken.store(false, std::sync::atomic::Ordering::Relaxed),
+            Err(RedisError::Redis(e)) if broken(e) => {
+                self.inner.broken.store(true, std::sync::atomic::Ordering::Relaxed)
+            }
+            Err(_) => {}
+        }
         if let Err(e) = &result {
             if self.inner.sentinel.is_some() && may_have_moved(e) {
                 self.inner.wake.notify_one();
@@ -311,6 +353,7 @@ async fn watch_primary(inner: Weak<Inner>) {
             Ok(conn) => {
                 tracing::warn!(event = "redis_failover", from = %current, to = %addr, "following the new Redis primary");
                 *inner.conn.write().unwrap_or_else(|p| p.into_inner()) = (addr, conn);
+                inner.broken.store(false, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(event = "redis_failover_connect", addr = %addr, error = %e, "cannot reach the new primary yet")
@@ -357,6 +400,19 @@ mod tests {
         let bad = Durability::from_env(&env(&[("REDIS_WAIT_REPLICAS", "1"), ("REDIS_WAIT_TIMEOUT", "1s")]), limit)
             .unwrap_err();
         assert_eq!(bad.var, "REDIS_WAIT_TIMEOUT");
+    }
+
+    #[test]
+    fn a_timeout_may_have_written_a_refusal_did_not() {
+        assert!(RedisError::Timeout(Duration::from_millis(1)).may_have_run());
+        assert!(!RedisError::Unreachable(Duration::from_millis(1)).may_have_run());
+        let refused = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!RedisError::Redis(refused).may_have_run());
+        let reset = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(RedisError::Redis(reset).may_have_run());
+        let reply = redis::RedisError::from((redis::ErrorKind::ResponseError, "ERR", "bad".to_string()));
+        assert!(!RedisError::Redis(reply).may_have_run());
+        assert!(!RedisError::NoPrimary("flashsale".into()).may_have_run());
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! client's retry of the same `request_id` can succeed — a 503 never burns an id. One whose
 //! fate is unknown (the produce timed out after the order may have been sent) is
 //! [marked unknown](Claims::mark_unknown): the buyer sees `UNKNOWN`, and a retry may claim it
-//! again.
+//! again. A claim whose own call went unanswered (a timeout: Redis may have run it late) is
+//! marked unknown in the background ([`Claims::mark_unknown_later`]) and answered 504, not 503: the
+//! order was not queued, but its `request_id` may be taken for a few seconds.
 
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ const MARK_UNKNOWN_LUA: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL') end
 return 0
 "#;
+
+/// The waits before each [`Claims::mark_unknown_later`] call.
+const SETTLE_WAITS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(3)];
 
 /// What Redis said about an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +116,25 @@ impl Claims {
         let mut invocation = self.mark_unknown.prepare_invoke();
         invocation.key(keys::order_status(request_id)).arg(keys::STATUS_PENDING).arg(keys::STATUS_UNKNOWN);
         self.redis.call(|mut c| async move { invocation.invoke_async::<redis::Value>(&mut c).await }).await.map(|_| ())
+    }
+
+    /// [`Claims::mark_unknown`] in the background, until one call is answered — at once, then after 1 s and 3 s more (bounded: three calls): for a claim whose
+    /// own call went unanswered while Redis struggles, so that the `request_id` does not stay
+    /// `PENDING` — taken by an order never queued — until its status expires.
+    pub fn mark_unknown_later(&self, request_id: String) {
+        let claims = self.clone();
+        tokio::spawn(async move {
+            for wait in SETTLE_WAITS {
+                tokio::time::sleep(wait).await;
+                match claims.mark_unknown(&request_id).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(event = "mark_unknown_retry", request_id = %request_id, error = %e, "Redis did not answer; trying again")
+                    }
+                }
+            }
+            tracing::error!(event = "mark_unknown_failed", request_id = %request_id, "request_id stays PENDING until its status expires");
+        });
     }
 
     /// The order's status, if the `request_id` is known.

@@ -204,6 +204,12 @@ async fn place(
             });
             return answer(StatusCode::CONFLICT, body, None, cid);
         }
+        Err(e) if e.may_have_run() => {
+            // Redis may have run the claim after the wait (a starved or slow Redis).
+            state.breaker.forget(ticket);
+            tracing::warn!(service = SERVICE, event = "redis_claim_unknown", correlation_id = cid, request_id = %order.request_id, error = %e, "Redis did not answer the claim; it may have run");
+            return id_may_stay_taken(&state, &order.request_id, cid);
+        }
         Err(e) => {
             state.breaker.forget(ticket);
             tracing::warn!(service = SERVICE, event = "redis_error", correlation_id = cid, error = %e, "Redis unavailable");
@@ -260,12 +266,28 @@ async fn place(
             let burn = crate::bugs::active(crate::bugs::Bug::GatewayBurnsIdOn503);
             if !burn {
                 if let Err(release_error) = state.claims.release(&order.request_id).await {
-                    tracing::error!(service = SERVICE, event = "release_failed", correlation_id = cid, request_id = %order.request_id, error = %release_error, "request_id stays taken until its status expires");
+                    tracing::warn!(service = SERVICE, event = "release_failed", correlation_id = cid, request_id = %order.request_id, error = %release_error, "The request_id could not be given back");
+                    return id_may_stay_taken(&state, &order.request_id, cid);
                 }
             }
             unavailable("order could not be queued; retry later", Duration::from_secs(1))
         }
     }
+}
+
+/// The order was certainly not queued, but Redis did not confirm its claim's fate (the claim, or
+/// its release, went unanswered): the `request_id` may stay taken (`PENDING`) for a few seconds,
+/// so this is not a 503 ("certainly not taken, free to retry") — a retry could meet a 409. 504
+/// with `UNKNOWN`, and the claim marked `UNKNOWN` in the background, after which a retry with the
+/// same `request_id` is taken.
+fn id_may_stay_taken(state: &GatewayState, request_id: &str, cid: &str) -> Response {
+    state.metrics.failed.inc();
+    state.claims.mark_unknown_later(request_id.to_string());
+    let body = json!({
+        "error": "the order store did not answer in time: the order was not placed, but its request_id may stay taken for a few seconds; retry with the same request_id",
+        "errors": [], "correlation_id": cid, "request_id": request_id, "status": crate::keys::STATUS_UNKNOWN,
+    });
+    answer(StatusCode::GATEWAY_TIMEOUT, body, Some(Duration::from_secs(1)), cid)
 }
 
 fn log_breaker_change(before: BreakerState, after: BreakerState) {
