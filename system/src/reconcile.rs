@@ -204,14 +204,20 @@ pub async fn reconcile(
             undecided.keys().take(3).map(|(id, attempt)| format!("{id}/{attempt}")).collect::<Vec<_>>().join(", ");
         return Err(ReconcileError::NotDrained { count: undecided.len(), examples });
     }
-    let held = held_units(redis, &undecided).await?;
+    let captures = payment.ledger().await.map_err(ReconcileError::Ledger)?;
+    let paid: std::collections::HashSet<&str> = captures.iter().map(|c| c.request_id.as_str()).collect();
+    let (held, reserved_again) = held_units(redis, &undecided, &paid, writes).await?;
     let events: Vec<InventoryEvent> =
         event_records.iter().filter_map(|r| serde_json::from_slice(&r.payload).ok()).collect();
     let stock = true_stock(&events, &decided);
-    let captures = payment.ledger().await.map_err(ReconcileError::Ledger)?;
 
-    let mut report =
-        Report { outcomes: decided.len(), captures: captures.len(), undecided: undecided.len(), ..Report::default() };
+    let mut report = Report {
+        outcomes: decided.len(),
+        captures: captures.len(),
+        undecided: undecided.len(),
+        fixed_states: reserved_again,
+        ..Report::default()
+    };
 
     // Money, both ways.
     let completed: HashMap<String, &Outcome> = decided
@@ -345,22 +351,50 @@ async fn order_states<'a>(
 
 /// Per item, the units of undecided attempts that Redis shows `RESERVED` (this very attempt):
 /// a restarted processor resumes them without reserving again, so they are not in stock.
+/// The units held by queued, undecided attempts: those `RESERVED` in Redis, and those the
+/// provider captured (`paid`, by payment key) whose reservation Redis no longer has — a restore
+/// from a backup older than the reservation. Those were sold: with `writes`, each gets its
+/// reservation back (`RESERVED`, its attempt), so that the processor resumes and completes it
+/// with the same payment key instead of deciding it again (sold out, with the money taken).
+/// Returns the units held per item and how many reservations were written back.
 async fn held_units(
     redis: &Redis,
     undecided: &BTreeMap<(String, u32), OrderMessage>,
-) -> Result<BTreeMap<String, u64>, ReconcileError> {
+    paid: &std::collections::HashSet<&str>,
+    writes: bool,
+) -> Result<(BTreeMap<String, u64>, usize), ReconcileError> {
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    let mut written = 0;
     let attempts: Vec<&OrderMessage> = undecided.values().collect();
     for chunk in attempts.chunks(PIPELINE) {
         let states = order_states(redis, chunk.iter().map(|m| m.request_id.as_str())).await?;
+        let mut repair = redis::pipe();
+        let mut repairs = 0;
         for (m, (status, attempt)) in chunk.iter().zip(states) {
             let attempt: Option<u32> = attempt.and_then(|a| a.parse().ok());
-            if status.as_deref() == Some("RESERVED") && attempt == Some(m.attempt) {
+            let reserved = status.as_deref() == Some("RESERVED") && attempt == Some(m.attempt);
+            let lost = !reserved && paid.contains(keys::dlq_member(&m.request_id, m.attempt).as_str());
+            if reserved || (lost && writes) {
                 *held.entry(m.item_id.clone()).or_default() += u64::from(m.amount);
             }
+            if lost && writes {
+                repair
+                    .cmd("HSET")
+                    .arg(keys::order_state(&m.request_id))
+                    .arg("status")
+                    .arg("RESERVED")
+                    .arg("attempt")
+                    .arg(m.attempt)
+                    .ignore();
+                repairs += 1;
+            }
+        }
+        if repairs > 0 {
+            redis.call(|mut c| async move { repair.query_async::<()>(&mut c).await }).await?;
+            written += repairs;
         }
     }
-    Ok(held)
+    Ok((held, written))
 }
 
 /// The report as the table `flashsale reconcile` prints.

@@ -333,3 +333,57 @@ async fn reconcile_fix_with_the_processors_stopped_rolls_a_restore_forward_and_k
     assert_eq!(code, 0, "stock, states and money agree: {report}");
     bed.stop().await.unwrap();
 }
+
+/// A queued attempt the provider already captured, whose reservation a restore took away (the
+/// backup is older than it — what a processor killed between the charge and the completion, on
+/// a Redis then lost and restored, leaves): `reconcile --fix --processors-stopped` gives it its
+/// reservation back and holds its unit, so the restarted processor completes it with its
+/// capture. Without that, the unit is free again, another queued order may take it, and the
+/// paid one is decided sold out with the money taken (ci11 saw it: `redis-loss-and-restore`,
+/// "captured 1 but not completed").
+#[tokio::test]
+async fn reconcile_gives_a_paid_queued_order_its_lost_reservation_back() {
+    let mut bed = full_testbed(1, &[]).await;
+    assert_eq!(admin(&bed, &["stock", "set", "cap", "1"]).await.0, 0);
+    bed.processor(0).stop().await.expect("processor stops");
+    let queued: Vec<String> = (0..4).map(|i| format!("cap-{i}")).collect();
+    buy_all(&bed, &queued, "cap").await;
+    // cap-0's first attempt was reserved and charged; the restored Redis has the stock from
+    // before it, and no state for it.
+    let payment = bed.payment_url().expect("payment runs");
+    let charged = client()
+        .post(format!("{payment}/charge"))
+        .json(&serde_json::json!({"request_id": "cap-0/1", "user_id": "user0", "amount": 1}))
+        .send()
+        .await
+        .expect("the provider answers");
+    assert!(charged.status().is_success(), "{}", charged.status());
+
+    let (code, report) = admin(&bed, &["reconcile", "--fix", "--processors-stopped"]).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(stock(&bed, "cap").await, 0, "cap-0's unit is held: {report}");
+    let mut conn = redis::Client::open(format!("redis://{}/", bed.redis_addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let state: (Option<String>, Option<u32>) = redis::cmd("HMGET")
+        .arg(flashsale::keys::order_state("cap-0"))
+        .arg("status")
+        .arg("attempt")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(state, (Some("RESERVED".into()), Some(1)));
+
+    bed.processor(0).start_again().await.expect("processor starts");
+    let decided = wait_decided(&bed, &queued, 1, Duration::from_secs(30)).await;
+    for ((id, _), o) in &decided {
+        use flashsale::order::Decision;
+        let expected = if id == "cap-0" { Decision::Completed } else { Decision::FailedSoldOut };
+        assert_eq!(o.outcome, expected, "{id}: {decided:?}");
+    }
+    let (code, report) = admin(&bed, &["reconcile"]).await;
+    assert_eq!(code, 0, "stock, states and money agree: {report}");
+    bed.stop().await.unwrap();
+}
