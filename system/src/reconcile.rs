@@ -349,9 +349,8 @@ async fn order_states<'a>(
     Ok(redis.call(|mut c| async move { pipe.query_async(&mut c).await }).await?)
 }
 
-/// Per item, the units of undecided attempts that Redis shows `RESERVED` (this very attempt):
-/// a restarted processor resumes them without reserving again, so they are not in stock.
-/// The units held by queued, undecided attempts: those `RESERVED` in Redis, and those the
+/// Per item, the units held by queued, undecided attempts — not in stock, since a restarted
+/// processor resumes them without reserving again: those `RESERVED` in Redis, and those the
 /// provider captured (`paid`, by payment key) whose reservation Redis no longer has — a restore
 /// from a backup older than the reservation. Those were sold: with `writes`, each gets its
 /// reservation back (`RESERVED`, its attempt), so that the processor resumes and completes it
