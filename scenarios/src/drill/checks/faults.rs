@@ -54,6 +54,22 @@ pub fn faults_landed(ev: &Evidence<'_>, results: &mut Vec<CheckResult>) {
 }
 
 pub fn actions(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
+    // Every action of the timeline was run (an abort or a stop skips the rest): a failover or a
+    // repair that never ran is judged, not left out.
+    let planned = ev.scenario.steps().iter().filter(|(_, s)| !matches!(s, Step::Fault(_))).count();
+    if planned > 0 {
+        let ran = ev.events.iter().filter(|e| e["event"] == "action").count();
+        results.push(
+            CheckResult::held(
+                "every planned action run",
+                Kind::Fault,
+                format!("{planned} action(s)"),
+                format!("{ran} run"),
+                ran >= planned,
+            )
+            .needing(format!("{planned} runs"), format!("{ran}")),
+        );
+    }
     for e in ev.events.iter().filter(|e| e["event"] == "action") {
         let ok = e["ok"].as_bool().unwrap_or(false);
         let output = e["output"].as_str().unwrap_or_default();

@@ -448,6 +448,18 @@ fn a_fault_refused_failed_or_never_attempted_fails_the_drill() {
     assert_eq!(never.outcome("every planned fault injected"), Outcome::Fail);
 }
 
+#[test]
+fn a_planned_action_never_run_fails_the_drill() {
+    let plan = "[[faults]]\nat = \"50s\"\nkind = \"reconcile_fix\"";
+    let never = run(plan);
+    assert_eq!(never.outcome("every planned action run"), Outcome::Fail);
+    let mut ran = run(plan);
+    ran.events
+        .push(json!({"event": "action", "action": "reconcile_fix", "ok": true, "output": "{}", "ts_ms": ms(50.0)}));
+    assert_eq!(ran.outcome("every planned action run"), Outcome::Pass);
+    assert_eq!(ran.outcome("action reconcile_fix"), Outcome::Pass);
+}
+
 // --- Invariants.
 
 #[test]
