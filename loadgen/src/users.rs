@@ -204,6 +204,8 @@ struct Answer {
     status: Option<u16>,
     error: Option<String>,
     body: Option<serde_json::Value>,
+    /// The answer's `Retry-After`, in whole seconds.
+    retry_after: Option<Duration>,
     sent: Instant,
     done: Instant,
 }
@@ -227,7 +229,14 @@ async fn send(
         Ok(b) => b.timeout(shared.behaviour.timeout),
         Err(e) => {
             let now = Instant::now();
-            return Answer { status: None, error: Some(format!("request: {e}")), body: None, sent: now, done: now };
+            return Answer {
+                status: None,
+                error: Some(format!("request: {e}")),
+                body: None,
+                retry_after: None,
+                sent: now,
+                done: now,
+            };
         }
     };
     let builder = match body {
@@ -240,7 +249,14 @@ async fn send(
     let sent = Instant::now();
     let result = user.request(request).await;
     let mut answer = match result {
-        Err(e) => Answer { status: None, error: Some(format!("request: {e}")), body: None, sent, done: Instant::now() },
+        Err(e) => Answer {
+            status: None,
+            error: Some(format!("request: {e}")),
+            body: None,
+            retry_after: None,
+            sent,
+            done: Instant::now(),
+        },
         Ok(goose) => match goose.response {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -250,6 +266,12 @@ async fn send(
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.starts_with("text/html"));
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 // Read the body: the answer is complete when it has arrived (and the
                 // connection can be reused).
                 let body = match tokio::time::timeout(shared.behaviour.timeout, response.bytes()).await {
@@ -264,13 +286,28 @@ async fn send(
                         status: Some(status),
                         error: page.then(|| crate::history::MAINTENANCE.to_string()),
                         body,
+                        retry_after,
                         sent,
                         done: Instant::now(),
                     },
-                    Err(error) => Answer { status: None, error: Some(error), body: None, sent, done: Instant::now() },
+                    Err(error) => Answer {
+                        status: None,
+                        error: Some(error),
+                        body: None,
+                        retry_after: None,
+                        sent,
+                        done: Instant::now(),
+                    },
                 }
             }
-            Err(e) => Answer { status: None, error: Some(classify(&e)), body: None, sent, done: Instant::now() },
+            Err(e) => Answer {
+                status: None,
+                error: Some(classify(&e)),
+                body: None,
+                retry_after: None,
+                sent,
+                done: Instant::now(),
+            },
         },
     };
     shared.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -385,16 +422,20 @@ async fn buy_once(
 async fn buyer(user: &mut GooseUser, shared: &Shared, order: &Order, due: Instant) {
     let answer = buy_once(user, shared, order, &order.request_id, &order.user_id, 1, due).await;
     if answer.status == Some(202) {
-        schedule_poll(shared, order.clone(), 1);
+        schedule_poll(shared, order.clone(), 1, Duration::ZERO);
     }
 }
 
-/// Puts poll `number` of `order` in the poll queue after the poll interval (if polls remain).
-fn schedule_poll(shared: &Shared, order: Order, number: u32) {
+/// The longest `Retry-After` a poller honours.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(30);
+
+/// Puts poll `number` of `order` in the poll queue after the poll interval, or the server's
+/// `retry_after` if longer (at most [`MAX_POLL_WAIT`]), if polls remain.
+fn schedule_poll(shared: &Shared, order: Order, number: u32, retry_after: Duration) {
     if number > shared.behaviour.polls {
         return;
     }
-    let at = Instant::now() + shared.behaviour.poll_interval;
+    let at = Instant::now() + shared.behaviour.poll_interval.max(retry_after.min(MAX_POLL_WAIT));
     let queue = shared.polls.0.clone();
     tokio::spawn(async move {
         tokio::time::sleep_until(at).await;
@@ -416,10 +457,13 @@ async fn poll_order(user: &mut GooseUser, shared: &Shared, poll: Poll) {
     };
     let record =
         attempt(shared, Op::Status, order, &order.request_id, &order.user_id, poll.number, poll.at, &answer, class);
-    let decided = record.order_status.as_deref().is_some_and(|s| s != "PENDING");
+    // Decided: an outcome (COMPLETED, FAILED_…), not PENDING, RESERVED or UNKNOWN.
+    let decided = record.order_status.as_deref().is_some_and(|s| s == "COMPLETED" || s.starts_with("FAILED"));
     shared.recorder.send(record).await;
     if !decided {
-        schedule_poll(shared, poll.order, poll.number + 1);
+        // A client told to come back later (503 with Retry-After: a degraded gateway) does.
+        let wait = answer.retry_after.filter(|_| answer.status == Some(503)).unwrap_or_default();
+        schedule_poll(shared, poll.order, poll.number + 1, wait);
     }
 }
 

@@ -180,7 +180,7 @@ pub struct TimelineEntry {
     /// `reset`, `slow_close`, `slicer`, `limit_data`, `down`, `payment_timeout`,
     /// `payment_failures`, `payment_outage`, `payment_capture_then_timeout`, `redis_stall`,
     /// `redis_loss`, `cpu`, `memory`) or an action (`backup`, `dlq_replay`, `reconcile_fix`,
-    /// `redis_failover`).
+    /// `redis_failover`, `degrade_on`, `degrade_off`).
     pub kind: String,
     /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults only).
     #[serde(default)]
@@ -214,6 +214,9 @@ pub struct TimelineEntry {
     /// redis_loss: restore from the last `backup` action.
     #[serde(default)]
     pub restore: bool,
+    /// degrade_on: orders/s each gateway admits while degraded (`flashsale degrade on --admit`).
+    #[serde(default)]
+    pub admit: Option<u32>,
 }
 
 /// What a timeline entry does.
@@ -229,6 +232,12 @@ pub enum Step {
     /// The operator's failover of a replicated Redis: `SENTINEL FAILOVER`, then the wait for
     /// another primary (needs `topology.redis_replicas`).
     RedisFailover,
+    /// The degradation switch (`flashsale degrade on [--admit N]` / `off`), then the wait until
+    /// every gateway shows the mode on `/health`.
+    Degrade {
+        on: bool,
+        admit: Option<u32>,
+    },
 }
 
 /// Checked before the first fault and after the last (with the recovery time allowed).
@@ -296,6 +305,10 @@ pub struct Slo {
     /// (`phase_maintenance_min = { down = 0.9 }`). Needs two gateways or more (the front).
     #[serde(default)]
     pub phase_maintenance_min: BTreeMap<String, f64>,
+    /// Per phase, the least share of good `POST /buy` answers, whether faults are on or not
+    /// (e.g. once the degradation switch is on: `phase_availability = { degraded = 0.999 }`).
+    #[serde(default)]
+    pub phase_availability: BTreeMap<String, f64>,
     /// Fault end → the system recovered: every second of `rto_hold` with requests, each at or
     /// above `recovered_at`.
     #[serde(default, with = "option_duration_text")]
@@ -380,6 +393,7 @@ impl Default for Slo {
             latency_exempt_phases: Vec::new(),
             phase_p99_ms: BTreeMap::new(),
             phase_maintenance_min: BTreeMap::new(),
+            phase_availability: BTreeMap::new(),
             rto: None,
             recovered_at: None,
             rto_hold: rto_hold_default(),
@@ -522,7 +536,33 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         field: field.to_string(),
         message,
     };
-    scenario.load.phases.parse::<ArrivalSchedule>().map_err(|e| invalid("phases", "load.phases", e.0))?;
+    let schedule =
+        scenario.load.phases.parse::<ArrivalSchedule>().map_err(|e| invalid("phases", "load.phases", e.0))?;
+    // A phase named in the SLO that the load does not have would be judged by nothing.
+    let slo = &scenario.slo;
+    let named = slo
+        .latency_exempt_phases
+        .iter()
+        .map(|p| ("latency_exempt_phases", p))
+        .chain(slo.phase_p99_ms.keys().map(|p| ("phase_p99_ms", p)))
+        .chain(slo.phase_maintenance_min.keys().map(|p| ("phase_maintenance_min", p)))
+        .chain(slo.phase_availability.keys().map(|p| ("phase_availability", p)));
+    for (key, phase) in named {
+        if !schedule.phases.iter().any(|p| p.name == *phase) {
+            let names: Vec<&str> = schedule.phases.iter().map(|p| p.name.as_str()).collect();
+            return Err(invalid(
+                key,
+                &format!("slo.{key}.{phase}"),
+                format!("no phase {phase:?} in load.phases ({})", names.join(", ")),
+            ));
+        }
+    }
+    for (phase, &v) in &scenario.slo.phase_availability {
+        if !(0.0..=1.0).contains(&v) {
+            let field = format!("slo.phase_availability.{phase}");
+            return Err(invalid("phase_availability", &field, format!("{v} must be between 0 and 1")));
+        }
+    }
     scenario.load.mix.parse::<UserMix>().map_err(|e| invalid("mix", "load.mix", e))?;
     if scenario.stock.is_empty() {
         return Err(invalid("[stock]", "stock", "at least one item".into()));
@@ -693,7 +733,7 @@ fn nth_line(text: &str, needle: &str, n: usize) -> usize {
 /// The fault actions a timeline entry may name, and the lab actions.
 pub const KINDS: &str = "kill, terminate, pause, restart, latency, bandwidth, blackhole, reset, slow_close, slicer, \
 limit_data, down, payment_timeout, payment_failures, payment_outage, payment_capture_then_timeout, redis_stall, \
-redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix, redis_failover";
+redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix, redis_failover, degrade_on, degrade_off";
 
 impl TimelineEntry {
     /// What the entry does; `Err((field, message))` names what is wrong.
@@ -782,8 +822,19 @@ impl TimelineEntry {
             "dlq_replay" => Ok(Step::DlqReplay),
             "reconcile_fix" => Ok(Step::ReconcileFix),
             "redis_failover" => Ok(Step::RedisFailover),
+            "degrade_on" => match self.admit {
+                Some(0) => Err((
+                    "admit".to_string(),
+                    "admit = 0 would refuse every order; leave it out for no cap".to_string(),
+                )),
+                admit => Ok(Step::Degrade { on: true, admit }),
+            },
+            "degrade_off" => Ok(Step::Degrade { on: false, admit: None }),
             other => Err(("kind".to_string(), format!("unknown kind {other:?}; valid: {KINDS}"))),
         }?;
+        if self.admit.is_some() && self.kind != "degrade_on" {
+            return Err(("admit".into(), format!("admit applies to degrade_on, not {}", self.kind)));
+        }
         if self.restart && self.kind != "memory" {
             return Err(("restart".into(), format!("restart = true applies to memory, not {}", self.kind)));
         }
@@ -826,6 +877,11 @@ impl Scenario {
         for entry in &mut self.faults {
             entry.at = scale_d(entry.at);
             entry.duration = entry.duration.map(scale_d);
+            // A degraded admission cap and a bandwidth are rates, like the phases'.
+            entry.admit = entry.admit.map(|n| ((f64::from(n) * factor).round() as u32).max(1));
+            if entry.kind == "bandwidth" {
+                entry.bytes = entry.bytes.map(|b| ((b as f64 * factor).round() as u64).max(1));
+            }
         }
         self.steady_state.recovery = scale_d(self.steady_state.recovery);
         if self.scale_stock {
@@ -998,6 +1054,38 @@ target = "broker"
     }
 
     #[test]
+    fn the_degradation_switch_in_the_timeline() {
+        let on =
+            GOOD.replace("for = \"3s\"\nkind = \"kill\"\ntarget = \"broker\"", "kind = \"degrade_on\"\nadmit = 40");
+        assert!(on.contains("degrade_on"), "{on}");
+        let scenario = parse(&on, "x.toml").unwrap();
+        assert_eq!(scenario.steps(), vec![(Duration::from_secs(2), Step::Degrade { on: true, admit: Some(40) })]);
+        assert_eq!(scenario.scaled(0.3).unwrap().steps()[0].1, Step::Degrade { on: true, admit: Some(12) }, "a rate");
+        let err = parse(&on.replace("admit = 40", "admit = 0"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].admit: admit = 0 would refuse every order"), "{err}");
+        let off = on.replace("degrade_on", "degrade_off");
+        let err = parse(&off, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].admit: admit applies to degrade_on, not degrade_off"), "{err}");
+        let off = off.replace("admit = 40\n", "");
+        assert_eq!(parse(&off, "x.toml").unwrap().steps()[0].1, Step::Degrade { on: false, admit: None });
+    }
+
+    #[test]
+    fn a_phase_named_in_the_slo_must_be_in_the_load() {
+        for slo in ["latency_exempt_phases = [\"b\"]", "phase_p99_ms = { b = 100 }", "phase_availability = { b = 0.9 }"]
+        {
+            let text = format!("{GOOD}[slo]\n{slo}\n");
+            let err = parse(&text, "x.toml").unwrap_err().to_string();
+            assert!(err.contains(".b: no phase \"b\" in load.phases (a)"), "{slo}: {err}");
+            let good = format!("{GOOD}[slo]\n{}\n", slo.replace("\"b\"", "\"a\"").replace("{ b", "{ a"));
+            assert!(parse(&good, "x.toml").is_ok(), "{good}");
+        }
+        let err =
+            parse(&format!("{GOOD}[slo]\nphase_availability = {{ a = 1.5 }}\n"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("slo.phase_availability.a: 1.5 must be between 0 and 1"), "{err}");
+    }
+
+    #[test]
     fn every_shipped_drill_parses_and_every_drill_with_a_fault_states_an_rto() {
         let drills = shipped();
         assert!(drills.len() >= 13, "{drills:?}");
@@ -1017,6 +1105,10 @@ target = "broker"
         assert_eq!(s.faults[0].at, Duration::from_secs(1));
         assert_eq!(s.faults[0].duration, Some(Duration::from_millis(1500)));
         assert!(parse(GOOD, "t.toml").unwrap().scaled(2.0).is_err());
+        let throttled = GOOD.replace("kind = \"kill\"", "kind = \"bandwidth\"\nbytes = 10000");
+        assert_eq!(parse(&throttled, "t.toml").unwrap().scaled(0.5).unwrap().faults[0].bytes, Some(5000), "a rate");
+        let sliced = throttled.replace("bandwidth", "slicer\ndelay = \"1ms\"");
+        assert_eq!(parse(&sliced, "t.toml").unwrap().scaled(0.5).unwrap().faults[0].bytes, Some(10000), "a size");
         let unscaled = parse(GOOD, "t.toml").unwrap();
         assert_eq!(unscaled.clone().scaled(0.5).unwrap().stock, unscaled.stock, "stock as written by default");
         let selling_out = parse(&format!("scale_stock = true\n{GOOD}"), "t.toml").unwrap();

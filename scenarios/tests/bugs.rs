@@ -2,7 +2,9 @@
 //! `bugs` feature, is caught by the drill meant for it — on the right check, with evidence.
 //! (That every shipped drill passes on the correct build is `ci/drills`, run by `ci/test`.) And
 //! one mistake of procedure — a restore while the processors keep selling oversells — and one
-//! of configuration: a Redis failover without `WAIT` loses what only the primary had.
+//! of configuration: a Redis failover without `WAIT` loses what only the primary had. And the
+//! operator's actions the drills rely on: without the failover, or the degradation switch, the
+//! drill fails on the phase they were meant to rescue.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -182,4 +184,24 @@ fn without_the_failover_a_slow_primary_keeps_every_order_slow() {
         checks.iter().filter(|c| c["outcome"] == "fail").filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(code, Some(1), "failed checks: {failed:?}");
     assert!(failed.contains(&"p99 latency, phase failed_over (all)"), "{failed:?}");
+}
+
+#[test]
+fn without_the_degradation_switch_the_crowd_keeps_the_order_path_slow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("drills/degrade-under-overload.toml")).unwrap();
+    let actions =
+        ["[[faults]]\nat = \"30s\"\nkind = \"degrade_on\"\n", "[[faults]]\nat = \"95s\"\nkind = \"degrade_off\"\n"];
+    assert!(actions.iter().all(|a| shipped.contains(a)), "the shipped drill flips the switch at 30 s and back at 95 s");
+    let variant = actions.iter().fold(shipped.clone(), |text, a| text.replace(a, "")).replacen(
+        "name = \"degrade-under-overload\"",
+        "name = \"no-switch\"",
+        1,
+    );
+    let (code, verdict) = run_variant("no-switch", &variant);
+    let checks = verdict["checks"].as_array().unwrap();
+    let failed: Vec<&str> =
+        checks.iter().filter(|c| c["outcome"] == "fail").filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(code, Some(1), "failed checks: {failed:?}");
+    assert!(failed.contains(&"p99 latency, phase degraded (all)"), "{failed:?}");
 }

@@ -166,6 +166,10 @@ pub struct GatewayConfig {
     pub order_status_ttl: Duration,
     /// `SHUTDOWN_TIMEOUT`: how long SIGTERM waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// `DEGRADE_POLL`: how often the gateway reads the degradation switch from Redis.
+    pub degrade_poll: Duration,
+    /// `DEGRADE_RETRY_AFTER`: the `Retry-After` of an order-status read shed while degraded.
+    pub degrade_retry_after: Duration,
 }
 
 /// The circuit breaker around the Kafka producer.
@@ -236,6 +240,8 @@ impl GatewayConfig {
             orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
             order_status_ttl: env.duration("ORDER_STATUS_TTL", Duration::from_secs(30 * 60))?,
             shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            degrade_poll: env.duration("DEGRADE_POLL", Duration::from_secs(1))?,
+            degrade_retry_after: env.duration("DEGRADE_RETRY_AFTER", Duration::from_secs(10))?,
         })
     }
 }

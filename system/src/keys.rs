@@ -38,3 +38,7 @@ pub const DLQ_PENDING: &str = "dlq:pending";
 pub fn dlq_member(request_id: &str, attempt: u32) -> String {
     format!("{request_id}/{attempt}")
 }
+
+/// The degradation switch (`flashsale degrade`): a hash with `admit_per_s` and `since_ms` while
+/// on, absent while off. Every gateway follows it.
+pub const DEGRADE: &str = "degrade";

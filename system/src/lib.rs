@@ -3,7 +3,8 @@
 //!
 //! Where an order goes:
 //! - [`gateway`]: `POST /buy` — [validated](gateway::validate), admitted
-//!   ([global limit](gateway::admission), [circuit breaker](gateway::breaker)), rate-limited and
+//!   ([global limit](gateway::admission), [degradation switch](gateway::degrade),
+//!   [circuit breaker](gateway::breaker)), rate-limited and
 //!   claimed by `request_id` in Redis ([`gateway::claim`]), [queued](gateway::queue) on the
 //!   Kafka topic `orders`; 202 once the broker has it.
 //! - [`processor`]: consumes `orders`; [reserves](processor::reservation) stock atomically,
@@ -16,7 +17,8 @@
 //!   `inventory-events`).
 //!
 //! The runbook's manual procedures, made safe: [`inventory`] (`flashsale stock`), [`dlq`]
-//! (`dlq list|replay`), [`reconcile`] (`reconcile [--fix [--processors-stopped]]`: a restore rolled forward), [`backup`] (`backup`/`restore`).
+//! (`dlq list|replay`), [`reconcile`] (`reconcile [--fix [--processors-stopped]]`: a restore rolled forward), [`backup`] (`backup`/`restore`),
+//! [`gateway::degrade`] (`degrade on|off|status`: the promotion's one-click switch).
 //!
 //! Shared pieces: [`config`] (the runbook's env vars), [`keys`] (Redis key names),
 //! [`kafka_stats`] (requests each Kafka client sent, by type, on `/metrics`),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flashsale::config::{Env, GatewayConfig};
+use flashsale::gateway::degrade;
 use flashsale::order::InventoryChange;
 use flashsale::payment::client::PaymentClient;
 use flashsale::payment::PaymentConfig;
@@ -53,6 +54,26 @@ enum Command {
     Backup { path: PathBuf },
     /// Replace the Redis database with the backup at PATH.
     Restore { path: PathBuf },
+    /// The promotion's degradation switch, for every gateway at once (REDIS_ADDR).
+    #[command(subcommand)]
+    Degrade(DegradeCommand),
+}
+
+#[derive(Subcommand)]
+enum DegradeCommand {
+    /// Shed non-core work: order-status reads answered 503 + Retry-After; with --admit N, each
+    /// gateway admits at most N orders/s: `flashsale degrade on --admit 300`.
+    On {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        admit: Option<u32>,
+    },
+    /// Back to normal: `flashsale degrade off`.
+    Off,
+    /// Print the switch (`--json`: as JSON).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +241,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let admin = admin_env(&env)?;
             let n = backup::backup(&redis(&admin).await?, &path).await?;
             println!("backed up {n} keys to {}", path.display());
+        }
+        Command::Degrade(command) => {
+            let admin = admin_env(&env)?;
+            let redis = redis(&admin).await?;
+            let mode = match command {
+                DegradeCommand::On { admit } => degrade::turn_on(&redis, admit).await?,
+                DegradeCommand::Off => {
+                    degrade::turn_off(&redis).await?;
+                    degrade::Mode::OFF
+                }
+                DegradeCommand::Status { json: true } => {
+                    println!("{}", serde_json::to_string(&degrade::read(&redis).await?)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                DegradeCommand::Status { json: false } => degrade::read(&redis).await?,
+            };
+            println!("degrade {}", mode.describe());
         }
         Command::Restore { path } => {
             let admin = admin_env(&env)?;

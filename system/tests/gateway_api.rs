@@ -1,8 +1,11 @@
-//! The gateway's API on a real Redis and broker: validation, idempotency, rate limits,
-//! health and metrics.
+//! The gateway's API on a real Redis and broker: validation, idempotency, rate limits, the
+//! degradation switch, health and metrics.
 
 mod common;
 
+use std::time::Duration;
+
+use chaos::TestbedConfig;
 use common::*;
 use serde_json::{json, Value};
 
@@ -201,13 +204,96 @@ async fn global_admission_limit_answers_503_queued_retry() {
 }
 
 #[tokio::test]
+async fn one_degradation_switch_sheds_status_reads_and_caps_admissions_on_every_gateway() {
+    let bed = start(TestbedConfig {
+        gateways: 2,
+        service_env: merged(
+            &[("LOG_LEVEL", "warn"), ("RATE_LIMIT_MAX_REQUESTS", "1000000"), ("DEGRADE_RETRY_AFTER", "7s")],
+            &[],
+        ),
+        ..TestbedConfig::default()
+    })
+    .await;
+    let bases = [bed.gateway_url(0), bed.gateway_url(1)];
+    let http = client();
+    let (status, _, _) = buy(&http, &bases[0], &order("u0", "101", 1, "before")).await;
+    assert_eq!(status, 202);
+    for base in &bases {
+        assert_eq!(get_json(&http, &format!("{base}/orders/before")).await.0, 200, "reads served while off");
+    }
+
+    let (code, out) = admin(&bed, &["degrade", "on", "--admit", "5"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("at most 5 orders/s"), "{out}");
+    for base in &bases {
+        eventually(Duration::from_secs(5), "the gateway shows the switch", || async {
+            let (_, health) = get_json(&http, &format!("{base}/health")).await;
+            health["degraded"]["on"] == true && health["degraded"]["admit_per_s"] == 5
+        })
+        .await;
+        let response = http.get(format!("{base}/orders/before")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 503, "status reads shed");
+        assert_eq!(response.headers()["retry-after"], "7");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("outcome will be sent"), "{body}");
+        // At most one second's worth (5) plus the refill while 20 orders go in.
+        let mut accepted = 0;
+        for i in 0..20 {
+            let (status, headers, answer) = buy(&http, base, &order("u1", "101", 1, &format!("{base}-{i}"))).await;
+            match status {
+                202 => accepted += 1,
+                503 => assert!(
+                    headers.contains_key("retry-after") && answer["error"].as_str().unwrap().contains("queued, retry")
+                ),
+                other => panic!("{other}: {answer}"),
+            }
+        }
+        assert!((5..=8).contains(&accepted), "{base}: accepted {accepted}");
+        let page = get_text(&http, &format!("{base}/metrics")).await;
+        assert_eq!(metric(&page, "gateway_degraded"), Some(1.0));
+        assert_eq!(metric(&page, "gateway_degrade_admit_per_second"), Some(5.0));
+        assert_eq!(metric(&page, "gateway_status_reads_shed_total"), Some(1.0));
+        assert!(metric(&page, "gateway_orders_admission_rejected_total").unwrap() >= 12.0, "{page}");
+    }
+    let (code, out) = admin(&bed, &["degrade", "status", "--json"]).await;
+    assert_eq!(code, 0);
+    let mode: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((mode["on"].clone(), mode["admit_per_s"].clone()), (json!(true), json!(5)));
+
+    let (code, out) = admin(&bed, &["degrade", "off"]).await;
+    assert_eq!((code, out.trim()), (0, "degrade off"));
+    for base in &bases {
+        eventually(Duration::from_secs(5), "the gateway serves reads again", || async {
+            get_json(&http, &format!("{base}/orders/before")).await.0 == 200
+        })
+        .await;
+        let accepted = {
+            let mut n = 0;
+            for i in 0..20 {
+                n += u32::from(buy(&http, base, &order("u2", "101", 1, &format!("{base}-off-{i}"))).await.0 == 202);
+            }
+            n
+        };
+        assert_eq!(accepted, 20, "no cap once off");
+        assert_eq!(metric(&get_text(&http, &format!("{base}/metrics")).await, "gateway_degraded"), Some(0.0));
+    }
+    let (code, _) = admin(&bed, &["degrade", "on", "--admit", "0"]).await;
+    assert_eq!(code, 2, "a cap of 0 would refuse every order: refused");
+    bed.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn health_and_metrics_report_the_runbook_fields() {
     let bed = testbed(&[]).await;
     let base = bed.gateway_url(0);
     let http = client();
     let (status, health) = get_json(&http, &format!("{base}/health")).await;
     assert_eq!(status, 200, "{health}");
-    assert_eq!(health, json!({"status": "healthy", "redis": true, "kafka": true, "circuit_breaker_state": "closed"}));
+    assert_eq!(
+        health,
+        json!({"status": "healthy", "redis": true, "kafka": true, "circuit_breaker_state": "closed",
+               "degraded": {"on": false, "admit_per_s": null, "since_ms": 0}})
+    );
     assert_eq!(get_json(&http, &format!("{base}/healthz")).await.0, 200);
     assert_eq!(get_json(&http, &format!("{base}/readyz")).await.0, 200);
     let page = get_text(&http, &format!("{base}/metrics")).await;

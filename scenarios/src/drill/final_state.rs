@@ -24,6 +24,8 @@ pub struct Sources {
     pub payment_url: String,
     pub flashsale: std::path::PathBuf,
     pub admin_env: Vec<(String, String)>,
+    /// Each gateway's own address (not the front).
+    pub gateways: Vec<std::net::SocketAddr>,
 }
 
 impl Sources {

@@ -242,6 +242,7 @@ pub async fn drill(
         payment_url: testbed.payment_url().unwrap_or_default(),
         flashsale: testbed.flashsale_bin().to_path_buf(),
         admin_env: testbed.admin_env(),
+        gateways: (0..testbed.gateway_count()).map(|i| testbed.gateway_addr(i)).collect(),
     };
     let gateway_urls: Vec<String> = (0..testbed.gateway_count()).map(|i| testbed.gateway_url(i)).collect();
     let front_url = testbed.front_url();

@@ -62,6 +62,30 @@ pub(super) async fn run_step(
                 eprintln!("action redis_failover: {output}");
             }
         }
+        Step::Degrade { on, admit } => {
+            let started = Instant::now();
+            let name = if on { "degrade_on" } else { "degrade_off" };
+            let admit_text = admit.map(|n| n.to_string());
+            let mut args = vec!["degrade", if on { "on" } else { "off" }];
+            if let Some(n) = &admit_text {
+                args.extend(["--admit", n.as_str()]);
+            }
+            let result = match final_state::admin(sources, &args).await {
+                Ok(out) => {
+                    degrade_shown(&sources.gateways, on, admit).await.map(|shown| format!("{}; {shown}", out.trim()))
+                }
+                Err(e) => Err(format!("{e:#}")),
+            };
+            let (ok, output) = match result {
+                Ok(out) => (true, out),
+                Err(e) => (false, e),
+            };
+            let took_ms = started.elapsed().as_millis() as u64;
+            events.record("action", json!({"action": name, "ok": ok, "output": output, "took_ms": took_ms}));
+            if !quiet {
+                eprintln!("action {name}: {output}");
+            }
+        }
         Step::Backup | Step::DlqReplay | Step::ReconcileFix => {
             let backup = dir.join("backup.jsonl");
             let backup = backup.display().to_string();
@@ -86,6 +110,43 @@ pub(super) async fn run_step(
                 eprintln!("action {name}: {}", if ok { "done" } else { "FAILED" });
             }
         }
+    }
+}
+
+/// How long every gateway may take to show the degradation switch's new mode (they read it
+/// every `DEGRADE_POLL`, 1 s).
+const DEGRADE_SHOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits until every gateway's `/health` shows the switch `on` (with the cap `admit`), or says
+/// which did not within [`DEGRADE_SHOWN_LIMIT`]: a switch that did not land is a failed action.
+async fn degrade_shown(gateways: &[std::net::SocketAddr], on: bool, admit: Option<u32>) -> Result<String, String> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let deadline = started + DEGRADE_SHOWN_LIMIT;
+    let mut waiting: Vec<usize> = (0..gateways.len()).collect();
+    loop {
+        let mut still = Vec::new();
+        for &i in &waiting {
+            let health: serde_json::Value = match http.get(format!("http://{}/health", gateways[i])).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let mode = &health["degraded"];
+            let shown =
+                mode["on"].as_bool() == Some(on) && (!on || mode["admit_per_s"].as_u64() == admit.map(u64::from));
+            if !shown {
+                still.push(i);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            return Ok(format!("shown by {} gateway(s) in {} ms", gateways.len(), started.elapsed().as_millis()));
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = waiting.iter().map(|i| format!("gateway[{i}]")).collect();
+            return Err(format!("not shown within {DEGRADE_SHOWN_LIMIT:?} by {}", names.join(", ")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -1,7 +1,8 @@
 //! `flashsale gateway`: the HTTP front door. An order is [validated](validate), admitted by the
 //! optional global limit ([admission]), checked against the [breaker], rate-limited and claimed
 //! by its `request_id` in Redis ([claim]), and [queued](queue) on Kafka; the client hears 202
-//! only once the broker has it. [routes] holds the handlers, [metrics] the runbook's metrics.
+//! only once the broker has it. [routes] holds the handlers, [metrics] the runbook's metrics,
+//! [degrade] the promotion's degradation switch (order-status reads shed, admissions capped).
 //!
 //! On SIGTERM the gateway reports not-ready, stops accepting connections, lets in-flight
 //! requests finish (at most `SHUTDOWN_TIMEOUT`) and flushes the producer.
@@ -9,6 +10,7 @@
 pub mod admission;
 pub mod breaker;
 pub mod claim;
+pub mod degrade;
 pub mod metrics;
 pub mod queue;
 mod routes;
@@ -34,6 +36,7 @@ pub(crate) struct GatewayState {
     queue: queue::OrderQueue,
     breaker: breaker::CircuitBreaker,
     admission: Option<admission::AdmissionLimit>,
+    degrade: Arc<degrade::Switch>,
     metrics: metrics::GatewayMetrics,
     draining: AtomicBool,
 }
@@ -68,6 +71,17 @@ pub async fn run(
         config.kafka_idempotence,
     )
     .map_err(|source| GatewayError::Kafka { addr: config.kafka_addr.clone(), source })?;
+    let metrics = metrics::GatewayMetrics::new();
+    let switch = Arc::new(degrade::Switch::new(config.degrade_retry_after));
+    // The switch is read on a connection of its own: a backlog of orders on the shared one (the
+    // overload the switch is for) must not hold it back.
+    let switch_redis = Redis::connect_when_up(&config.redis, config.redis_timeout, config.startup_timeout)
+        .await
+        .map_err(|e| GatewayError::Redis { addr: config.redis.to_string(), last: e.to_string() })?;
+    degrade::spawn_follow(&switch, switch_redis, config.degrade_poll, {
+        let metrics = metrics.clone();
+        move |mode| metrics.show_degrade(mode)
+    });
     let state = Arc::new(GatewayState {
         claims: claim::Claims::new(
             redis,
@@ -78,7 +92,8 @@ pub async fn run(
         queue,
         breaker: breaker::CircuitBreaker::new(config.breaker),
         admission: admission::AdmissionLimit::new(config.global_rate_limit, Instant::now()),
-        metrics: metrics::GatewayMetrics::new(),
+        degrade: switch,
+        metrics,
         draining: AtomicBool::new(false),
     });
 

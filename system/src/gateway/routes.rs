@@ -1,6 +1,6 @@
 //! The gateway's HTTP API: `POST /buy`, `GET /orders/{request_id}`, `GET /health`, `/healthz`,
 //! `/readyz`, `/metrics`. Every answer has a JSON body; no input yields a 5xx except the
-//! dependencies' own failures (503).
+//! dependencies' own failures and the [degradation switch](super::degrade) (503).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -150,15 +150,14 @@ fn parse(
 /// The global admission limit and the breaker: cheap checks that refuse at once, without Redis,
 /// Kafka or a task of their own. `Ok` carries the breaker's ticket for this order.
 fn admit(state: &GatewayState, cid: &str, started: Instant) -> Result<Ticket, Response> {
-    if let Some(limit) = &state.admission {
-        if let Err(wait) = limit.try_admit(started) {
-            state.metrics.admission_rejected.inc();
-            let body = json!({
-                "error": "too many orders right now: your order was not taken; queued, retry shortly",
-                "errors": [], "correlation_id": cid,
-            });
-            return Err(answer(StatusCode::SERVICE_UNAVAILABLE, body, Some(wait), cid));
-        }
+    let global = state.admission.as_ref().map_or(Ok(()), |limit| limit.try_admit(started));
+    if let Err(wait) = global.and_then(|()| state.degrade.try_admit(started)) {
+        state.metrics.admission_rejected.inc();
+        let body = json!({
+            "error": "too many orders right now: your order was not taken; queued, retry shortly",
+            "errors": [], "correlation_id": cid,
+        });
+        return Err(answer(StatusCode::SERVICE_UNAVAILABLE, body, Some(wait), cid));
     }
     state.breaker.try_acquire(Instant::now()).map_err(|wait| {
         state.metrics.failed.inc();
@@ -309,6 +308,12 @@ pub(super) async fn order_status(State(state): State<Arc<GatewayState>>, Path(re
     if chars == 0 || chars > validate::REQUEST_ID_MAX_CHARS {
         return answer(StatusCode::BAD_REQUEST, error_body("request_id must be 1 to 200 characters", &cid), None, &cid);
     }
+    if let Some(wait) = state.degrade.shed_status_read() {
+        state.metrics.status_reads_shed.inc();
+        let message =
+            "order status is paused during the promotion: your order's outcome will be sent to you; check again later";
+        return answer(StatusCode::SERVICE_UNAVAILABLE, error_body(message, &cid), Some(wait), &cid);
+    }
     match state.claims.status(&request_id).await {
         Ok(Some(status)) => answer(StatusCode::OK, json!({ "request_id": request_id, "status": status }), None, &cid),
         Ok(None) => answer(StatusCode::NOT_FOUND, error_body("order not found", &cid), None, &cid),
@@ -321,7 +326,8 @@ pub(super) async fn order_status(State(state): State<Arc<GatewayState>>, Path(re
     }
 }
 
-/// `GET /health`: Redis, Kafka and the breaker; 200 when all are well, else 503.
+/// `GET /health`: Redis, Kafka and the breaker; 200 when all are well, else 503. `degraded`
+/// shows the degradation switch (degraded is healthy).
 pub(super) async fn health(State(state): State<Arc<GatewayState>>) -> Response {
     let limit = Duration::from_secs(1);
     let (redis, kafka) = tokio::join!(state.claims.redis().ping(), state.queue.broker_reachable(limit));
@@ -335,6 +341,7 @@ pub(super) async fn health(State(state): State<Arc<GatewayState>>) -> Response {
         "redis": redis,
         "kafka": kafka,
         "circuit_breaker_state": breaker.as_str(),
+        "degraded": state.degrade.mode(),
     });
     (status, Json(body)).into_response()
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 pub const FLASHSALE: &str = env!("CARGO_BIN_EXE_flashsale");
 
 /// `defaults` with `overrides` on top.
-fn merged(defaults: &[(&str, &str)], overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn merged(defaults: &[(&str, &str)], overrides: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = defaults
         .iter()
         .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
@@ -26,7 +26,7 @@ fn merged(defaults: &[(&str, &str)], overrides: &[(&str, &str)]) -> Vec<(String,
 }
 
 /// A testbed of `config` running this crate's `flashsale`.
-async fn start(config: TestbedConfig) -> Testbed {
+pub async fn start(config: TestbedConfig) -> Testbed {
     Testbed::start(TestbedConfig { flashsale_bin: Some(FLASHSALE.into()), ..config }).await.expect("testbed starts")
 }
 

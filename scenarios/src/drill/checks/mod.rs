@@ -54,6 +54,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures, Vec<AlertScore>) 
     let mut figures = Figures::default();
     let run = Judged::new(ev);
     slo::availability(ev, &run, &mut results, &mut figures);
+    slo::phase_availability(ev, &run, &mut results);
     slo::latency(ev, &run, &mut results);
     maintenance::maintenance(ev, &run, &mut results, &mut figures);
     slo::rto(ev, &run, &mut results, &mut figures);

@@ -1,5 +1,5 @@
 //! Service-level checks: availability (overall, outside and during faults, unserved users
-//! included), latency per phase, RTO per fault, steady state before and after the faults,
+//! included, per phase), latency per phase, RTO per fault, steady state before and after the faults,
 //! time to decision and consumer lag. Each states the evidence it needs.
 
 use std::collections::BTreeMap;
@@ -104,6 +104,39 @@ pub fn availability(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<Check
     let run_s = last.saturating_sub(first) as f64 / 1e6;
     let bad_share = if total == 0 { 0.0 } else { (total - good) as f64 / total as f64 };
     figures.error_budget_burned = bad_share * run_s / BUDGET_30D_S;
+}
+
+/// Availability of single phases (`[slo] phase_availability`), faults or not: e.g. the core path
+/// once the degradation switch is on, while the overload goes on.
+pub fn phase_availability(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>) {
+    let need = ev.scenario.evidence.min_requests;
+    for (phase, &target) in &ev.scenario.slo.phase_availability {
+        let (mut good, mut total) = (0u64, 0u64);
+        let mut bad_examples = Vec::new();
+        for &(i, ok) in &run.attempts {
+            let a = &ev.history[i];
+            if a.phase != *phase {
+                continue;
+            }
+            total += 1;
+            good += u64::from(ok);
+            if !ok && bad_examples.len() < rundir::verdict::EXAMPLES {
+                bad_examples.push(format!("{} attempt {}: {}", a.request_id, a.attempt, a.outcome()));
+            }
+        }
+        let v = share(good, total);
+        results.push(
+            CheckResult::new(
+                &format!("availability, phase {phase}"),
+                Kind::Slo,
+                format!("≥ {:.3}%", target * 100.0),
+                format!("{} of {total}", pct(v)),
+                Outcome::judge(v.is_none_or(|v| v >= target), total >= need),
+            )
+            .needing(format!("≥ {need} requests"), requests(total))
+            .with(bad_examples),
+        );
+    }
 }
 
 /// At most this share of the arrivals, plus [`LATE_ALLOWANCE`], may be offered late (≥

@@ -245,6 +245,22 @@ fn availability_outside_and_during_faults() {
     assert_eq!(quiet.outcome("availability during faults"), Outcome::Inconclusive, "no request in the fault");
 }
 
+#[test]
+fn availability_of_one_phase_three_ways() {
+    const CHECK: &str = "availability, phase p";
+    let mut r = run("[slo]\navailability = 0.0\nphase_availability = { p = 0.999 }");
+    r.fault(1, 0.0, Some(60.0));
+    r.orders(0.0, 200, 10.0, 202, 5);
+    assert_eq!(r.outcome(CHECK), Outcome::Pass, "judged during a fault too");
+    r.orders(25.0, 1, 10.0, 503, 5);
+    let failed = r.result(CHECK);
+    assert_eq!(failed.outcome, Outcome::Fail, "200 of 201 < 99.9%");
+    assert_eq!(failed.evidence.len(), 1, "the bad answer is named: {:?}", failed.evidence);
+    let mut few = run("[slo]\nphase_availability = { p = 0.999 }");
+    few.orders(0.0, 20, 10.0, 202, 5);
+    assert_eq!(few.outcome(CHECK), Outcome::Inconclusive);
+}
+
 // --- Latency.
 
 #[test]
