@@ -57,6 +57,12 @@ fn figures(run: &Run) -> Vec<(String, String)> {
             format!("p99 {:.0} ms, max {:.0} ms ({} orders)", t.p99_ms, t.max_ms, t.decisions),
         ));
     }
+    for (fault, t) in &f.decided_after_heal {
+        rows.push((
+            format!("orders held by fault {fault}, decided after its heal"),
+            format!("{} orders, the last {:.0} ms after (p99 {:.0} ms)", t.decisions, t.max_ms, t.p99_ms),
+        ));
+    }
     for (item, units) in &f.drift_fixed {
         rows.push((format!("stock drift fixed, item {item}"), format!("{units:+} units")));
     }

@@ -202,6 +202,10 @@ pub struct Figures {
     /// `POST /buy` answered with the front's maintenance page (no gateway was up).
     #[serde(default)]
     pub maintenance_pages: u64,
+    /// Per fault (`#N description`): the orders it held undecided past its heal, and how long
+    /// after the heal they were decided (`[slo] decided_after_heal`).
+    #[serde(default)]
+    pub decided_after_heal: BTreeMap<String, DecisionTimes>,
 }
 
 /// `verdict.json`.

@@ -323,6 +323,10 @@ pub struct Slo {
     /// Acknowledged orders that may be lost.
     #[serde(default)]
     pub rpo: u64,
+    /// The orders a fault held undecided past its heal are decided at most this long after it
+    /// (a payment outage's deferred payments completed once the provider is back).
+    #[serde(default, with = "option_duration_text")]
+    pub decided_after_heal: Option<Duration>,
     /// Accepted (202) → decided, p99 over the run, ms.
     #[serde(default)]
     pub time_to_decision_p99_ms: Option<f64>,
@@ -394,6 +398,7 @@ impl Default for Slo {
             phase_p99_ms: BTreeMap::new(),
             phase_maintenance_min: BTreeMap::new(),
             phase_availability: BTreeMap::new(),
+            decided_after_heal: None,
             rto: None,
             recovered_at: None,
             rto_hold: rto_hold_default(),
@@ -1107,7 +1112,7 @@ target = "broker"
         assert!(parse(GOOD, "t.toml").unwrap().scaled(2.0).is_err());
         let throttled = GOOD.replace("kind = \"kill\"", "kind = \"bandwidth\"\nbytes = 10000");
         assert_eq!(parse(&throttled, "t.toml").unwrap().scaled(0.5).unwrap().faults[0].bytes, Some(5000), "a rate");
-        let sliced = throttled.replace("bandwidth", "slicer\ndelay = \"1ms\"");
+        let sliced = throttled.replace("kind = \"bandwidth\"", "kind = \"slicer\"\ndelay = \"1ms\"");
         assert_eq!(parse(&sliced, "t.toml").unwrap().scaled(0.5).unwrap().faults[0].bytes, Some(10000), "a size");
         let unscaled = parse(GOOD, "t.toml").unwrap();
         assert_eq!(unscaled.clone().scaled(0.5).unwrap().stock, unscaled.stock, "stock as written by default");

@@ -88,7 +88,7 @@ fn committing_before_processing_loses_orders() {
 
 #[test]
 fn no_refund_on_payment_failure_breaks_conservation() {
-    caught("payment-outage", "no_refund_on_payment_failure", "stock conservation", "initial 100000");
+    caught("payment-outage-refund", "no_refund_on_payment_failure", "stock conservation", "initial 100000");
 }
 
 #[test]

@@ -27,6 +27,7 @@ fn the_shipped_drills_are_listed() {
         "processor-crash",
         "processor-stall",
         "payment-outage",
+        "payment-outage-refund",
         "payment-slow-success",
         "redis-latency",
         "redis-loss-and-restore",

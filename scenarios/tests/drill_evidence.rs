@@ -1,8 +1,8 @@
 //! Every shipped drill plans room above the evidence its checks need, at the scale `ci/test`
 //! runs them (0.3): counted from the arrival schedule and the timeline, each judged window whose
 //! size depends on when a fault is healed holds at least [`MARGIN`] times its floor even when
-//! every heal takes its allowance
-//! ([`RESTART_ALLOWANCE`], [`HEAL_ALLOWANCE`]). Below the
+//! every heal takes its allowance ([`RESTART_ALLOWANCE`], [`HEAL_ALLOWANCE`]), and one fixed by
+//! the schedule [`FIXED_MARGIN`] times. Below the
 //! floor a check is inconclusive and the drill is not a pass: stop 27's landing CI lost a green
 //! run to an "after" window one latency sample short, because the window starts only once the
 //! last restart is healed. This finds such a drill before a CI run does.
@@ -19,8 +19,11 @@ const SCALE: f64 = 0.3;
 const RESTART_ALLOWANCE: Duration = Duration::from_secs(3);
 /// The same for every other fault (a proxy cleared, a process thawed, a quota lifted).
 const HEAL_ALLOWANCE: Duration = Duration::from_secs(1);
-/// Planned samples per sample needed, at least.
+/// Planned samples per sample needed, at least, in a window the heals move.
 const MARGIN: f64 = 1.2;
+/// The same in a window fixed by the schedule: the requests in flight when a fault starts are
+/// the fault's (seen: 107 of 108 planned).
+const FIXED_MARGIN: f64 = 1.05;
 
 /// One judged window of a drill, with the arrivals planned in it and the floor it needs.
 #[derive(Debug)]
@@ -131,8 +134,8 @@ fn every_shipped_drill_plans_room_above_the_evidence_its_checks_need() {
         let scenario = load(&resolve(&name).unwrap()).unwrap().scaled(SCALE).unwrap();
         for (w, heal_dependent) in windows(&scenario) {
             let ratio = w.planned as f64 / w.floor.max(1) as f64;
-            // A window the heals move needs room; one fixed by the schedule needs its floor.
-            let margin = if heal_dependent { MARGIN } else { 1.0 };
+            // A window the heals move needs room; one fixed by the schedule a little.
+            let margin = if heal_dependent { MARGIN } else { FIXED_MARGIN };
             let kind = if heal_dependent { "after heals" } else { "fixed" };
             table.push(format!("{ratio:6.2}  {name:<26} {:<45} {} of {} ({kind})", w.check, w.planned, w.floor));
             if ratio < margin {

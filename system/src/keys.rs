@@ -42,3 +42,16 @@ pub fn dlq_member(request_id: &str, attempt: u32) -> String {
 /// The degradation switch (`flashsale degrade`): a hash with `admit_per_s` and `since_ms` while
 /// on, absent while off. Every gateway follows it.
 pub const DEGRADE: &str = "degrade";
+
+/// The buyer's status of an order whose payment is deferred through a provider outage
+/// ("payment system busy"; `PAYMENT_OUTAGE_MODE=defer`).
+pub const STATUS_PAYMENT_PENDING: &str = "PAYMENT_PENDING";
+
+/// Deferred payments: a sorted set of `request_id/attempt` scored by when each is due again (ms).
+pub const PAYMENTS_DEFERRED: &str = "payments:deferred";
+
+/// A deferred payment's order (`order`, JSON), `deadline_ms`, `tries`, and the `partition` and
+/// `offset` it came from. `member` is `request_id/attempt`.
+pub fn deferred_payment(member: &str) -> String {
+    format!("deferred:{member}")
+}

@@ -221,7 +221,7 @@ pub(super) async fn processors_stopped(processors: &[std::net::SocketAddr]) -> b
 
 /// Waits until nothing is left to decide, twice in a row: the processors' consumer group has
 /// committed every `orders` partition to its end (read from the broker, so a partition nobody
-/// is assigned counts too) and no processor has an order in flight.
+/// is assigned counts too), no processor has an order in flight and no payment is deferred.
 pub(super) async fn drain(processors: &[std::net::SocketAddr], kafka: std::net::SocketAddr, limit: Duration) -> bool {
     if processors.is_empty() {
         return true;
@@ -250,8 +250,12 @@ pub(super) async fn drain(processors: &[std::net::SocketAddr], kafka: std::net::
                 Err(_) => String::new(),
             };
             let m = scrape::parse(&page);
-            // A processor that does not answer may hold orders: not idle.
-            if page.is_empty() || scrape::sum(&m, "processor_orders_in_flight") > 0.0 {
+            // A processor that does not answer may hold orders: not idle. A deferred payment
+            // (PAYMENT_OUTAGE_MODE=defer) is an order in flight too.
+            if page.is_empty()
+                || scrape::sum(&m, "processor_orders_in_flight") > 0.0
+                || scrape::sum(&m, "processor_payments_deferred") > 0.0
+            {
                 idle = false;
             }
         }

@@ -57,6 +57,12 @@ pub fn table(run: &DrillRun) -> String {
             t.p99_ms, t.max_ms, t.decisions
         ));
     }
+    for (fault, t) in &f.decided_after_heal {
+        out.push_str(&format!(
+            "orders held by fault {fault}: {} decided after its heal, the last {:.0} ms after\n",
+            t.decisions, t.max_ms
+        ));
+    }
     out.push_str(&format!("verdict: {} — {} ({})\n", v.outcome.label(), v.scenario, run.dir.display()));
     out
 }

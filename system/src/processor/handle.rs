@@ -8,7 +8,9 @@
 //!    `PAYMENT_RESOLVE_TIMEOUT`;
 //! 3. captured → `COMPLETED`; not captured → dead letter on `orders-dlq` (and `dlq:pending`),
 //!    then refund the reservation and mark `FAILED_PAYMENT` — the dead letter first, so a crash
-//!    in between is redelivered and the refund still happens;
+//!    in between is redelivered and the refund still happens. With `PAYMENT_OUTAGE_MODE=defer`
+//!    a charge without a clear answer is not resolved here: the order keeps its units and the
+//!    payment is [deferred](super::deferred), tried again until it settles;
 //! 4. the decision on `order-outcomes`.
 //!
 //! The caller commits the offset only after this returns `Ok`.
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::deferred::Deferrals;
 use super::publish::{Origin, Publisher};
 use super::reservation::{Reservations, Reserve};
 use super::ProcessorMetrics;
@@ -48,6 +51,9 @@ pub enum Handled {
     Decided(Decision),
     /// The order was decided before; its outcome was published again.
     Duplicate,
+    /// The charge had no clear answer and the payment waits, with its units reserved
+    /// ([`deferred`](super::deferred)).
+    Deferred,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +63,8 @@ pub struct OrderWorker {
     pub(super) publisher: Publisher,
     pub(super) metrics: ProcessorMetrics,
     pub(super) resolve_timeout: Duration,
+    /// `PAYMENT_OUTAGE_MODE=defer`: where a charge without a clear answer waits.
+    pub(super) deferrals: Option<Deferrals>,
 }
 
 impl OrderWorker {
@@ -102,10 +110,32 @@ impl OrderWorker {
             ChargeAnswer::Captured => Ok(()),
             ChargeAnswer::KeyCancelled => Err("payment_cancelled"),
             ChargeAnswer::Unknown { reason, detail } => {
+                if let Some(deferrals) = &self.deferrals {
+                    self.metrics.payments.with_label_values(&["deferred"]).inc();
+                    if deferrals.defer(order, origin).await? {
+                        tracing::warn!(service = SERVICE, event = "payment_deferred", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, %detail, "No clear payment answer; the order keeps its units and the payment is tried again");
+                        return Ok(Handled::Deferred);
+                    }
+                    // No longer RESERVED: another copy of the order decided it meanwhile.
+                    self.metrics.duplicates.inc();
+                    return Ok(Handled::Duplicate);
+                }
                 tracing::warn!(service = SERVICE, event = "payment_unknown", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, %detail, "No clear payment answer; resolving");
                 self.resolve(&key, reason).await
             }
         };
+        self.settle(order, origin, captured, started).await
+    }
+
+    /// Decides an attempt whose payment is known: captured → `COMPLETED`; not → dead letter,
+    /// refund, `FAILED_PAYMENT` (`reason` the dead letter's).
+    pub(super) async fn settle(
+        &self,
+        order: &OrderMessage,
+        origin: Origin,
+        captured: Result<(), &'static str>,
+        started: Instant,
+    ) -> Result<Handled, StepError> {
         match captured {
             Ok(()) => {
                 if self.reservations.complete(order).await? {
@@ -152,7 +182,7 @@ impl OrderWorker {
 
     /// Cancels `key` at the provider until it answers (bounded): `Ok` if it had captured,
     /// else the DLQ reason.
-    async fn resolve(&self, key: &str, reason: &'static str) -> Result<(), &'static str> {
+    pub(super) async fn resolve(&self, key: &str, reason: &'static str) -> Result<(), &'static str> {
         let deadline = Instant::now() + self.resolve_timeout;
         loop {
             match self.payment.cancel(key).await {

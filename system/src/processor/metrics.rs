@@ -34,9 +34,14 @@ pub struct ProcessorMetrics {
     pub max_in_flight: IntGauge,
     /// The group watchdog's repairs, by remedy (`probe`, `rejoin`).
     pub group_repairs: IntCounterVec,
-    /// Payment attempts decided, by `result`: `captured` (the order completed) or `failed`
-    /// (declined, timed out or unclear, refunded): the payment success rate alert reads it.
+    /// Payment attempts decided, by `result`: `captured` (the order completed), `failed`
+    /// (declined, timed out or unclear, refunded) or `deferred` (no clear answer, kept to try
+    /// again: `PAYMENT_OUTAGE_MODE=defer`): the payment success rate alert reads it.
     pub payments: IntCounterVec,
+    /// Deferred payments waiting (`payments:deferred`), every second.
+    pub payments_deferred: IntGauge,
+    /// Deferred payments settled, by `result`: `captured` (completed late) or `refunded`.
+    pub deferred_settled: IntCounterVec,
 }
 
 impl ProcessorMetrics {
@@ -75,6 +80,12 @@ impl ProcessorMetrics {
         for result in ["captured", "failed"] {
             payments.with_label_values(&[result]);
         }
+        let deferred_settled = IntCounterVec::new(
+            Opts::new("processor_deferred_payments_settled_total", "Deferred payments settled, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(deferred_settled.clone())).expect("unique metric");
         crate::process_metrics::register(&registry);
         let duration = Histogram::with_opts(
             HistogramOpts::new("processor_order_processing_duration_seconds", "Processing time")
@@ -115,6 +126,8 @@ impl ProcessorMetrics {
             ),
             group_repairs,
             payments,
+            payments_deferred: gauge("processor_payments_deferred", "Deferred payments waiting to be tried again"),
+            deferred_settled,
             registry,
         }
     }

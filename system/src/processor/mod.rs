@@ -1,7 +1,9 @@
 //! `flashsale processor`: consumes `orders` in the consumer group `processor`, and for each
-//! order [reserves](reservation) stock, [pays and decides](handle), and commits the offset only
-//! once that is durable ([commits]). Orders are worked on concurrently (at most
-//! `PROCESSOR_MAX_IN_FLIGHT`); two copies of one `request_id` never at the same time.
+//! order [reserves](reservation) stock, [pays and decides](handle) (through a provider outage,
+//! optionally [deferring the payment](deferred)), and commits the offset only once that is
+//! durable ([commits]). Its configuration: [`ProcessorConfig`]. Orders are worked on
+//! concurrently (at most `PROCESSOR_MAX_IN_FLIGHT`); two copies of one `request_id` never at the
+//! same time.
 //!
 //! Several processors share the partitions and rebalance when one dies or joins; the broker's
 //! coordinator can leave a partition without a consumer, which [`group_repair`] and the
@@ -10,11 +12,13 @@
 //! and leaves the group. `/metrics` and `/health` listen on `PROCESSOR_METRICS_ADDR`.
 
 pub mod commits;
+pub mod deferred;
 pub mod group_repair;
 pub mod handle;
 pub mod metrics;
 pub mod publish;
 pub mod reservation;
+mod settings;
 pub mod watchdog;
 
 use std::collections::HashMap;
@@ -32,7 +36,6 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::{ConfigError, Env};
 use crate::gateway::queue::{ensure_topics, QueueError};
 use crate::keys;
 use crate::order::{OrderMessage, DLQ_TOPIC, INVENTORY_TOPIC, ORDERS_TOPIC, OUTCOMES_TOPIC};
@@ -41,78 +44,13 @@ use crate::redis_conn::Redis;
 use commits::CommitTracker;
 use handle::OrderWorker;
 pub use metrics::ProcessorMetrics;
+pub use settings::ProcessorConfig;
 use publish::{Origin, Publisher};
 use reservation::Reservations;
 
 const SERVICE: &str = "processor";
 /// The consumer group every processor joins.
 pub const GROUP: &str = "processor";
-
-/// Everything `flashsale processor` reads from the environment.
-#[derive(Debug, Clone)]
-pub struct ProcessorConfig {
-    pub redis: crate::redis_conn::RedisEndpoint,
-    pub kafka_addr: String,
-    pub log_level: String,
-    /// `PAYMENT_URL` (default `http://127.0.0.1:8090`).
-    pub payment_url: String,
-    /// `PAYMENT_TIMEOUT` (2s): limit of each payment call.
-    pub payment_timeout: Duration,
-    /// `PAYMENT_RESOLVE_TIMEOUT` (10s): how long to keep asking the provider whether an unclear
-    /// charge went through.
-    pub payment_resolve_timeout: Duration,
-    /// `PROCESSOR_METRICS_ADDR` (`0.0.0.0:9090`).
-    pub metrics_addr: std::net::SocketAddr,
-    /// `PROCESSOR_MAX_IN_FLIGHT` (256).
-    pub max_in_flight: usize,
-    pub redis_timeout: Duration,
-    /// `REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT`: the reservation scripts wait for replicas.
-    pub redis_durability: Option<crate::redis_conn::Durability>,
-    pub kafka_produce_timeout: Duration,
-    pub orders_partitions: i32,
-    pub order_status_ttl: Duration,
-    /// `ORDER_STATE_TTL` (7 days): how long the processor remembers a decided order.
-    pub order_state_ttl: Duration,
-    pub startup_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    /// `ORDER_RETRY_LIMIT` (10m): how long one order is retried while Redis or Kafka fail before
-    /// the processor reports itself unhealthy and leaves the order uncommitted.
-    pub order_retry_limit: Duration,
-    /// `PROCESSOR_WATCHDOG` (`on`): the [group watchdog](watchdog) repairs partitions the
-    /// broker left without a working consumer. `off` only to show what it prevents.
-    pub watchdog: bool,
-    /// `KAFKA_DEBUG`: librdkafka debug contexts for the consumer (e.g. `cgrp`), logged as JSON.
-    pub kafka_debug: Option<String>,
-}
-
-impl ProcessorConfig {
-    pub fn from_env(env: &Env<'_>) -> Result<ProcessorConfig, ConfigError> {
-        Ok(ProcessorConfig {
-            redis: crate::redis_conn::RedisEndpoint::from_env(env)?,
-            kafka_addr: env.host_ports("KAFKA_ADDR", "127.0.0.1:9092")?,
-            log_level: env.log_level()?,
-            payment_url: env.string("PAYMENT_URL", "http://127.0.0.1:8090"),
-            payment_timeout: env.duration("PAYMENT_TIMEOUT", Duration::from_secs(2))?,
-            payment_resolve_timeout: env.duration("PAYMENT_RESOLVE_TIMEOUT", Duration::from_secs(10))?,
-            metrics_addr: env.socket_addr("PROCESSOR_METRICS_ADDR", "0.0.0.0:9090")?,
-            max_in_flight: env.number("PROCESSOR_MAX_IN_FLIGHT", 256, 1, 100_000)?,
-            redis_timeout: env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
-            redis_durability: crate::redis_conn::Durability::from_env(
-                env,
-                env.duration("REDIS_TIMEOUT", Duration::from_millis(500))?,
-            )?,
-            kafka_produce_timeout: env.duration("KAFKA_PRODUCE_TIMEOUT", Duration::from_secs(5))?,
-            orders_partitions: env.number("ORDERS_PARTITIONS", 6, 1, 1_000)?,
-            order_status_ttl: env.duration("ORDER_STATUS_TTL", Duration::from_secs(30 * 60))?,
-            order_state_ttl: env.duration("ORDER_STATE_TTL", Duration::from_secs(7 * 24 * 3600))?,
-            startup_timeout: env.duration("STARTUP_TIMEOUT", Duration::from_secs(30))?,
-            shutdown_timeout: env.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
-            order_retry_limit: env.duration("ORDER_RETRY_LIMIT", Duration::from_secs(600))?,
-            watchdog: env.boolean("PROCESSOR_WATCHDOG", true)?,
-            kafka_debug: Some(env.string("KAFKA_DEBUG", "")).filter(|v| !v.is_empty()),
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
@@ -207,7 +145,15 @@ pub async fn run(
         publisher: Publisher::new(&config.kafka_addr, config.kafka_produce_timeout).map_err(kafka_err)?,
         metrics: metrics.clone(),
         resolve_timeout: config.payment_resolve_timeout,
+        deferrals: (config.payment_outage == deferred::OutageMode::Defer).then(|| {
+            deferred::Deferrals::new(
+                redis.clone().with_durability(config.redis_durability),
+                config.payment_defer_limit,
+                config.order_status_ttl,
+            )
+        }),
     };
+    let retries = worker.deferrals.clone().map(|d| tokio::spawn(deferred::retry_due(worker.clone(), d)));
     let shared = Arc::new(Shared::default());
 
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
@@ -228,6 +174,11 @@ pub async fn run(
     tracing::info!(service = SERVICE, event = "started", metrics = %config.metrics_addr, "Processor consuming orders");
 
     consume(&config, &consumer, &worker, &shared, shutdown).await;
+    // A deferred payment being tried now is tried again by another processor once its lease
+    // runs out.
+    if let Some(r) = retries {
+        r.abort();
+    }
 
     // Drain: the orders in hand finish (bounded), their offsets are stored, then one last
     // synchronous commit and we leave the group.
@@ -388,7 +339,8 @@ fn finish(consumer: &GroupConsumer, shared: &Shared, slot: commits::Slot) {
     }
 }
 
-/// DLQ depth and age from `dlq:pending`, consumer lag from the broker; every second.
+/// DLQ depth and age from `dlq:pending`, deferred payments waiting, consumer lag from the
+/// broker; every second.
 async fn refresh_gauges(metrics: ProcessorMetrics, redis: Redis, consumer: Arc<GroupConsumer>) {
     loop {
         let dlq = redis
@@ -404,6 +356,9 @@ async fn refresh_gauges(metrics: ProcessorMetrics, redis: Redis, consumer: Arc<G
                 Ok((size, oldest.first().map(|(_, score)| *score as u64)))
             })
             .await;
+        if let Ok(waiting) = deferred::Deferrals::waiting(&redis).await {
+            metrics.payments_deferred.set(waiting);
+        }
         if let Ok((size, oldest)) = dlq {
             metrics.dlq_size.set(size);
             let age = oldest.map(|ms| crate::order::now_ms().saturating_sub(ms) / 1000).unwrap_or(0);

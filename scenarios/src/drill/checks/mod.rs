@@ -1,6 +1,7 @@
 //! The checks of a run, from the run directory's records alone (history, events, scrapes and the
 //! final state): [`slo`] (availability, latency, RTO, time to decision, lag, steady state),
-//! [`maintenance`] (the front's maintenance page while no gateway is up),
+//! [`maintenance`] (the front's maintenance page while no gateway is up), [`held`] (the orders a
+//! fault held decided after its heal, by the system alone),
 //! [`invariants`] (DESIGN.md's six, on the state before and after any repair) and [`faults`]
 //! (each planned fault landed and healed, each action succeeded), [`recovery`] (with a
 //! supervisor: every service a fault took down back and ready in time, with a growing back-off
@@ -16,6 +17,7 @@
 
 pub mod alerts;
 pub mod faults;
+pub mod held;
 pub mod invariants;
 pub mod maintenance;
 pub mod recovery;
@@ -57,6 +59,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures, Vec<AlertScore>) 
     slo::phase_availability(ev, &run, &mut results);
     slo::latency(ev, &run, &mut results);
     maintenance::maintenance(ev, &run, &mut results, &mut figures);
+    held::decided_after_heal(ev, &run, &mut results, &mut figures);
     slo::rto(ev, &run, &mut results, &mut figures);
     slo::steady_state(ev, &run, &mut results);
     slo::time_to_decision(ev, &mut results, &mut figures);

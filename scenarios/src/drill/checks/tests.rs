@@ -426,6 +426,39 @@ fn time_to_decision_three_ways_and_an_undecided_order_breaks_the_max() {
 }
 
 #[test]
+fn orders_held_by_a_fault_decided_after_its_heal_three_ways() {
+    const CHECK: &str = "orders held by fault #1 kill broker decided after its heal";
+    let held = |n: u64, decided_after_s: Option<f64>| {
+        let mut r = run("[slo]\navailability = 0.0\ndecided_after_heal = \"2s\"");
+        r.fault(1, 10.0, Some(20.0));
+        for k in 0..n {
+            let id = format!("h{k}");
+            r.attempt(Op::Buy, &id, 10.0 + k as f64 * 0.1, 5, Some(202));
+            if let Some(after) = decided_after_s {
+                r.decide(&id, 1, Decision::Completed, 20.0 + after, true);
+            }
+        }
+        // Decided before the heal: not held.
+        r.orders(0.0, 50, 10.0, 202, 5);
+        r
+    };
+    let ok = held(60, Some(0.5));
+    assert_eq!(ok.outcome(CHECK), Outcome::Pass);
+    let times = &ok.check().1.decided_after_heal["#1 kill broker"];
+    assert_eq!((times.decisions, times.max_ms), (60, 500.0));
+    let late = held(60, Some(5.0));
+    let c = late.result(CHECK);
+    assert_eq!(c.outcome, Outcome::Fail, "5 s > 2 s");
+    assert!(c.evidence[0].contains("decided 5000 ms after the heal"), "{:?}", c.evidence);
+    let mut lost = held(60, Some(0.5));
+    lost.attempt(Op::Buy, "lost", 15.0, 5, Some(202));
+    let c = lost.result(CHECK);
+    assert_eq!(c.outcome, Outcome::Fail);
+    assert!(c.evidence.iter().any(|e| e == "lost: accepted, never decided"), "{:?}", c.evidence);
+    assert_eq!(held(10, Some(0.5)).outcome(CHECK), Outcome::Inconclusive, "10 held < 50");
+}
+
+#[test]
 fn consumer_lag_three_ways() {
     let mut r = run("[slo]\nmax_consumer_lag = 100");
     for s in 0..12 {
