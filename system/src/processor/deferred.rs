@@ -208,11 +208,21 @@ pub async fn retry_due(worker: OrderWorker, deferrals: Deferrals) {
     loop {
         match deferrals.claim_due().await {
             Ok(due) => {
-                for entry in due {
-                    if let Err(e) = retry_one(&worker, &deferrals, &entry).await {
-                        // The lease runs out and the entry is tried again.
-                        tracing::warn!(service = "processor", event = "deferred_retry_failed", request_id = %entry.order.request_id, error = %e, "Deferred payment not settled; tried again after the lease");
-                    }
+                // Side by side, so that a batch of slow tries ends within its lease.
+                let tries: Vec<_> = due
+                    .into_iter()
+                    .map(|entry| {
+                        let (worker, deferrals) = (worker.clone(), deferrals.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = retry_one(&worker, &deferrals, &entry).await {
+                                // The lease runs out and the entry is tried again.
+                                tracing::warn!(service = "processor", event = "deferred_retry_failed", request_id = %entry.order.request_id, error = %e, "Deferred payment not settled; tried again after the lease");
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tries {
+                    let _ = t.await;
                 }
             }
             Err(e) => {
@@ -246,6 +256,9 @@ async fn retry_one(worker: &OrderWorker, deferrals: &Deferrals, entry: &Deferred
     worker.metrics.deferred_settled.with_label_values(&[if settled.is_ok() { "captured" } else { "refunded" }]).inc();
     worker.settle(order, entry.origin, settled, started).await?;
     deferrals.forget(&entry.member).await?;
+    // At once, not at the next refresh: the lab's drain reads it.
+    let waiting = &worker.metrics.payments_deferred;
+    waiting.set((waiting.get() - 1).max(0));
     Ok(())
 }
 

@@ -113,6 +113,8 @@ impl OrderWorker {
                 if let Some(deferrals) = &self.deferrals {
                     self.metrics.payments.with_label_values(&["deferred"]).inc();
                     if deferrals.defer(order, origin).await? {
+                        // At once, not at the next refresh (every second): the lab's drain reads it.
+                        self.metrics.payments_deferred.inc();
                         tracing::warn!(service = SERVICE, event = "payment_deferred", correlation_id = %order.correlation_id, request_id = %order.request_id, reason, %detail, "No clear payment answer; the order keeps its units and the payment is tried again");
                         return Ok(Handled::Deferred);
                     }
