@@ -172,6 +172,7 @@ fn a_restore_while_the_processors_keep_selling_oversells() {
 /// The primary stays slow and so does every order — the phase that follows the failover in the
 /// shipped drill fails its latency limit (as shipped, the drill passes: `ci/drills`).
 #[test]
+#[ignore = "a drill of ~40 s; CI_FULL_SCALE=1 ci/test runs it (45-minute budget)"]
 fn without_the_failover_a_slow_primary_keeps_every_order_slow() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(root.join("drills/redis-primary-slow.toml")).unwrap();
@@ -187,6 +188,7 @@ fn without_the_failover_a_slow_primary_keeps_every_order_slow() {
 }
 
 #[test]
+#[ignore = "a drill of ~40 s; CI_FULL_SCALE=1 ci/test runs it (45-minute budget)"]
 fn without_the_degradation_switch_the_crowd_keeps_the_order_path_slow() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(root.join("drills/degrade-under-overload.toml")).unwrap();
