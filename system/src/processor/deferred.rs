@@ -37,8 +37,10 @@ use crate::redis_conn::{Redis, RedisError};
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often each processor looks for due entries.
 const POLL: Duration = Duration::from_millis(500);
-/// Entries taken per look.
-const BATCH: usize = 32;
+/// Entries taken per look, tried side by side. A full batch is followed by the next look at
+/// once: after an outage the whole backlog is due within seconds (1,613 orders at scale 1 took
+/// 26 s to settle at 32 per half second).
+const BATCH: usize = 256;
 /// The first wait after a failed try; each next one doubles, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -203,11 +205,14 @@ pub fn backoff(tries: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(tries.saturating_sub(1).min(16))).min(MAX_BACKOFF)
 }
 
-/// Works on the due deferred payments every [`POLL`], until the processor drops its worker.
+/// Works on the due deferred payments every [`POLL`] (at once again after a full batch), until
+/// the processor stops it.
 pub async fn retry_due(worker: OrderWorker, deferrals: Deferrals) {
     loop {
+        let mut full = false;
         match deferrals.claim_due().await {
             Ok(due) => {
+                full = due.len() == BATCH;
                 // Side by side, so that a batch of slow tries ends within its lease.
                 let tries: Vec<_> = due
                     .into_iter()
@@ -229,7 +234,9 @@ pub async fn retry_due(worker: OrderWorker, deferrals: Deferrals) {
                 tracing::warn!(service = "processor", event = "deferred_claim_failed", error = %e, "Cannot read the deferred payments")
             }
         }
-        tokio::time::sleep(POLL).await;
+        if !full {
+            tokio::time::sleep(POLL).await;
+        }
     }
 }
 
