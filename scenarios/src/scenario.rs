@@ -233,7 +233,7 @@ pub enum Step {
     /// another primary (needs `topology.redis_replicas`).
     RedisFailover,
     /// The degradation switch (`flashsale degrade on [--admit N]` / `off`), then the wait until
-    /// every gateway shows the mode on `/health`.
+    /// every gateway shows the mode on `/metrics`.
     Degrade {
         on: bool,
         admit: Option<u32>,

@@ -117,8 +117,10 @@ pub(super) async fn run_step(
 /// every `DEGRADE_POLL`, 1 s).
 const DEGRADE_SHOWN_LIMIT: Duration = Duration::from_secs(10);
 
-/// Waits until every gateway's `/health` shows the switch `on` (with the cap `admit`), or says
+/// Waits until every gateway's `/metrics` shows the switch `on` (with the cap `admit`), or says
 /// which did not within [`DEGRADE_SHOWN_LIMIT`]: a switch that did not land is a failed action.
+/// (`/metrics` rather than `/health`, which pings Redis on the connection the overload backs up:
+/// it took seconds to answer in `degrade-under-overload`.)
 async fn degrade_shown(gateways: &[std::net::SocketAddr], on: bool, admit: Option<u32>) -> Result<String, String> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -127,13 +129,14 @@ async fn degrade_shown(gateways: &[std::net::SocketAddr], on: bool, admit: Optio
     loop {
         let mut still = Vec::new();
         for &i in &waiting {
-            let health: serde_json::Value = match http.get(format!("http://{}/health", gateways[i])).send().await {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
+            let page = match http.get(scrape::metrics_url(gateways[i])).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
             };
-            let mode = &health["degraded"];
-            let shown =
-                mode["on"].as_bool() == Some(on) && (!on || mode["admit_per_s"].as_u64() == admit.map(u64::from));
+            let m = scrape::parse(&page);
+            let cap = if on { admit.map_or(0.0, f64::from) } else { 0.0 };
+            let shown = m.get("gateway_degraded") == Some(&if on { 1.0 } else { 0.0 })
+                && m.get("gateway_degrade_admit_per_second") == Some(&cap);
             if !shown {
                 still.push(i);
             }
