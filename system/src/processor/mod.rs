@@ -44,9 +44,9 @@ use crate::redis_conn::Redis;
 use commits::CommitTracker;
 use handle::OrderWorker;
 pub use metrics::ProcessorMetrics;
-pub use settings::ProcessorConfig;
 use publish::{Origin, Publisher};
 use reservation::Reservations;
+pub use settings::ProcessorConfig;
 
 const SERVICE: &str = "processor";
 /// The consumer group every processor joins.
