@@ -53,5 +53,8 @@ pub const PAYMENTS_DEFERRED: &str = "payments:deferred";
 /// A deferred payment's order (`order`, JSON), `deadline_ms`, `tries`, and the `partition` and
 /// `offset` it came from. `member` is `request_id/attempt`.
 pub fn deferred_payment(member: &str) -> String {
-    format!("deferred:{member}")
+    format!("{DEFERRED_PAYMENT_PREFIX}{member}")
 }
+
+/// What [`deferred_payment`] puts before the member (a script builds the key from it).
+pub const DEFERRED_PAYMENT_PREFIX: &str = "deferred:";

@@ -17,6 +17,7 @@
 //! What never changes: validation, the per-user limit, idempotency, the breaker, the order's way
 //! through Kafka and the processors. `/health` and the `gateway_degraded` metric show the mode.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -94,12 +95,14 @@ pub async fn read(redis: &Redis) -> Result<Mode, RedisError> {
 #[derive(Debug)]
 pub struct Switch {
     state: Mutex<(Mode, Option<AdmissionLimit>)>,
+    /// `state.0.on`, read without the lock: while off (nearly always) a request takes no lock.
+    on: AtomicBool,
     retry_after: Duration,
 }
 
 impl Switch {
     pub fn new(retry_after: Duration) -> Switch {
-        Switch { state: Mutex::new((Mode::OFF, None)), retry_after }
+        Switch { state: Mutex::new((Mode::OFF, None)), on: AtomicBool::new(false), retry_after }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Mode, Option<AdmissionLimit>)> {
@@ -117,6 +120,7 @@ impl Switch {
             state.1 = mode.admit_per_s.filter(|_| mode.on).and_then(|n| AdmissionLimit::new(n, now));
         }
         state.0 = mode;
+        self.on.store(mode.on, Ordering::Relaxed);
         true
     }
 
@@ -126,11 +130,14 @@ impl Switch {
 
     /// `Some(Retry-After)` when order-status reads are shed.
     pub fn shed_status_read(&self) -> Option<Duration> {
-        self.lock().0.on.then_some(self.retry_after)
+        self.on.load(Ordering::Relaxed).then_some(self.retry_after)
     }
 
     /// The degraded admission cap: `Err(wait)` when this order is past it.
     pub fn try_admit(&self, now: Instant) -> Result<(), Duration> {
+        if !self.on.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         match &self.lock().1 {
             Some(limit) => limit.try_admit(now),
             None => Ok(()),

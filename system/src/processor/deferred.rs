@@ -70,12 +70,13 @@ return 1
 "#;
 
 /// Leases up to ARGV[3] entries due by ARGV[1] until ARGV[2]; returns member, order, deadline,
-/// tries, partition, offset for each. An entry whose order is gone is dropped.
+/// tries, partition, offset for each. An entry whose order is gone is dropped. ARGV[4] is
+/// [`keys::DEFERRED_PAYMENT_PREFIX`].
 const CLAIM_LUA: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, member in ipairs(due) do
-  local entry = redis.call('HMGET', 'deferred:' .. member, 'order', 'deadline_ms', 'tries', 'partition', 'offset')
+  local entry = redis.call('HMGET', ARGV[4] .. member, 'order', 'deadline_ms', 'tries', 'partition', 'offset')
   if entry[1] then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[2], member)
     table.insert(out, {member, entry[1], entry[2], entry[3], entry[4] or '0', entry[5] or '0'})
@@ -137,7 +138,11 @@ impl Deferrals {
     pub async fn claim_due(&self) -> Result<Vec<Deferred>, RedisError> {
         let now = now_ms();
         let mut call = self.claim.prepare_invoke();
-        call.key(keys::PAYMENTS_DEFERRED).arg(now).arg(now + LEASE.as_millis() as u64).arg(BATCH);
+        call.key(keys::PAYMENTS_DEFERRED)
+            .arg(now)
+            .arg(now + LEASE.as_millis() as u64)
+            .arg(BATCH)
+            .arg(keys::DEFERRED_PAYMENT_PREFIX);
         let rows: Vec<(String, String, u64, u32, i32, i64)> =
             self.redis.call(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok(rows

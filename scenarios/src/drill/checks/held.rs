@@ -14,12 +14,7 @@ use super::{Evidence, Judged};
 pub fn decided_after_heal(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
     let Some(limit) = ev.scenario.slo.decided_after_heal else { return };
     let need = ev.scenario.evidence.min_decisions;
-    // First decision of each order's first attempt, and when the gateway accepted it.
-    let mut decided: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for o in ev.states.after.outcomes.iter().filter(|o| o.attempt == 1) {
-        let e = decided.entry(o.request_id.as_str()).or_insert((o.accepted_at_ms, o.decided_at_ms));
-        e.1 = e.1.min(o.decided_at_ms);
-    }
+    let decided = super::slo::first_decisions(ev);
     // Each accepted order, with when its accepted attempt was sent (ms).
     let mut accepted: BTreeMap<&str, u64> = BTreeMap::new();
     for a in ev.history.iter().filter(|a| a.op == Op::Buy && a.status == Some(202)) {

@@ -415,13 +415,20 @@ pub fn steady_state(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<Check
 
 /// Accepted (202) → decided, per phase of the acceptance. An accepted order with no decision
 /// has no time: it counts as never decided.
-pub fn time_to_decision(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
-    let scenario = ev.scenario;
-    let mut decided_at: BTreeMap<&str, (u64, u64)> = BTreeMap::new(); // rid → (accepted, decided)
+/// Each order's first attempt: when the gateway accepted it and when it was first decided (ms),
+/// by `request_id`.
+pub fn first_decisions<'a>(ev: &Evidence<'a>) -> BTreeMap<&'a str, (u64, u64)> {
+    let mut decided_at: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for o in ev.states.after.outcomes.iter().filter(|o| o.attempt == 1) {
         let e = decided_at.entry(o.request_id.as_str()).or_insert((o.accepted_at_ms, o.decided_at_ms));
         e.1 = e.1.min(o.decided_at_ms);
     }
+    decided_at
+}
+
+pub fn time_to_decision(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
+    let scenario = ev.scenario;
+    let decided_at = first_decisions(ev);
     let mut per_phase: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut all = Vec::new();
     let mut never = Vec::new();
