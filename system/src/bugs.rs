@@ -11,6 +11,7 @@
 //! | `commit_before_processing` | the offset is committed when an order arrives | lost orders |
 //! | `no_refund_on_payment_failure` | a failed payment keeps the units | stock conservation |
 //! | `gateway_burns_id_on_503` | a 503 keeps the `request_id` taken: the retry gets 409 | false duplicates |
+//! | `payment_field_renamed` | the charge's `amount` is sent as `price`: the provider refuses every charge, each order is refunded and fails | the canary gate (`bad-release-canary`), the payment success SLO |
 
 /// One of the bugs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +21,17 @@ pub enum Bug {
     CommitBeforeProcessing,
     NoRefundOnPaymentFailure,
     GatewayBurnsIdOn503,
+    PaymentFieldRenamed,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::NonAtomicReserve,
         Bug::NotIdempotentConsumer,
         Bug::CommitBeforeProcessing,
         Bug::NoRefundOnPaymentFailure,
         Bug::GatewayBurnsIdOn503,
+        Bug::PaymentFieldRenamed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Bug {
             Bug::CommitBeforeProcessing => "commit_before_processing",
             Bug::NoRefundOnPaymentFailure => "no_refund_on_payment_failure",
             Bug::GatewayBurnsIdOn503 => "gateway_burns_id_on_503",
+            Bug::PaymentFieldRenamed => "payment_field_renamed",
         }
     }
 }

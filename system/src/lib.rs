@@ -22,7 +22,8 @@
 //! [`gateway::degrade`] (`degrade on|off|status`: the promotion's one-click switch).
 //!
 //! Shared pieces: [`config`] (the runbook's env vars), [`keys`] (Redis key names),
-//! [`kafka_stats`] (requests each Kafka client sent, by type, on `/metrics`),
+//! [`kafka_stats`] (requests each Kafka client sent, by type, on `/metrics`), [`release`] (which
+//! release a service runs: `FLASHSALE_RELEASE`, on `/metrics` and on every outcome),
 //! [`redis_conn`] (a Redis connection with a limit on every call, found directly or
 //! through Sentinel, optionally waiting for replicas), [`topic_reader`] (read a
 //! whole topic), [`logging`] (JSON logs), [`shutdown`] (SIGTERM/SIGINT).
@@ -41,6 +42,7 @@ pub mod payment;
 pub mod process_metrics;
 pub mod processor;
 pub mod reconcile;
+pub mod release;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod topic_reader;

@@ -95,6 +95,10 @@ pub struct Outcome {
     /// decision with `stock_seen ≥ amount` is a lie the checks catch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stock_seen: Option<i64>,
+    /// The release of the processor that decided it (`FLASHSALE_RELEASE`; `None` when unset):
+    /// after a bad release, the orders it touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 /// A message on `inventory-events`.

@@ -16,6 +16,7 @@ pub fn register(registry: &Registry) {
     // Registering two fixed collectors on a fresh registry cannot collide.
     let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
     let _ = registry.register(Box::new(MemoryLimit::new()));
+    crate::release::register(registry);
 }
 
 /// `flashsale_process_memory_limit_bytes`, computed when gathered.

@@ -459,6 +459,7 @@ mod tests {
             accepted_at_ms: at,
             decided_at_ms: at,
             stock_seen: None,
+            release: None,
         }
     }
 

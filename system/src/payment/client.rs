@@ -46,9 +46,13 @@ impl PaymentClient {
 
     /// `POST /charge`.
     pub async fn charge(&self, key: &str, user_id: &str, amount: u32) -> ChargeAnswer {
-        let request = self.http.post(format!("{}/charge", self.base)).json(&json!({
-            "request_id": key, "user_id": user_id, "amount": amount,
-        }));
+        // `bugs::PaymentFieldRenamed`: a release that renamed the field the provider reads.
+        let body = if crate::bugs::active(crate::bugs::Bug::PaymentFieldRenamed) {
+            json!({"request_id": key, "user_id": user_id, "price": amount})
+        } else {
+            json!({"request_id": key, "user_id": user_id, "amount": amount})
+        };
+        let request = self.http.post(format!("{}/charge", self.base)).json(&body);
         match request.send().await {
             Ok(response) => match response.status().as_u16() {
                 200 => match response.json::<StatusBody>().await {

@@ -253,6 +253,7 @@ impl OrderWorker {
             accepted_at_ms: order.accepted_at_ms,
             decided_at_ms: now_ms(),
             stock_seen,
+            release: crate::release::name().map(str::to_owned),
         };
         Ok(self.publisher.outcome(&outcome).await?)
     }
