@@ -29,7 +29,9 @@
 //!   the system's own services.
 //! - [`testbed`]: [`Testbed`], which brings up Redis, the broker, payment, processors and
 //!   gateways on loopback — the first three behind fault proxies — and takes them down again;
-//!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`]).
+//!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`]);
+//!   a gateway or processor can be replaced by another build and put back
+//!   ([`testbed::release`]: a canary and its rollback).
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters beside a testbed (rules and
 //!   routing from `monitoring/` at the repository root), and the lab's webhook receiver that
 //!   records every notification.

@@ -314,6 +314,16 @@ impl Supervised {
         self.wait_ready().await
     }
 
+    /// Stops the process (if running) and starts `spec` in its place — another build or another
+    /// configuration of the same service, on the same address (a deploy or its rollback). The
+    /// name stays: its cgroups, log and faults are the same component's.
+    pub async fn redeploy(&mut self, spec: ProcessSpec) -> Result<(), ProcessError> {
+        self.stop().await?;
+        self.spec = ProcessSpec { name: self.spec.name.clone(), ..spec };
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
     /// Starts a process that was stopped or killed, with the same spec.
     pub async fn start_again(&mut self) -> Result<(), ProcessError> {
         if self.is_running() {

@@ -1,5 +1,6 @@
 //! Prometheus, Alertmanager and the exporters beside a real testbed: every component scraped,
-//! the broker's process found (ours, not another lab's), an alert evaluated by Prometheus and
+//! the broker's process found (ours, not another lab's), a deployed candidate scraped with its
+//! `release` label and rolled back, an alert evaluated by Prometheus and
 //! delivered by Alertmanager to the lab's receiver, and nothing left running after the stop.
 //!
 //! Needs Debian's prometheus, prometheus-alertmanager, prometheus-redis-exporter and
@@ -54,6 +55,12 @@ async fn query(prometheus: &str, expr: &str) -> Vec<Value> {
     body["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    let url = format!("http://{addr}/metrics");
+    let response = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await;
+    response.expect("/metrics answers").text().await.expect("text")
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -106,6 +113,39 @@ async fn every_component_is_scraped_and_the_broker_is_ours() {
         health.iter().any(|(_, i, h)| i == "processor[1]" && h == "up").then_some(())
     })
     .await;
+
+    // A deploy: processor[1] replaced by a candidate (here the same binary with another
+    // setting), on the same address, named by its build info and by the scrape's `release`
+    // label; then rolled back to what it ran.
+    let candidate = chaos::testbed::release::Build {
+        release: "candidate".into(),
+        program: flashsale(),
+        env: vec![("PROCESSOR_MAX_IN_FLIGHT".into(), "7".into())],
+    };
+    let addr = bed.processor_addr(1);
+    bed.deploy(chaos::Target::Processor(1), Some(&candidate)).await.expect("the candidate starts");
+    assert_eq!(bed.processor_addr(1), addr, "same address");
+    assert_eq!(bed.deployed(), [("processor[1]".to_string(), "candidate".to_string())]);
+    let page = metrics(addr).await;
+    assert!(page.contains("processor_orders_in_flight_limit 7"), "{page}");
+    assert!(page.contains(r#"release="candidate""#), "{page}");
+    let monitoring = bed.monitoring().unwrap();
+    let prometheus = monitoring.prometheus_url();
+    eventually(Duration::from_secs(30), "processor[1] scraped as the candidate", || {
+        let prometheus = prometheus.clone();
+        async move {
+            let rows = query(&prometheus, r#"processor_orders_in_flight_limit{release="candidate"}"#).await;
+            (rows.len() == 1 && rows[0]["metric"]["instance"] == "processor[1]" && rows[0]["value"][1] == "7")
+                .then_some(())
+        }
+    })
+    .await;
+    bed.deploy(chaos::Target::Processor(1), None).await.expect("the rollback");
+    assert!(bed.deployed().is_empty());
+    let page = metrics(addr).await;
+    assert!(page.contains("processor_orders_in_flight_limit 256"), "{page}");
+    assert!(!page.contains(r#"release="candidate""#), "{page}");
+    let monitoring = bed.monitoring().unwrap();
 
     let pids = monitoring.pids();
     let names: Vec<&str> = pids.iter().map(|(n, _)| n.as_str()).collect();

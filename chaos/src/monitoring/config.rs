@@ -113,7 +113,13 @@ pub(super) fn write_targets(dir: &Path, targets: &[ScrapeTarget]) -> Result<(), 
         let groups: Vec<Value> = targets
             .iter()
             .filter(|t| t.job == job)
-            .map(|t| serde_json::json!({"targets": [t.addr.to_string()], "labels": {"instance": t.instance}}))
+            .map(|t| {
+                let mut labels = serde_json::json!({"instance": t.instance});
+                if let Some(release) = &t.release {
+                    labels["release"] = release.clone().into();
+                }
+                serde_json::json!({"targets": [t.addr.to_string()], "labels": labels})
+            })
             .collect();
         let path = dir.join("targets").join(format!("{job}.json"));
         // Written aside and renamed: Prometheus never reads half a file.

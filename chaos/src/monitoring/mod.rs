@@ -71,6 +71,9 @@ pub struct ScrapeTarget {
     /// The `instance` label: `gateway[0]`, `processor[1]`, `redis`…
     pub instance: String,
     pub addr: SocketAddr,
+    /// The `release` label: the build a deploy put on this instance (`candidate`…); `None`
+    /// for the release the testbed started with (no label).
+    pub release: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -321,10 +324,10 @@ fn with_exporters(
 ) -> Vec<ScrapeTarget> {
     let mut all = targets.to_vec();
     if let Some(e) = redis_exporter {
-        all.push(ScrapeTarget { job: "redis", instance: "redis".into(), addr: probe_addr(e) });
+        all.push(ScrapeTarget { job: "redis", instance: "redis".into(), addr: probe_addr(e), release: None });
     }
     if let Some(e) = process_exporter {
-        all.push(ScrapeTarget { job: "broker", instance: "broker".into(), addr: probe_addr(e) });
+        all.push(ScrapeTarget { job: "broker", instance: "broker".into(), addr: probe_addr(e), release: None });
     }
     all
 }

@@ -30,6 +30,7 @@ use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
 use crate::proxy::FaultProxy;
 
+pub mod release;
 pub mod replication;
 use replication::Replication;
 
@@ -96,6 +97,8 @@ pub enum TestbedError {
     Process(#[from] ProcessError),
     #[error("monitoring: {0}")]
     Monitoring(#[from] MonitoringError),
+    #[error("deploy: {0}")]
+    Deploy(String),
 }
 
 /// The fault proxies and the runtime they run on.
@@ -165,6 +168,9 @@ pub struct Testbed {
     root: PathBuf,
     flashsale: PathBuf,
     service_env: Vec<(String, String)>,
+    /// Services running another build than the release ([`release`]): by name, the build's
+    /// release name and the spec to go back to.
+    deployed: std::collections::BTreeMap<String, release::Deployed>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -271,6 +277,7 @@ impl Testbed {
             root,
             flashsale,
             service_env: config.service_env.clone(),
+            deployed: std::collections::BTreeMap::new(),
             _temp: temp,
         };
         for _ in 0..config.processors {
@@ -346,15 +353,26 @@ impl Testbed {
             .gateways
             .iter()
             .enumerate()
-            .map(|(i, g)| ScrapeTarget { job: "gateway", instance: format!("gateway[{i}]"), addr: probe_addr(g) })
+            .map(|(i, g)| ScrapeTarget {
+                job: "gateway",
+                instance: format!("gateway[{i}]"),
+                addr: probe_addr(g),
+                release: self.release_of(g.name()),
+            })
             .collect();
         targets.extend(self.processors.iter().enumerate().map(|(i, p)| ScrapeTarget {
             job: "processor",
             instance: format!("processor[{i}]"),
             addr: probe_addr(p),
+            release: self.release_of(p.name()),
         }));
         if let Some(payment) = &self.payment {
-            targets.push(ScrapeTarget { job: "payment", instance: "payment".into(), addr: probe_addr(payment) });
+            targets.push(ScrapeTarget {
+                job: "payment",
+                instance: "payment".into(),
+                addr: probe_addr(payment),
+                release: None,
+            });
         }
         targets
     }
