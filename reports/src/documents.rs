@@ -63,6 +63,9 @@ fn figures(run: &Run) -> Vec<(String, String)> {
             format!("{} orders, the last {:.0} ms after (p99 {:.0} ms)", t.decisions, t.max_ms, t.p99_ms),
         ));
     }
+    if let Some(r) = &f.release {
+        rows.extend(r.rows());
+    }
     for (item, units) in &f.drift_fixed {
         rows.push((format!("stock drift fixed, item {item}"), format!("{units:+} units")));
     }

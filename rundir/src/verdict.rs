@@ -206,6 +206,58 @@ pub struct Figures {
     /// after the heal they were decided (`[slo] decided_after_heal`).
     #[serde(default)]
     pub decided_after_heal: BTreeMap<String, DecisionTimes>,
+    /// A drill that deployed a candidate (`[release]`): detection, rollback and what it touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseFigures>,
+}
+
+/// A candidate's time on the system: from its first deploy to the gate's detection and to the
+/// last instance back on the release, and the orders it decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ReleaseFigures {
+    /// The candidate's name (`FLASHSALE_RELEASE`).
+    pub candidate: String,
+    /// Instances it was deployed on, one count per deploy.
+    pub deploys: u64,
+    /// First deploy → the gate's condition first breached (ms); `None`: the gate never
+    /// breached (or there was none).
+    pub detected_ms: Option<u64>,
+    /// First deploy → every instance back on the release (ms); `None`: never rolled back.
+    pub rolled_back_ms: Option<u64>,
+    /// Who rolled it back: `gate` or `timeline`.
+    pub rolled_back_by: Option<String>,
+    /// Orders the candidate decided (distinct `request_id`s of outcomes it published).
+    pub orders_touched: u64,
+    /// Of those, the ones it failed for payment.
+    pub touched_failed_payment: u64,
+    /// Some of their `request_id`s.
+    pub touched_examples: Vec<String>,
+}
+
+impl ReleaseFigures {
+    /// `(what, figure)` rows, as the terminal table and the reports show them.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let s =
+            |v: Option<u64>, none: &str| v.map_or_else(|| none.to_string(), |v| format!("{:.1} s", v as f64 / 1000.0));
+        let by = self.rolled_back_by.as_ref().map(|b| format!(" (by the {b})")).unwrap_or_default();
+        let examples = if self.touched_examples.is_empty() {
+            String::new()
+        } else {
+            format!(", e.g. {}", self.touched_examples.join(", "))
+        };
+        let name = &self.candidate;
+        vec![
+            (format!("release {name}: deploy → detected"), s(self.detected_ms, "never detected")),
+            (
+                format!("release {name}: deploy → rolled back"),
+                format!("{}{by}", s(self.rolled_back_ms, "never rolled back")),
+            ),
+            (
+                format!("release {name}: orders it decided"),
+                format!("{} ({} failed payment){examples}", self.orders_touched, self.touched_failed_payment),
+            ),
+        ]
+    }
 }
 
 /// `verdict.json`.

@@ -5,11 +5,13 @@
 //! - [`fault_cli`]: `flashlab fault ...` — inject, list and heal faults in a running `up`.
 //! - [`load_cli`]: `flashlab load ...` — flash-sale traffic against a gateway, with a history.
 //! - [`scenario`]: the scenario file (TOML): topology, stock, load, fault timeline, SLOs,
-//!   invariants, abort conditions.
+//!   invariants, abort conditions, alerts, the release candidate and its canary gate.
 //! - [`drill`]: `flashlab drill` — runs a scenario and writes the run directory (its records:
 //!   the `rundir` crate); [`drill::checks`] judge it three ways (pass / fail / inconclusive):
 //!   [SLOs](drill::checks::slo), [invariants](drill::checks::invariants) before and after a
-//!   repair, [faults](drill::checks::faults) that must land; [`drill::final_state`] reads what
+//!   repair, [faults](drill::checks::faults) that must land, a [release](drill::checks::release)
+//!   rolled back in time; the timeline's deploys and the canary gate run in `drill::release`;
+//!   [`drill::final_state`] reads what
 //!   the system holds (after the drain, and before a repair); [`drill::scrape`] records
 //!   `/metrics`; [`drill::procs`] samples every process's CPU and memory.
 //! - [`capacity`]: `flashlab capacity` — the highest sustained rate per topology, the knee, the

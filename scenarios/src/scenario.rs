@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use chaos::faults::{duration_text, option_duration_text};
 
 pub mod alerts;
+pub mod release;
 pub use alerts::{Alerts, Expectation};
+pub use release::{DeployTarget, Gate, Release};
 
 /// A parsed scenario.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +61,9 @@ pub struct Scenario {
     /// The monitoring, and the alerts that must detect the faults.
     #[serde(default)]
     pub alerts: Alerts,
+    /// The candidate build `deploy` entries put out, and the canary gate that rolls it back.
+    #[serde(default)]
+    pub release: Option<Release>,
     /// Kubernetes-style auto-recovery of the services (`chaos::supervisor`); absent: none.
     #[serde(default)]
     pub supervisor: Option<chaos::supervisor::SupervisorConfig>,
@@ -180,9 +185,11 @@ pub struct TimelineEntry {
     /// `reset`, `slow_close`, `slicer`, `limit_data`, `down`, `payment_timeout`,
     /// `payment_failures`, `payment_outage`, `payment_capture_then_timeout`, `redis_stall`,
     /// `redis_loss`, `cpu`, `memory`) or an action (`backup`, `dlq_replay`, `reconcile_fix`,
-    /// `redis_failover`, `degrade_on`, `degrade_off`).
+    /// `redis_failover`, `degrade_on`, `degrade_off`, `deploy`, `rollback`).
     pub kind: String,
-    /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults only).
+    /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults); `processor[N]`,
+    /// `gateway[N]`, `processors`, `gateways` (`deploy`; `rollback`, default every instance
+    /// of the candidate).
     #[serde(default)]
     pub target: Option<String>,
     #[serde(default, with = "option_duration_text")]
@@ -238,6 +245,11 @@ pub enum Step {
         on: bool,
         admit: Option<u32>,
     },
+    /// `[release]`'s candidate put on these instances, one after another; skipped once the
+    /// gate rolled the candidate back (the rollout halts).
+    Deploy(DeployTarget),
+    /// These instances (default: every one running the candidate) back to the release.
+    Rollback(DeployTarget),
 }
 
 /// Checked before the first fault and after the last (with the recovery time allowed).
@@ -336,6 +348,14 @@ pub struct Slo {
     /// The largest total consumer lag (messages, summed over the processors) in any second.
     #[serde(default)]
     pub max_consumer_lag: Option<f64>,
+    /// The least share of decided payments that captured (`COMPLETED` out of `COMPLETED` and
+    /// `FAILED_PAYMENT`, by the outcomes): a bad release that fails payments spends it.
+    #[serde(default)]
+    pub payment_success: Option<f64>,
+    /// Every deploy of the candidate rolled back within this long (by the gate or the
+    /// timeline; not scaled: the runbook's promise, 5 minutes).
+    #[serde(default, with = "option_duration_text")]
+    pub rollback_within: Option<Duration>,
 }
 
 fn rto_hold_default() -> Duration {
@@ -406,6 +426,8 @@ impl Default for Slo {
             time_to_decision_p99_ms: None,
             time_to_decision_max_ms: None,
             max_consumer_lag: None,
+            payment_success: None,
+            rollback_within: None,
         }
     }
 }
@@ -607,6 +629,29 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
             return Err(invalid("recovered_at", "slo.recovered_at", format!("{v} must be between 0 and 1")));
         }
     }
+    if let Some(release) = &mut scenario.release {
+        release.base = Path::new(path).parent().unwrap_or(Path::new(".")).to_path_buf();
+        release.validate().map_err(|(field, message)| {
+            let (section, key) = match field.strip_prefix("gate.") {
+                Some(key) => ("[release.gate]", key.to_string()),
+                None => ("[release]", field.clone()),
+            };
+            ScenarioError::Invalid {
+                path: path.to_string(),
+                line: entry_line(text, find_line(text, section), &key),
+                field: format!("release.{field}"),
+                message,
+            }
+        })?;
+        if release.gate.is_some() && scenario.topology.processors + scenario.topology.gateways == 0 {
+            return Err(invalid("[release.gate]", "release.gate", "nothing to deploy in this topology".into()));
+        }
+    }
+    if let Some(v) = scenario.slo.payment_success {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(invalid("payment_success", "slo.payment_success", format!("{v} must be between 0 and 1")));
+        }
+    }
     if let Some(supervisor) = &scenario.supervisor {
         supervisor.validate().map_err(|m| {
             let field = m.split(':').next().unwrap_or("").to_string();
@@ -647,6 +692,14 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
         }
         if step == Step::Backup {
             backup_seen = true;
+        }
+        if let Step::Deploy(target) | Step::Rollback(target) = step {
+            if scenario.release.is_none() {
+                return Err(bad(("kind".into(), format!("{} needs a [release] section: what to deploy", entry.kind))));
+            }
+            if let DeployTarget::One(t) = target {
+                scenario.topology.has(t).map_err(|m| bad(("target".into(), m)))?;
+            }
         }
     }
     // The rules the alerts are checked against: the scenario's own files, or the shipped ones.
@@ -738,7 +791,7 @@ fn nth_line(text: &str, needle: &str, n: usize) -> usize {
 /// The fault actions a timeline entry may name, and the lab actions.
 pub const KINDS: &str = "kill, terminate, pause, restart, latency, bandwidth, blackhole, reset, slow_close, slicer, \
 limit_data, down, payment_timeout, payment_failures, payment_outage, payment_capture_then_timeout, redis_stall, \
-redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix, redis_failover, degrade_on, degrade_off";
+redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix, redis_failover, degrade_on, degrade_off, deploy, rollback";
 
 impl TimelineEntry {
     /// What the entry does; `Err((field, message))` names what is wrong.
@@ -835,6 +888,16 @@ impl TimelineEntry {
                 admit => Ok(Step::Degrade { on: true, admit }),
             },
             "degrade_off" => Ok(Step::Degrade { on: false, admit: None }),
+            "deploy" => {
+                let t = self.target.as_deref().ok_or_else(|| {
+                    ("target".to_string(), "deploy needs a target: processor[N], gateway[N], processors or gateways".to_string())
+                })?;
+                Ok(Step::Deploy(DeployTarget::parse(t).map_err(|e| ("target".to_string(), e))?))
+            }
+            "rollback" => match self.target.as_deref() {
+                None => Ok(Step::Rollback(DeployTarget::Deployed)),
+                Some(t) => Ok(Step::Rollback(DeployTarget::parse(t).map_err(|e| ("target".to_string(), e))?)),
+            },
             other => Err(("kind".to_string(), format!("unknown kind {other:?}; valid: {KINDS}"))),
         }?;
         if self.admit.is_some() && self.kind != "degrade_on" {
@@ -902,6 +965,7 @@ impl Scenario {
         self.alerts.time_factor *= factor;
         self.alerts.settle = scale_d(self.alerts.settle);
         self.supervisor = self.supervisor.map(|s| s.scaled(factor));
+        self.release = self.release.map(|r| r.scaled(factor));
         self.topology.sentinel_down_after = scale_d(self.topology.sentinel_down_after).max(Duration::from_millis(500));
         Ok(self)
     }
@@ -937,6 +1001,24 @@ for = "3s"
 kind = "kill"
 target = "broker"
 "#;
+
+    #[test]
+    fn deploys_need_a_release_an_existing_target_and_a_gate_with_a_query() {
+        let deploy =
+            GOOD.replace("for = \"3s\"\nkind = \"kill\"\ntarget = \"broker\"", "kind = \"deploy\"\ntarget = \"processor[0]\"");
+        let err = parse(&deploy, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:10: faults[0].kind: deploy needs a [release] section"), "{err}");
+        let released = format!("{deploy}[release]\nbin = \"${{FLASHSALE_BUGS_BIN}}\"\n");
+        let s = parse(&released, "x.toml").unwrap();
+        assert_eq!(s.steps()[0].1, Step::Deploy(DeployTarget::One(Target::Processor(0))));
+        let err = parse(&released.replace("processor[0]", "processor[3]"), "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:11: faults[0].target: processor[3]: the topology has processor[0]"), "{err}");
+        let err = parse(&released.replace("processor[0]", "redis"), "x.toml").unwrap_err().to_string();
+        assert!(err.contains("faults[0].target: \"redis\": a deploy replaces processor[N]"), "{err}");
+        let gate = format!("{released}[release.gate]\nquery = \" \"\n");
+        let err = parse(&gate, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with("x.toml:15: release.gate.query: an empty query is never breached"), "{err}");
+    }
 
     #[test]
     fn a_good_scenario_parses_with_defaults() {

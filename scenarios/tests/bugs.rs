@@ -4,7 +4,8 @@
 //! one mistake of procedure — a restore while the processors keep selling oversells — and one
 //! of configuration: a Redis failover without `WAIT` loses what only the primary had. And the
 //! operator's actions the drills rely on: without the failover, or the degradation switch, the
-//! drill fails on the phase they were meant to rescue.
+//! drill fails on the phase they were meant to rescue. And the canary gate: without it, a bad
+//! release reaches every processor and the drill fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,13 +103,13 @@ fn run_variant(name: &str, text: &str) -> (Option<i32>, serde_json::Value) {
     let file = out.path().join(format!("{name}.toml"));
     std::fs::write(&file, text).unwrap();
     let run = out.path().join("run");
-    let output = Command::new(FLASHLAB)
-        .args(["drill"])
-        .arg(&file)
-        .args(["--scale", "0.3", "--quiet", "--out"])
-        .arg(&run)
-        .output()
-        .expect("flashlab drill runs");
+    let mut command = Command::new(FLASHLAB);
+    command.args(["drill"]).arg(&file).args(["--scale", "0.3", "--quiet", "--out"]).arg(&run);
+    if text.contains("${FLASHSALE_BUGS_BIN}") {
+        // A drill whose candidate is the build with the known bugs.
+        command.env("FLASHSALE_BUGS_BIN", buggy_flashsale());
+    }
+    let output = command.output().expect("flashlab drill runs");
     let verdict = std::fs::read_to_string(run.join("verdict.json"))
         .unwrap_or_else(|_| panic!("{name}: no verdict; stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
     (output.status.code(), serde_json::from_str(&verdict).unwrap())
@@ -170,7 +171,8 @@ fn a_restore_while_the_processors_keep_selling_oversells() {
 
 /// The shipped drill `drill` with its timeline `actions` taken out, renamed `name`, run at scale
 /// 0.3: it must fail, on `check` among others (as shipped, the drill passes: `ci/drills`).
-fn fails_without_its_actions(drill: &str, actions: &[&str], name: &str, check: &str) {
+/// Returns the verdict.
+fn fails_without_its_actions(drill: &str, actions: &[&str], name: &str, check: &str) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shipped = std::fs::read_to_string(root.join(format!("drills/{drill}.toml"))).unwrap();
     for a in actions {
@@ -187,6 +189,7 @@ fn fails_without_its_actions(drill: &str, actions: &[&str], name: &str, check: &
         checks.iter().filter(|c| c["outcome"] == "fail").filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(code, Some(1), "failed checks: {failed:?}");
     assert!(failed.contains(&check), "{failed:?}");
+    verdict
 }
 
 /// The on-call's part taken out: the shipped `redis-primary-slow` without its `redis_failover`.
@@ -195,7 +198,7 @@ fn fails_without_its_actions(drill: &str, actions: &[&str], name: &str, check: &
 #[test]
 #[ignore = "a drill of ~40 s; CI_FULL_SCALE=1 ci/test runs it (45-minute budget)"]
 fn without_the_failover_a_slow_primary_keeps_every_order_slow() {
-    fails_without_its_actions(
+    let _ = fails_without_its_actions(
         "redis-primary-slow",
         &["[[faults]]\nat = \"30s\"\nkind = \"redis_failover\"\n"],
         "no-failover",
@@ -208,10 +211,36 @@ fn without_the_failover_a_slow_primary_keeps_every_order_slow() {
 #[test]
 #[ignore = "a drill of ~40 s; CI_FULL_SCALE=1 ci/test runs it (45-minute budget)"]
 fn without_the_degradation_switch_the_crowd_keeps_the_order_path_slow() {
-    fails_without_its_actions(
+    let _ = fails_without_its_actions(
         "degrade-under-overload",
         &["[[faults]]\nat = \"30s\"\nkind = \"degrade_on\"\n", "[[faults]]\nat = \"95s\"\nkind = \"degrade_off\"\n"],
         "no-switch",
         "p99 latency, phase degraded (all)",
     );
+}
+
+/// The canary's gate taken out: the shipped `bad-release-canary` without `[release.gate]`.
+/// Nothing stops the bad build: the rollout puts it on every processor, nothing rolls it back,
+/// and the payments it fails spend the objective — the drill fails on both, and names the orders
+/// the bad build decided.
+#[test]
+fn without_its_gate_the_bad_release_reaches_every_processor_and_the_drill_fails() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("drills/bad-release-canary.toml")).unwrap();
+    let start = shipped.find("[release.gate]").expect("the shipped drill has a gate");
+    let gate = &shipped[start..start + shipped[start..].find("\n\n").expect("a blank line after the gate") + 1];
+    let verdict = fails_without_its_actions(
+        "bad-release-canary",
+        &[gate],
+        "bad-release-ungated",
+        "bad release candidate rolled back",
+    );
+    let checks = verdict["checks"].as_array().unwrap();
+    let failed = |name: &str| checks.iter().any(|c| c["name"] == name && c["outcome"] == "fail");
+    assert!(failed("payment success"), "{checks:#?}");
+    let release = &verdict["figures"]["release"];
+    assert_eq!(release["deploys"], 3, "the rollout reached every processor: {release}");
+    assert!(release["rolled_back_ms"].is_null(), "{release}");
+    assert!(release["touched_failed_payment"].as_u64().unwrap() > 0, "{release}");
+    assert!(!release["touched_examples"].as_array().unwrap().is_empty(), "{release}");
 }

@@ -11,9 +11,11 @@ use serde_json::Value;
 use crate::scenario::Scenario;
 
 /// The monitoring a drill asks for: the shipped rules and routing, windows scaled by the
-/// scenario's (already `--scale`d) time factor.
+/// scenario's (already `--scale`d) time factor. A canary gate needs Prometheus too (its alerts
+/// are then recorded, and judged only with `[alerts] monitoring = true`).
 pub(super) fn config(scenario: &Scenario) -> Option<MonitoringConfig> {
-    scenario.alerts.monitoring.then(|| MonitoringConfig {
+    let gate = scenario.release.as_ref().is_some_and(|r| r.gate.is_some());
+    (scenario.alerts.monitoring || gate).then(|| MonitoringConfig {
         rules: scenario.alerts.rules.clone(),
         time_factor: scenario.alerts.time_factor,
         ..MonitoringConfig::default()

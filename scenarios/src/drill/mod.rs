@@ -26,6 +26,7 @@ pub mod checks;
 pub mod final_state;
 pub mod load;
 pub mod procs;
+mod release;
 pub mod scrape;
 mod steps;
 mod table;
@@ -264,7 +265,24 @@ pub async fn drill(
     let probes: Vec<(Target, chaos::probe::Probe)> =
         targets.iter().filter_map(|t| testbed.client_probe(*t).map(|p| (*t, p))).collect();
     events.record("system_up", json!({"components": targets}));
+    let prometheus = testbed.monitoring().map(|m| m.prometheus_url());
     let testbed = Arc::new(tokio::sync::Mutex::new(testbed));
+    // A bad candidate binary is a drill that cannot run (exit 2), found before the load.
+    let releases = match release::Releases::new(&scenario, testbed.clone(), &sources.flashsale, events.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = testbed.lock().await.stop_all().await;
+            return Err(DrillError::Setup(e));
+        }
+    };
+    let gate_watch = match (&releases, scenario.release.as_ref().and_then(|r| r.gate.clone()), prometheus) {
+        (Some(releases), Some(gate), Some(url)) => {
+            // Bounded: the load, the drain and a margin; stopped at the end of the run anyway.
+            let limit = schedule.duration() + scenario.drain_timeout + Duration::from_secs(120);
+            Some(releases.watch(gate, url, limit))
+        }
+        _ => None,
+    };
     let injector = Injector::new(testbed.clone(), events.clone());
     let supervisor = match &scenario.supervisor {
         Some(config) => {
@@ -275,13 +293,27 @@ pub async fn drill(
     };
 
     // Everything below ends in `finish`, which heals and stops the system whatever happened.
-    let system =
-        System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed: testbed.clone() };
+    let system = System {
+        sources,
+        gateway_urls,
+        front_url,
+        scrape_targets,
+        processor_addrs,
+        probes,
+        testbed: testbed.clone(),
+        releases: releases.clone(),
+    };
     let result =
         run_inside(&scenario, &schedule, &dir, &events, &injector, system, &options, stopped.clone(), stop_signal)
             .await;
     // Nothing is restarted behind the lab's back from here on.
     drop(supervisor);
+    if let Some(releases) = &releases {
+        releases.finish();
+    }
+    if let Some(watch) = gate_watch {
+        watch.abort();
+    }
     let healed = injector.heal_all(if stopped.load(Ordering::SeqCst) { "drill stopped" } else { "drill over" }).await;
     if !options.quiet && !healed.is_empty() {
         eprintln!("healed {} fault(s) still in force", healed.len());
@@ -324,6 +356,8 @@ struct System {
     probes: Vec<(Target, chaos::probe::Probe)>,
     /// For what the monitoring saw, read at the end.
     testbed: Arc<tokio::sync::Mutex<Testbed>>,
+    /// The `[release]` candidate the timeline deploys, if any.
+    releases: Option<release::Releases>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -342,7 +376,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed } = system;
+    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed, releases } = system;
     let sources = &sources;
     let mut results = Vec::new();
     for (item, qty) in &scenario.stock {
@@ -408,6 +442,7 @@ where
         let items = items.clone();
         let dir_for_ids = dir.clone();
         let live = live.clone();
+        let releases = releases.clone();
         tokio::spawn(async move {
             // On the load's clock: its arrival 0 is due once every user is up, which can be
             // seconds after this task starts (a fault at 5 s must meet 5 s of traffic before it).
@@ -455,7 +490,7 @@ where
                         }
                     }
                 }
-                run_step(step, &injector, &events, &sources, &dir, quiet, stopped_for_repair).await;
+                run_step(step, &injector, &events, &sources, &dir, quiet, stopped_for_repair, releases.as_ref()).await;
                 if aborted.load(Ordering::SeqCst) {
                     // The abort fired while this step was being applied.
                     injector.heal_all("abort condition").await;

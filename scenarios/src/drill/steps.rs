@@ -13,6 +13,7 @@ use super::final_state::{self, Sources};
 use super::{checks, scrape};
 use crate::scenario::Step;
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run_step(
     step: Step,
     injector: &Injector,
@@ -21,8 +22,20 @@ pub(super) async fn run_step(
     dir: &Path,
     quiet: bool,
     processors_stopped: bool,
+    releases: Option<&super::release::Releases>,
 ) {
     match step {
+        // The scenario's parse refuses a deploy or rollback without `[release]`.
+        Step::Deploy(target) => {
+            if let Some(releases) = releases {
+                releases.deploy(target, quiet).await;
+            }
+        }
+        Step::Rollback(target) => {
+            if let Some(releases) = releases {
+                releases.rollback(target, "timeline", quiet).await;
+            }
+        }
         Step::Fault(mut fault) => {
             if let Action::RedisLoss { restore: Some(_) } = &fault.action {
                 fault.action = Action::RedisLoss { restore: Some(dir.join("backup.jsonl")) };

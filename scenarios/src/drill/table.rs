@@ -63,6 +63,9 @@ pub fn table(run: &DrillRun) -> String {
             t.decisions, t.max_ms
         ));
     }
+    for (what, figure) in f.release.iter().flat_map(|r| r.rows()) {
+        out.push_str(&format!("{what}: {figure}\n"));
+    }
     out.push_str(&format!("verdict: {} — {} ({})\n", v.outcome.label(), v.scenario, run.dir.display()));
     out
 }

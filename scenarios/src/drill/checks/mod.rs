@@ -3,7 +3,9 @@
 //! [`maintenance`] (the front's maintenance page while no gateway is up), [`held`] (the orders a
 //! fault held decided after its heal, by the system alone),
 //! [`invariants`] (DESIGN.md's six, on the state before and after any repair) and [`faults`]
-//! (each planned fault landed and healed, each action succeeded), [`recovery`] (with a
+//! (each planned fault landed and healed, each action succeeded), [`release`] (a deployed
+//! candidate: detected by its gate, rolled back in time, the orders it decided, the payments it
+//! failed), [`recovery`] (with a
 //! supervisor: every service a fault took down back and ready in time, with a growing back-off
 //! in a crash loop) and [`alerts`] (the expected alerts fired, were notified and resolved in
 //! time; no false alarms).
@@ -21,6 +23,7 @@ pub mod held;
 pub mod invariants;
 pub mod maintenance;
 pub mod recovery;
+pub mod release;
 pub mod slo;
 #[cfg(test)]
 mod tests;
@@ -67,6 +70,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<CheckResult>, Figures, Vec<AlertScore>) 
     faults::faults_landed(ev, &mut results);
     faults::actions(ev, &mut results, &mut figures);
     recovery::recovery(ev, &run.windows, &mut results, &mut figures);
+    release::release(ev, &mut results, &mut figures);
     invariants::all(ev, &run, &mut results, &mut figures);
     let scores = alerts::alerts(ev, &run.windows, &mut results, &mut figures);
     (results, figures, scores)

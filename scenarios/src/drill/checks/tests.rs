@@ -11,6 +11,7 @@ use crate::scenario::{parse, Scenario};
 
 mod alerts;
 mod recovery;
+mod release;
 
 /// Second 0 of every synthetic run (ms since the epoch).
 const T0: u64 = 1_800_000_000_000;
@@ -129,6 +130,7 @@ impl Run {
             accepted_at_ms: accepted,
             decided_at_ms: ms(at_s),
             stock_seen: None,
+            release: None,
         });
         self.states.after.queued.push((id.into(), attempt));
         if decision == Decision::Completed && books {
