@@ -4,7 +4,7 @@
 //!
 //! The bound is what the processor's group watchdog promises (see `processor/watchdog.rs`): a
 //! partition left without a consumer by the broker is noticed and re-assigned within it.
-//! `STORM_OPS` (default 60) sets the number of faults; `STORM_SEED` the seed; `STORM_DIR` keeps
+//! `STORM_OPS` (default 50) sets the number of faults; `STORM_SEED` the seed; `STORM_DIR` keeps
 //! the testbed's data and logs there; `STORM_WATCHDOG=off` runs the processors without the
 //! watchdog (to see what it prevents).
 
@@ -37,7 +37,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[tokio::test]
 async fn every_accepted_order_is_decided_within_the_bound_through_a_restart_storm() {
-    let ops = env_number("STORM_OPS", 60) as usize;
+    let ops = env_number("STORM_OPS", 50) as usize;
     let seed = env_number("STORM_SEED", 19);
     let mut rng = StdRng::seed_from_u64(seed);
     let watchdog = std::env::var("STORM_WATCHDOG").unwrap_or_else(|_| "on".into());
