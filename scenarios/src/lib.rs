@@ -14,11 +14,14 @@
 //!   [`drill::final_state`] reads what
 //!   the system holds (after the drain, and before a repair); [`drill::scrape`] records
 //!   `/metrics`; [`drill::procs`] samples every process's CPU and memory.
+//! - [`gate`]: the regression gate (being built): [`gate::stats`] judges a figure over
+//!   repeated runs of a base and a head.
 //! - [`capacity`]: `flashlab capacity` — the highest sustained rate per topology, the knee, the
 //!   component that saturates first, the USL fit and the headroom answer; each trial a drill.
 
 pub mod capacity;
 pub mod drill;
+pub mod gate;
 pub mod fault_cli;
 pub mod load_cli;
 pub mod scenario;
