@@ -13,6 +13,7 @@
 //! | `alerts.jsonl` | [`AlertRecord`]: the monitoring's setup, alert states, notifications | [`alerts`] |
 //! | `processes.jsonl` | [`ProcessSample`]: CPU and memory of every process, each second | [`processes`] |
 //! | `capacity.json` (a capacity search's directory) | [`CapacityRun`]: every trial, the answer, the fit | [`capacity`] |
+//! | `gate.json` (a regression gate's directory) | [`GateRun`]: both sides' runs, every figure's judgement | [`gate`] |
 //!
 //! [`io`] has the readers and writers (errors name the file and line); [`stats`] the one
 //! quantile every figure uses.
@@ -20,6 +21,7 @@
 pub mod alerts;
 pub mod capacity;
 pub mod events;
+pub mod gate;
 pub mod history;
 pub mod io;
 pub mod metrics;
@@ -31,6 +33,7 @@ pub mod verdict;
 pub use alerts::{AlertPhase, AlertRecord};
 pub use capacity::CapacityRun;
 pub use events::{fault_windows, FaultWindow};
+pub use gate::GateRun;
 pub use history::{Attempt, Class, Op, MAINTENANCE};
 pub use io::RunDirError;
 pub use metrics::Scrape;
@@ -50,4 +53,5 @@ pub mod files {
     pub const ALERTS: &str = "alerts.jsonl";
     pub const PROCESSES: &str = "processes.jsonl";
     pub const CAPACITY: &str = "capacity.json";
+    pub const GATE: &str = "gate.json";
 }

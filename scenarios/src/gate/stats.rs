@@ -18,21 +18,7 @@
 //! either way (the runs show any change is smaller than what matters); otherwise
 //! [`Change::Inconclusive`] — too few or too noisy runs to say, which is not a pass.
 
-/// Which way is better for a figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Better {
-    Lower,
-    Higher,
-}
-
-/// The gate's answer for one figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Regressed,
-    Improved,
-    Unchanged,
-    Inconclusive,
-}
+pub use rundir::gate::{Better, Change};
 
 /// What the gate asks of a figure.
 #[derive(Debug, Clone, Copy, PartialEq)]
