@@ -128,13 +128,8 @@ pub async fn run(
     if let Err(e) = std::fs::write(&file, scenario_text(setup, criteria, rate, duration_s)) {
         return Ok(failed(format!("{}: {e}", file.display())));
     }
-    let options = DrillOptions {
-        scenario: file.display().to_string(),
-        out: Some(dir.join("run")),
-        seed: None,
-        scale: 1.0,
-        quiet: true,
-    };
+    let options =
+        DrillOptions { out: Some(dir.join("run")), quiet: true, ..DrillOptions::new(file.display().to_string(), 1.0) };
     match drill::drill(options, stop).await {
         Ok(run) => {
             let m = measure(&run.dir, &run.verdict);

@@ -69,6 +69,26 @@ pub struct DrillOptions {
     pub scale: f64,
     /// No live line.
     pub quiet: bool,
+    /// The `flashsale` binary the testbed runs (default `$FLASHSALE_BIN`, else next to flashlab):
+    /// the gate's base or head build.
+    pub flashsale_bin: Option<PathBuf>,
+    /// Environment for every service on top of the scenario's `[env]` (a side of the gate).
+    pub env: Vec<(String, String)>,
+}
+
+impl DrillOptions {
+    /// `scenario` at `scale`, everything else by default.
+    pub fn new(scenario: impl Into<String>, scale: f64) -> DrillOptions {
+        DrillOptions {
+            scenario: scenario.into(),
+            out: None,
+            seed: None,
+            scale,
+            quiet: false,
+            flashsale_bin: None,
+            env: Vec::new(),
+        }
+    }
 }
 
 /// A drill that could not run (exit 2), as opposed to one that failed its checks (exit 1).
@@ -174,6 +194,8 @@ pub async fn drill(
                 "goose": "0.19",
             },
             "topology": scenario.topology,
+            "flashsale_bin": options.flashsale_bin.as_ref().map(|p| p.display().to_string()),
+            "env_overrides": options.env.iter().cloned().collect::<BTreeMap<String, String>>(),
             "started_unix_ms": started_ms,
             "ended_unix_ms": ended,
         })
@@ -206,8 +228,10 @@ pub async fn drill(
     env.insert("ORDERS_PARTITIONS".into(), scenario.topology.partitions.to_string());
     env.insert("PAYMENT_SEED".into(), scenario.seed.to_string());
     env.extend(scenario.env.clone());
+    env.extend(options.env.iter().cloned());
     let config = TestbedConfig {
         dir: Some(dir.join("system")),
+        flashsale_bin: options.flashsale_bin.clone(),
         gateways: scenario.topology.gateways,
         processors: scenario.topology.processors,
         payment: true,
@@ -376,7 +400,8 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed, releases } = system;
+    let System { sources, gateway_urls, front_url, scrape_targets, processor_addrs, probes, testbed, releases } =
+        system;
     let sources = &sources;
     let mut results = Vec::new();
     for (item, qty) in &scenario.stock {
