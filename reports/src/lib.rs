@@ -10,6 +10,7 @@
 //! - [`documents`]: `report.html` (self-contained), `summary.md`, `junit.xml`.
 //! - [`compare`]: two runs side by side — deltas, regressions past a limit, overlaid plots.
 //! - [`capacity`]: a capacity search's `summary.md`, `report.html` and plots, from `capacity.json`.
+//! - [`gate`]: a regression gate's `gate.md`, `gate.html` and `junit.xml`, from `gate.json`.
 //!
 //! [`render`] writes them all into the run directory.
 
@@ -17,6 +18,7 @@ pub mod capacity;
 pub mod compare;
 pub mod data;
 pub mod documents;
+pub mod gate;
 pub mod plots;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ pub struct Rendered {
     pub outcome: rundir::Outcome,
 }
 
-fn write(path: &Path, text: &str) -> Result<(), ReportError> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), ReportError> {
     std::fs::write(path, text).map_err(|source| ReportError::Read { path: path.display().to_string(), source })
 }
 

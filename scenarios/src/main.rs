@@ -84,6 +84,17 @@ enum Command {
     /// headroom answer. Exit code: 0 the peak with headroom is met (or, without --peak, a rate
     /// was sustained), 1 it is not, 2 the search could not answer.
     Capacity(Box<CapacityArgs>),
+    /// The regression gate: a suite of drills run on a base and a head (two builds, two
+    /// configurations, or a stored baseline and a build), every figure compared as a
+    /// distribution over the runs; invariants never statistical. Writes gate.json, gate.md,
+    /// gate.html, junit.xml. Exit code: 0 nothing regressed, 1 a figure regressed or an
+    /// invariant broke, 2 undecided (a figure could not be decided, or a run could not run).
+    Gate(Box<GateArgs>),
+    /// Stored baselines for `flashlab gate --baseline`.
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCommand,
+    },
     /// List the shipped drills.
     Drills,
     /// Compare a run with a baseline run: SLI deltas, checks newly failing; exit 1 on a
@@ -108,6 +119,54 @@ enum Command {
         listen: std::net::SocketAddr,
         #[arg(long, value_parser = parse_loopback)]
         upstream: std::net::SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct GateArgs {
+    /// The suite file: drills, scale, runs a side (docs/gate.md).
+    #[arg(long, value_name = "FILE")]
+    suite: PathBuf,
+    /// The gate's directory (default runs/gate-<utc time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The base's flashsale binary (default: the lab's own).
+    #[arg(long, value_name = "PATH")]
+    base_bin: Option<PathBuf>,
+    /// The head's flashsale binary (default: the lab's own).
+    #[arg(long, value_name = "PATH")]
+    head_bin: Option<PathBuf>,
+    /// KEY=VALUE lines for the base's services.
+    #[arg(long, value_name = "FILE")]
+    base_env: Option<PathBuf>,
+    /// KEY=VALUE lines for the head's services.
+    #[arg(long, value_name = "FILE")]
+    head_env: Option<PathBuf>,
+    /// Compare the head with a stored baseline (`flashlab baseline update`) instead of running a base.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["base_bin", "base_env"])]
+    baseline: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Run a suite on one build and store its runs as the baseline in --out.
+    Update {
+        #[arg(long, value_name = "FILE")]
+        suite: PathBuf,
+        /// Where the baseline goes (a new or empty directory).
+        #[arg(long)]
+        out: PathBuf,
+        /// The flashsale binary (default: the lab's own).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<PathBuf>,
+        /// KEY=VALUE lines for its services.
+        #[arg(long, value_name = "FILE")]
+        env: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -271,7 +330,12 @@ fn main() -> ExitCode {
             // 1: done, but the check did not confirm the fault (or the heal) took effect.
             Command::Fault(args) => Ok(if fault(args).await? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
             Command::Drill { scenario, out, seed, scale, quiet } => {
-                let options = scenarios::drill::DrillOptions { scenario, out, seed, scale, quiet };
+                let options = scenarios::drill::DrillOptions {
+                    out,
+                    seed,
+                    quiet,
+                    ..scenarios::drill::DrillOptions::new(scenario, scale)
+                };
                 match scenarios::drill::drill(options, stop_signal()).await {
                     Ok(run) => {
                         print!("{}", scenarios::drill::table(&run));
@@ -343,6 +407,44 @@ fn main() -> ExitCode {
                     Err(e) => eprintln!("flashlab: the capacity report could not be rendered: {e}"),
                 }
                 Ok(ExitCode::from(scenarios::capacity::answer::exit_code(&found.run)))
+            }
+            Command::Gate(a) => {
+                let a = *a;
+                let options = scenarios::gate::run::GateOptions {
+                    suite: a.suite,
+                    out: a.out,
+                    base: scenarios::gate::run::SideOptions { bin: a.base_bin, env_file: a.base_env },
+                    head: scenarios::gate::run::SideOptions { bin: a.head_bin, env_file: a.head_env },
+                    baseline: a.baseline,
+                    update_baseline: false,
+                    quiet: a.quiet,
+                };
+                let gated = scenarios::gate::run::gate(options, stop_signal()).await?;
+                let rendered = reports::gate::render(&gated.dir)?;
+                print!("{}", std::fs::read_to_string(&rendered.markdown).unwrap_or_default());
+                println!("report: {}", rendered.html.display());
+                Ok(ExitCode::from(match rendered.outcome {
+                    rundir::gate::GateOutcome::Pass => 0,
+                    rundir::gate::GateOutcome::Fail => 1,
+                    rundir::gate::GateOutcome::Undecided => 2,
+                }))
+            }
+            Command::Baseline { command: BaselineCommand::Update { suite, out, bin, env, quiet } } => {
+                let options = scenarios::gate::run::GateOptions {
+                    suite,
+                    out: Some(out),
+                    base: scenarios::gate::run::SideOptions { bin, env_file: env },
+                    head: scenarios::gate::run::SideOptions::default(),
+                    baseline: None,
+                    update_baseline: true,
+                    quiet,
+                };
+                let gated = scenarios::gate::run::gate(options, stop_signal()).await?;
+                let runs: usize = gated.run.drills.iter().map(|d| d.runs.len()).sum();
+                let failed: usize =
+                    gated.run.drills.iter().flat_map(|d| &d.runs).filter(|r| r.outcome.is_none()).count();
+                println!("baseline: {runs} runs in {} ({failed} could not run)", gated.dir.display());
+                Ok(if failed == 0 && !gated.run.interrupted { ExitCode::SUCCESS } else { ExitCode::from(2) })
             }
             Command::Drills => {
                 for (name, description) in scenarios::scenario::shipped() {

@@ -1,5 +1,6 @@
 //! Proof that the checks can fail: each known bug, switched on in a `flashsale` built with the
-//! `bugs` feature, is caught by the drill meant for it — on the right check, with evidence.
+//! `bugs` feature, is caught by the drill meant for it — on the right check, with evidence
+//! (`non_atomic_reserve` in `gate.rs`: the gate against that build fails on the oversell).
 //! (That every shipped drill passes on the correct build is `ci/drills`, run by `ci/test`.) And
 //! one mistake of procedure — a restore while the processors keep selling oversells — and one
 //! of configuration: a Redis failover without `WAIT` loses what only the primary had. And the
@@ -70,11 +71,6 @@ fn caught(drill: &str, bug: &str, check: &str, evidence: &str) {
         .unwrap_or_else(|| panic!("{drill} with {bug}: {check:?} did not fail; failed: {names:?}"));
     let examples: Vec<&str> = hit["evidence"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
     assert!(examples.iter().any(|e| e.contains(evidence)), "{check}: evidence {examples:?} lacks {evidence:?}");
-}
-
-#[test]
-fn a_non_atomic_reservation_oversells() {
-    caught("flash-sale-spike", "non_atomic_reserve", "no oversell", "completed of");
 }
 
 #[test]
