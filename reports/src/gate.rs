@@ -51,20 +51,22 @@ fn change_word(c: Change) -> &'static str {
 
 /// `+12.3 ms (+40 %)`.
 fn delta(f: &FigureGate) -> String {
-    if !f.difference.is_finite() {
+    let j = &f.judgement;
+    if !j.difference.is_finite() {
         return "–".into();
     }
-    let rel = if f.base_median.abs() > 0.0 {
-        format!(" ({:+.0} %)", f.difference / f.base_median.abs() * 100.0)
+    let rel = if j.base_median.abs() > 0.0 {
+        format!(" ({:+.0} %)", j.difference / j.base_median.abs() * 100.0)
     } else {
         String::new()
     };
-    format!("{:+.4}{rel}", f.difference)
+    format!("{:+.4}{rel}", j.difference)
 }
 
 fn interval(f: &FigureGate) -> String {
-    if f.interval.0.is_finite() {
-        format!("[{:+.4}, {:+.4}]", f.interval.0, f.interval.1)
+    let j = &f.judgement;
+    if j.interval.0.is_finite() {
+        format!("[{:+.4}, {:+.4}]", j.interval.0, j.interval.1)
     } else {
         "–".into()
     }
@@ -90,18 +92,18 @@ pub fn summary(run: &GateRun) -> String {
     );
     let mut rows = Vec::new();
     for d in &run.drills {
-        for f in d.figures.iter().filter(|f| matches!(f.change, Change::Regressed | Change::Inconclusive)) {
+        for f in d.figures.iter().filter(|f| matches!(f.judgement.change, Change::Regressed | Change::Inconclusive)) {
             rows.push(format!(
                 "| {} | {} | {} | {:.4} → {:.4} | {} | {} | {:.4} | ≥ {:.4} |",
-                change_word(f.change),
+                change_word(f.judgement.change),
                 d.drill,
                 f.name,
-                f.base_median,
-                f.head_median,
+                f.judgement.base_median,
+                f.judgement.head_median,
                 delta(f),
                 interval(f),
-                f.p,
-                f.threshold
+                f.judgement.p,
+                f.judgement.threshold
             ));
         }
     }
@@ -142,7 +144,7 @@ pub fn summary(run: &GateRun) -> String {
         .flat_map(|d| {
             d.figures
                 .iter()
-                .filter(|f| f.change == Change::Improved)
+                .filter(|f| f.judgement.change == Change::Improved)
                 .map(move |f| format!("{} {} {}", d.drill, f.name, delta(f)))
         })
         .collect();
@@ -150,7 +152,7 @@ pub fn summary(run: &GateRun) -> String {
         let _ = writeln!(out, "\nImproved: {}.", improved.join(", "));
     }
     let unchanged: usize =
-        run.drills.iter().map(|d| d.figures.iter().filter(|f| f.change == Change::Unchanged).count()).sum();
+        run.drills.iter().map(|d| d.figures.iter().filter(|f| f.judgement.change == Change::Unchanged).count()).sum();
     let _ = writeln!(out, "\n{unchanged} figure(s) unchanged. Every figure and run: `gate.html`.");
     if run.interrupted {
         out.push_str("\nThe gate was cut short: what ran is above.\n");
@@ -170,14 +172,15 @@ fn env_text(env: &std::collections::BTreeMap<String, String>) -> String {
 /// each side's median a bar, the band within the smallest change that matters around the
 /// base's median shaded.
 fn strip(f: &FigureGate) -> String {
+    let j = &f.judgement;
     let all: Vec<f64> = f.base.iter().chain(&f.head).copied().filter(|v| v.is_finite()).collect();
     if all.is_empty() {
         return String::from("<em>no runs</em>");
     }
     let (mut lo, mut hi) = all.iter().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
-    if f.base_median.is_finite() {
-        lo = lo.min(f.base_median - f.threshold);
-        hi = hi.max(f.base_median + f.threshold);
+    if j.base_median.is_finite() {
+        lo = lo.min(j.base_median - j.threshold);
+        hi = hi.max(j.base_median + j.threshold);
     }
     if hi - lo < 1e-12 {
         hi = lo + 1.0;
@@ -186,11 +189,11 @@ fn strip(f: &FigureGate) -> String {
     let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - right);
     let mut svg =
         format!("<svg width=\"{w}\" height=\"64\" viewBox=\"0 0 {w} 64\" xmlns=\"http://www.w3.org/2000/svg\">");
-    if f.base_median.is_finite() {
-        let (a, b) = (x(f.base_median - f.threshold), x(f.base_median + f.threshold));
+    if j.base_median.is_finite() {
+        let (a, b) = (x(j.base_median - j.threshold), x(j.base_median + j.threshold));
         let _ = write!(svg, "<rect x=\"{a:.1}\" y=\"2\" width=\"{:.1}\" height=\"44\" fill=\"#eef\"/>", b - a);
     }
-    for (row, values, median, color) in [(14.0, &f.base, f.base_median, "#555"), (34.0, &f.head, f.head_median, "#c33")]
+    for (row, values, median, color) in [(14.0, &f.base, j.base_median, "#555"), (34.0, &f.head, j.head_median, "#c33")]
     {
         for v in values.iter().filter(|v| v.is_finite()) {
             let _ =
@@ -245,17 +248,17 @@ fn drill_section(out: &mut String, d: &DrillGate) {
         let _ = write!(
             out,
             "<tr class=\"{}\"><td>{}<br><small>{}; {better}</small></td><td>{}</td><td>{}</td><td>{:.4} → {:.4}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>≥ {:.4}</td></tr>",
-            change_word(f.change),
+            change_word(f.judgement.change),
             escape(&f.name),
             escape(&f.what),
-            change_word(f.change),
+            change_word(f.judgement.change),
             strip(f),
-            f.base_median,
-            f.head_median,
+            f.judgement.base_median,
+            f.judgement.head_median,
             escape(&delta(f)),
             escape(&interval(f)),
-            f.p,
-            f.threshold
+            f.judgement.p,
+            f.judgement.threshold
         );
     }
     out.push_str("</table><p>Runs: ");
@@ -295,24 +298,24 @@ pub fn junit(run: &GateRun) -> String {
             .flat_map(|r| r.broken_invariants.iter().map(move |b| format!("{} run {}: {b}", r.side, r.repetition + 1)))
             .collect();
         let failures =
-            d.figures.iter().filter(|f| matches!(f.change, Change::Regressed | Change::Inconclusive)).count()
+            d.figures.iter().filter(|f| matches!(f.judgement.change, Change::Regressed | Change::Inconclusive)).count()
                 + usize::from(!broken.is_empty());
         let _ = writeln!(out, "  <testsuite name=\"{name}\" tests=\"{cases}\" failures=\"{failures}\">");
         for f in &d.figures {
             let case = format!("    <testcase classname=\"gate.{name}\" name=\"{}\"", escape(&f.name));
-            match f.change {
+            match f.judgement.change {
                 Change::Regressed | Change::Inconclusive => {
                     let _ = writeln!(
                         out,
                         "{case}>\n      <failure type=\"{}\" message=\"{}: median {:.4} → {:.4}, Δ {}, interval {}, p {:.4}, matters ≥ {:.4}\"/>\n    </testcase>",
-                        change_word(f.change),
-                        change_word(f.change),
-                        f.base_median,
-                        f.head_median,
+                        change_word(f.judgement.change),
+                        change_word(f.judgement.change),
+                        f.judgement.base_median,
+                        f.judgement.head_median,
                         escape(&delta(f)),
                         escape(&interval(f)),
-                        f.p,
-                        f.threshold
+                        f.judgement.p,
+                        f.judgement.threshold
                     );
                 }
                 _ => {
@@ -352,13 +355,15 @@ mod tests {
             better: Better::Lower,
             base: vec![20.0, 21.0, 22.0],
             head: vec![60.0, 61.0, 62.0],
-            base_median: 21.0,
-            head_median: 61.0,
-            difference: 40.0,
-            interval: (38.0, 42.0),
-            threshold: 10.0,
-            p: 0.1,
-            change,
+            judgement: rundir::gate::Judgement {
+                change,
+                base_median: 21.0,
+                head_median: 61.0,
+                difference: 40.0,
+                interval: (38.0, 42.0),
+                threshold: 10.0,
+                p: 0.1,
+            },
         }
     }
 

@@ -117,6 +117,14 @@ pub struct FigureGate {
     pub better: Better,
     pub base: Vec<f64>,
     pub head: Vec<f64>,
+    #[serde(flatten)]
+    pub judgement: Judgement,
+}
+
+/// The judgement of one figure, with the statistics that say why (`gate::stats::judge`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub change: Change,
     pub base_median: f64,
     pub head_median: f64,
     /// head − base, of the medians.
@@ -127,7 +135,6 @@ pub struct FigureGate {
     pub threshold: f64,
     /// Mann–Whitney's two-sided p.
     pub p: f64,
-    pub change: Change,
 }
 
 /// The gate's answer as the exit code says it.
@@ -148,11 +155,12 @@ impl GateRun {
     pub fn outcome(&self) -> GateOutcome {
         let runs = || self.drills.iter().flat_map(|d| &d.runs);
         let figures = || self.drills.iter().flat_map(|d| &d.figures);
-        if runs().any(|r| !r.broken_invariants.is_empty()) || figures().any(|f| f.change == Change::Regressed) {
+        if runs().any(|r| !r.broken_invariants.is_empty()) || figures().any(|f| f.judgement.change == Change::Regressed)
+        {
             GateOutcome::Fail
         } else if self.interrupted
             || runs().any(|r| r.outcome.is_none())
-            || figures().any(|f| f.change == Change::Inconclusive)
+            || figures().any(|f| f.judgement.change == Change::Inconclusive)
         {
             GateOutcome::Undecided
         } else {
@@ -180,13 +188,15 @@ mod tests {
             better: Better::Lower,
             base: vec![],
             head: vec![],
-            base_median: 0.0,
-            head_median: 0.0,
-            difference: 0.0,
-            interval: (0.0, 0.0),
-            threshold: 1.0,
-            p: 1.0,
-            change,
+            judgement: Judgement {
+                change,
+                base_median: 0.0,
+                head_median: 0.0,
+                difference: 0.0,
+                interval: (0.0, 0.0),
+                threshold: 1.0,
+                p: 1.0,
+            },
         }
     }
 

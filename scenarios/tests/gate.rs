@@ -72,7 +72,7 @@ fn a_build_against_its_own_baseline_is_unchanged_and_a_baseline_of_another_suite
     let figures = &run.drills[0].figures;
     assert!(figures.len() >= 5, "{figures:#?}");
     assert!(
-        figures.iter().all(|f| f.change == rundir::gate::Change::Unchanged),
+        figures.iter().all(|f| f.judgement.change == rundir::gate::Change::Unchanged),
         "the same build must be unchanged on every figure: {figures:#?}"
     );
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");

@@ -1,7 +1,7 @@
 //! One drill's figures, base against head, from its runs' records: each figure judged by
 //! [`stats::judge`] over the runs that have it.
 
-use rundir::gate::{Change, FigureGate, GateRunRecord};
+use rundir::gate::{Change, FigureGate, GateRunRecord, Judgement};
 
 use super::figures::FIGURES;
 use super::stats::{self, Criterion};
@@ -35,26 +35,26 @@ pub fn compare(suite: &Suite, drill: &SuiteDrill, runs: &[GateRunRecord]) -> Vec
             alpha: suite.alpha,
             confidence: suite.confidence,
         };
-        let j = if base.is_empty() || head.is_empty() {
-            None
+        let judgement = if base.is_empty() || head.is_empty() {
+            Judgement {
+                change: Change::Inconclusive,
+                base_median: stats::median(&base),
+                head_median: stats::median(&head),
+                difference: f64::NAN,
+                interval: (f64::NAN, f64::NAN),
+                threshold: (effect.relative * stats::median(&base).abs()).max(effect.absolute),
+                p: 1.0,
+            }
         } else {
-            Some(stats::judge(&base, &head, &criterion, seed_of(&drill.name, f.name)))
+            stats::judge(&base, &head, &criterion, seed_of(&drill.name, f.name))
         };
         out.push(FigureGate {
             name: f.name.to_string(),
             what: f.what.to_string(),
             better: f.better,
-            base_median: stats::median(&base),
-            head_median: stats::median(&head),
-            difference: j.as_ref().map_or(f64::NAN, |j| j.difference),
-            interval: j.as_ref().map_or((f64::NAN, f64::NAN), |j| j.interval),
-            threshold: j
-                .as_ref()
-                .map_or((effect.relative * stats::median(&base).abs()).max(effect.absolute), |j| j.threshold),
-            p: j.as_ref().map_or(1.0, |j| j.p),
-            change: j.as_ref().map_or(Change::Inconclusive, |j| j.change),
             base,
             head,
+            judgement,
         });
     }
     out
@@ -102,10 +102,10 @@ mod tests {
         }
         let figures = compare(&suite, &suite.drills[0], &runs);
         let by = |n: &str| figures.iter().find(|f| f.name == n).unwrap_or_else(|| panic!("{n} in {figures:?}"));
-        assert_eq!(by("p99_ms").change, Change::Regressed, "{:?}", by("p99_ms"));
-        assert_eq!(by("p99_ms").difference, 40.0);
-        assert_eq!(by("availability").change, Change::Unchanged);
-        assert_eq!(by("rto_s").change, Change::Inconclusive, "the head never gave an RTO");
+        assert_eq!(by("p99_ms").judgement.change, Change::Regressed, "{:?}", by("p99_ms"));
+        assert_eq!(by("p99_ms").judgement.difference, 40.0);
+        assert_eq!(by("availability").judgement.change, Change::Unchanged);
+        assert_eq!(by("rto_s").judgement.change, Change::Inconclusive, "the head never gave an RTO");
         assert!(figures.iter().all(|f| f.name != "mttd_s"), "no run has it: not a figure of this drill");
         // A run that could not run gives nothing.
         let mut broken = runs.clone();
@@ -113,11 +113,11 @@ mod tests {
             r.outcome = None;
         }
         let figures = compare(&suite, &suite.drills[0], &broken);
-        assert!(figures.iter().all(|f| f.change == Change::Inconclusive), "{figures:?}");
+        assert!(figures.iter().all(|f| f.judgement.change == Change::Inconclusive), "{figures:?}");
         // A figure the suite names that no run has.
         let named = parse("[[drill]]\nname = \"d\"\nfigures = [\"mttd_s\"]\n", "s.toml").unwrap();
         let figures = compare(&named, &named.drills[0], &runs);
         assert_eq!(figures.len(), 1);
-        assert_eq!(figures[0].change, Change::Inconclusive);
+        assert_eq!(figures[0].judgement.change, Change::Inconclusive);
     }
 }

@@ -18,7 +18,7 @@
 //! either way (the runs show any change is smaller than what matters); otherwise
 //! [`Change::Inconclusive`] — too few or too noisy runs to say, which is not a pass.
 
-pub use rundir::gate::{Better, Change};
+pub use rundir::gate::{Better, Change, Judgement};
 
 /// What the gate asks of a figure.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,22 +32,6 @@ pub struct Criterion {
     pub alpha: f64,
     /// The interval's confidence (0.95).
     pub confidence: f64,
-}
-
-/// The judgement of one figure, with the statistics that say why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    pub change: Change,
-    pub base_median: f64,
-    pub head_median: f64,
-    /// head − base, of the medians.
-    pub difference: f64,
-    /// The bootstrap interval of `difference`.
-    pub interval: (f64, f64),
-    /// The smallest change that matters, in the figure's unit.
-    pub threshold: f64,
-    /// Mann–Whitney's two-sided p.
-    pub p: f64,
 }
 
 /// Bootstrap draws behind an interval.
