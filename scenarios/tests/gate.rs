@@ -1,6 +1,6 @@
 //! `flashlab gate` on the real system: a build compared with its own stored baseline says
 //! unchanged on every figure (exit 0), and
-//! the build with a known bug (`non_atomic_reserve`) against the correct one fails on the
+//! the build with a known bug (`non_atomic_reserve`) against the correct one fails on its first
 //! oversell — never a statistical question — naming the run (exit 1; this is also the proof
 //! that `flash-sale-spike` catches that bug, which `bugs.rs` leaves to it); a baseline of another
 //! suite is refused; a bad suite names its line.
@@ -92,13 +92,13 @@ fn a_build_against_its_own_baseline_is_unchanged_and_a_baseline_of_another_suite
 }
 
 #[test]
-fn a_known_bug_fails_the_gate_on_its_first_oversell_not_on_statistics() {
+fn a_known_bug_fails_the_gate_on_an_oversell_not_on_statistics() {
     let Some(bugs) = flashsale_bugs() else {
         panic!("FLASHSALE_BUGS_BIN is not set: ci/test sets it (ci/build-known-bugs debug)");
     };
     let tmp = tempfile::tempdir().unwrap();
     let suite = tmp.path().join("suite.toml");
-    std::fs::write(&suite, "repetitions = 4\nscale = 0.2\n\n[[drill]]\nname = \"flash-sale-spike\"\n").unwrap();
+    std::fs::write(&suite, "repetitions = 4\nscale = 0.3\n\n[[drill]]\nname = \"flash-sale-spike\"\n").unwrap();
     let env = tmp.path().join("bug.env");
     std::fs::write(&env, "# the head: check, then decrement\nFLASHSALE_BUG=non_atomic_reserve\n").unwrap();
     let dir = tmp.path().join("bug");
@@ -123,8 +123,12 @@ fn a_known_bug_fails_the_gate_on_its_first_oversell_not_on_statistics() {
         "oversold, with the item's figures: {:?}",
         broken[0].broken_invariants
     );
-    assert!(runs.len() < 8, "the drill's other runs are skipped once an invariant broke: {}", runs.len());
-    assert!(stdout.contains("**invariant broken** in flash-sale-spike head run 1"), "{stdout}");
+    // The race is a matter of timing: a run may get away without an oversell (CI saw the second
+    // head run oversell, not the first). The first that oversells decides, and the rest are skipped.
+    let first = runs.iter().position(|r| !r.broken_invariants.is_empty()).unwrap();
+    assert_eq!(runs.len(), first + 1, "the drill's other runs are skipped once an invariant broke: {runs:#?}");
+    let named = format!("**invariant broken** in flash-sale-spike head run {}", runs[first].repetition + 1);
+    assert!(stdout.contains(&named), "{named:?} in {stdout}");
     assert!(std::fs::read_to_string(dir.join("junit.xml")).unwrap().contains("type=\"invariant\""));
 }
 
