@@ -71,3 +71,52 @@ pub fn read(path: &Path) -> Result<States, crate::RunDirError> {
 pub fn write(path: &Path, states: &States) -> Result<(), crate::RunDirError> {
     crate::io::write_json(path, states)
 }
+
+/// Each order's first decision: of its outcome records (a redelivered order can have several),
+/// the one decided earliest, by `request_id`. What time to decision and payment success judge.
+pub fn first_decisions<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> BTreeMap<&'a str, &'a Outcome> {
+    let mut first: BTreeMap<&str, &Outcome> = BTreeMap::new();
+    for o in outcomes {
+        let e = first.entry(o.request_id.as_str()).or_insert(o);
+        if o.decided_at_ms < e.decided_at_ms {
+            *e = o;
+        }
+    }
+    first
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashsale::order::Decision;
+
+    fn outcome(id: &str, decided_at_ms: u64, outcome: Decision) -> Outcome {
+        Outcome {
+            request_id: id.into(),
+            user_id: "u".into(),
+            item_id: "i".into(),
+            amount: 1,
+            attempt: 1,
+            outcome,
+            correlation_id: String::new(),
+            accepted_at_ms: 0,
+            decided_at_ms,
+            stock_seen: None,
+            release: None,
+        }
+    }
+
+    #[test]
+    fn the_earliest_record_of_an_order_is_its_first_decision() {
+        let records = [
+            outcome("a", 30, Decision::Completed),
+            outcome("a", 10, Decision::FailedPayment),
+            outcome("b", 5, Decision::Completed),
+            outcome("a", 20, Decision::Completed),
+        ];
+        let first = first_decisions(&records);
+        assert_eq!(first.len(), 2);
+        assert_eq!((first["a"].decided_at_ms, first["a"].outcome), (10, Decision::FailedPayment));
+        assert_eq!(first["b"].decided_at_ms, 5);
+    }
+}

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use flashsale::order::Decision;
 use rundir::{Kind, Op, Outcome, Verdict};
 
 use super::stats::Better;
@@ -25,8 +26,8 @@ pub struct Figure {
 /// drills' scale: a fifth of a latency percentile (and at least 10 ms: a 2-core runner moves a
 /// p99 of 20 ms by a few), 15 % of the time to decision (at least 20 ms: a payment provider 50 ms
 /// slower must show), a quarter of a recovery or a detection time (and at least a second: the
-/// scrape and evaluation step), a tenth of a percent of availability.
-pub const FIGURES: [Figure; 7] = [
+/// scrape and evaluation step), a tenth of a percent of availability, a percent of payments.
+pub const FIGURES: [Figure; 8] = [
     Figure {
         name: "availability",
         what: "good answers over all POST /buy",
@@ -61,6 +62,13 @@ pub const FIGURES: [Figure; 7] = [
         better: Better::Lower,
         min_relative: 0.15,
         min_absolute: 20.0,
+    },
+    Figure {
+        name: "payment_success",
+        what: "of the orders decided for payment, the share captured",
+        better: Better::Higher,
+        min_relative: 0.0,
+        min_absolute: 0.01,
     },
     Figure {
         name: "mttd_s",
@@ -131,15 +139,19 @@ pub fn of(verdict: &Verdict, history: &[rundir::Attempt], outcomes: &[flashsale:
     for a in history.iter().filter(|a| a.op == Op::Buy && a.status == Some(202)) {
         accepted.insert(a.request_id.as_str(), ());
     }
-    let mut first: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for o in outcomes.iter().filter(|o| accepted.contains_key(o.request_id.as_str())) {
-        let e = first.entry(o.request_id.as_str()).or_insert((o.accepted_at_ms, o.decided_at_ms));
-        e.1 = e.1.min(o.decided_at_ms);
-    }
-    let mut waits: Vec<u64> = first.values().map(|(a, d)| d.saturating_sub(*a) * 1000).collect();
+    let first = rundir::state::first_decisions(outcomes.iter().filter(|o| accepted.contains_key(o.request_id.as_str())));
+    let mut waits: Vec<u64> =
+        first.values().map(|o| o.decided_at_ms.saturating_sub(o.accepted_at_ms) * 1000).collect();
     waits.sort_unstable();
     if let Some(p) = rundir::stats::quantile_ms(&waits, 0.99) {
         values.insert("time_to_decision_p99_ms", p);
+    }
+    // Of the orders decided for payment (sold out and refused orders never reach it), the share
+    // whose first decision captured.
+    let captured = first.values().filter(|o| o.outcome == Decision::Completed).count();
+    let failed = first.values().filter(|o| o.outcome == Decision::FailedPayment).count();
+    if captured + failed > 0 {
+        values.insert("payment_success", captured as f64 / (captured + failed) as f64);
     }
     let detections: Vec<u64> = verdict.alerts.iter().filter(|s| s.expected).filter_map(|s| s.fired_after_ms).collect();
     if !detections.is_empty() && detections.len() == verdict.alerts.iter().filter(|s| s.expected).count() {
@@ -229,8 +241,14 @@ mod tests {
     fn a_run_gives_its_figures_and_leaves_out_what_it_has_no_evidence_for() {
         // 100 orders, 10 a second, latencies 1..=100 ms, each decided 10 ms after (one 900 ms).
         let history: Vec<_> = (1..=100).map(|i| attempt(i, i, 202)).collect();
-        let outcomes: Vec<_> = (1..=100).map(|i| decided(i, if i == 50 { 900 } else { 10 })).collect();
+        let mut outcomes: Vec<_> = (1..=100).map(|i| decided(i, if i == 50 { 900 } else { 10 })).collect();
+        // Order 7's payment failed first; a later record (redelivered) completed: the first counts.
+        outcomes[6].outcome = flashsale::order::Decision::FailedPayment;
+        let mut again = decided(7, 500);
+        again.outcome = flashsale::order::Decision::Completed;
+        outcomes.push(again);
         let run = of(&verdict(), &history, &outcomes);
+        assert_eq!(run.values["payment_success"], 0.99, "{:?}", run.values);
         assert_eq!(run.values["availability"], 0.999);
         assert_eq!(run.values["rto_s"], 5.5, "the slowest recovery");
         assert!((run.values["p99_ms"] - 99.0).abs() <= 1.0, "{:?}", run.values);

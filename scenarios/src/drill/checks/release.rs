@@ -137,21 +137,14 @@ pub fn release(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut 
 fn payment_success(ev: &Evidence<'_>, results: &mut Vec<CheckResult>) {
     let Some(least) = ev.scenario.slo.payment_success else { return };
     let need = ev.scenario.evidence.min_decisions;
-    let mut first: BTreeMap<&str, (u64, Decision, Option<&str>)> = BTreeMap::new();
-    for o in &ev.states.after.outcomes {
-        if o.request_id.starts_with(super::WARMUP_PREFIX) {
-            continue;
-        }
-        let e = first.entry(o.request_id.as_str()).or_insert((o.decided_at_ms, o.outcome, o.release.as_deref()));
-        if o.decided_at_ms < e.0 {
-            *e = (o.decided_at_ms, o.outcome, o.release.as_deref());
-        }
-    }
-    let captured = first.values().filter(|d| d.1 == Decision::Completed).count() as u64;
+    let first = rundir::state::first_decisions(
+        ev.states.after.outcomes.iter().filter(|o| !o.request_id.starts_with(super::WARMUP_PREFIX)),
+    );
+    let captured = first.values().filter(|o| o.outcome == Decision::Completed).count() as u64;
     let failed: Vec<String> = first
         .iter()
-        .filter(|(_, d)| d.1 == Decision::FailedPayment)
-        .map(|(id, d)| format!("{id}: FAILED_PAYMENT{}", d.2.map(|r| format!(" (by {r})")).unwrap_or_default()))
+        .filter(|(_, o)| o.outcome == Decision::FailedPayment)
+        .map(|(id, o)| format!("{id}: FAILED_PAYMENT{}", o.release.as_deref().map(|r| format!(" (by {r})")).unwrap_or_default()))
         .collect();
     let n = captured + failed.len() as u64;
     let share = if n == 0 { 0.0 } else { captured as f64 / n as f64 };

@@ -418,12 +418,10 @@ pub fn steady_state(ev: &Evidence<'_>, run: &Judged<'_>, results: &mut Vec<Check
 /// Each order's first attempt: when the gateway accepted it and when it was first decided (ms),
 /// by `request_id`.
 pub fn first_decisions<'a>(ev: &Evidence<'a>) -> BTreeMap<&'a str, (u64, u64)> {
-    let mut decided_at: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for o in ev.states.after.outcomes.iter().filter(|o| o.attempt == 1) {
-        let e = decided_at.entry(o.request_id.as_str()).or_insert((o.accepted_at_ms, o.decided_at_ms));
-        e.1 = e.1.min(o.decided_at_ms);
-    }
-    decided_at
+    rundir::state::first_decisions(ev.states.after.outcomes.iter().filter(|o| o.attempt == 1))
+        .into_iter()
+        .map(|(id, o)| (id, (o.accepted_at_ms, o.decided_at_ms)))
+        .collect()
 }
 
 pub fn time_to_decision(ev: &Evidence<'_>, results: &mut Vec<CheckResult>, figures: &mut Figures) {
