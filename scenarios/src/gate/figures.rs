@@ -139,9 +139,9 @@ pub fn of(verdict: &Verdict, history: &[rundir::Attempt], outcomes: &[flashsale:
     for a in history.iter().filter(|a| a.op == Op::Buy && a.status == Some(202)) {
         accepted.insert(a.request_id.as_str(), ());
     }
-    let first = rundir::state::first_decisions(outcomes.iter().filter(|o| accepted.contains_key(o.request_id.as_str())));
-    let mut waits: Vec<u64> =
-        first.values().map(|o| o.decided_at_ms.saturating_sub(o.accepted_at_ms) * 1000).collect();
+    let first =
+        rundir::state::first_decisions(outcomes.iter().filter(|o| accepted.contains_key(o.request_id.as_str())));
+    let mut waits: Vec<u64> = first.values().map(|o| o.decided_at_ms.saturating_sub(o.accepted_at_ms) * 1000).collect();
     waits.sort_unstable();
     if let Some(p) = rundir::stats::quantile_ms(&waits, 0.99) {
         values.insert("time_to_decision_p99_ms", p);

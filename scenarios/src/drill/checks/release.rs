@@ -144,7 +144,9 @@ fn payment_success(ev: &Evidence<'_>, results: &mut Vec<CheckResult>) {
     let failed: Vec<String> = first
         .iter()
         .filter(|(_, o)| o.outcome == Decision::FailedPayment)
-        .map(|(id, o)| format!("{id}: FAILED_PAYMENT{}", o.release.as_deref().map(|r| format!(" (by {r})")).unwrap_or_default()))
+        .map(|(id, o)| {
+            format!("{id}: FAILED_PAYMENT{}", o.release.as_deref().map(|r| format!(" (by {r})")).unwrap_or_default())
+        })
         .collect();
     let n = captured + failed.len() as u64;
     let share = if n == 0 { 0.0 } else { captured as f64 / n as f64 };
