@@ -27,7 +27,7 @@ pub fn compare(suite: &Suite, drill: &SuiteDrill, runs: &[GateRunRecord]) -> Vec
         if base.is_empty() && head.is_empty() && drill.figures.is_empty() {
             continue; // not a figure of this drill (no fault: no RTO)
         }
-        let effect = suite.effect_of(f);
+        let effect = suite.effect_of(drill, f);
         let criterion = Criterion {
             better: f.better,
             min_relative: effect.relative,

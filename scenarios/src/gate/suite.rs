@@ -9,6 +9,7 @@
 //! [[drill]]
 //! name = "kafka-outage"
 //! figures = ["availability", "p99_ms", "rto_s"]   # default: every figure the run has
+//! effects = { availability = { absolute = 0.02 } } # this drill's, over the suite's
 //!
 //! [effects]                # the smallest changes that matter, overriding the defaults
 //! p99_ms = { relative = 0.2, absolute = 10 }
@@ -65,6 +66,11 @@ pub struct SuiteDrill {
     /// The figures judged; default every one the runs have.
     #[serde(default)]
     pub figures: Vec<String>,
+    /// Per figure, the smallest change that matters in this drill (overrides the suite's): a
+    /// third of kafka-outage's run is an outage, and its availability moves by a point from run
+    /// to run where a sale without a fault's does not move at all.
+    #[serde(default)]
+    pub effects: BTreeMap<String, Effect>,
 }
 
 /// `[effects]`: the smallest change that matters of one figure.
@@ -109,10 +115,13 @@ impl Suite {
         d.scale.unwrap_or(self.scale)
     }
 
-    /// The smallest change that matters of `figure`: the suite's, else the default.
-    pub fn effect_of(&self, figure: &figures::Figure) -> Effect {
-        self.effects
+    /// The smallest change that matters of `figure` in `drill`: the drill's, else the suite's,
+    /// else the default.
+    pub fn effect_of(&self, drill: &SuiteDrill, figure: &figures::Figure) -> Effect {
+        drill
+            .effects
             .get(figure.name)
+            .or_else(|| self.effects.get(figure.name))
             .copied()
             .unwrap_or(Effect { relative: figure.min_relative, absolute: figure.min_absolute })
     }
@@ -205,21 +214,28 @@ pub fn parse(text: &str, path: &str) -> Result<Suite, ScenarioError> {
                 return Err(invalid(line("figures"), format!("drill[{i}].figures"), unknown_figure(f)));
             }
         }
+        if let Some((field, message)) = bad_effect(&d.effects) {
+            return Err(invalid(line("effects"), format!("drill[{i}].effects.{field}"), message));
+        }
     }
-    for (name, e) in &suite.effects {
-        let line = find_line(text, name);
-        if figures::figure(name).is_none() {
-            return Err(invalid(line, format!("effects.{name}"), unknown_figure(name)));
-        }
-        if e.relative < 0.0 || e.absolute < 0.0 || e.relative + e.absolute <= 0.0 {
-            return Err(invalid(
-                line,
-                format!("effects.{name}"),
-                "relative and absolute at least 0, one of them above: a zero effect flags any change".into(),
-            ));
-        }
+    if let Some((field, message)) = bad_effect(&suite.effects) {
+        return Err(invalid(find_line(text, &field), format!("effects.{field}"), message));
     }
     Ok(suite)
+}
+
+/// The first effect of `effects` naming no figure, or one that would flag any change.
+fn bad_effect(effects: &BTreeMap<String, Effect>) -> Option<(String, String)> {
+    effects.iter().find_map(|(name, e)| {
+        if figures::figure(name).is_none() {
+            Some((name.clone(), unknown_figure(name)))
+        } else if e.relative < 0.0 || e.absolute < 0.0 || e.relative + e.absolute <= 0.0 {
+            let why = "relative and absolute at least 0, one of them above: a zero effect flags any change";
+            Some((name.clone(), why.into()))
+        } else {
+            None
+        }
+    })
 }
 
 fn unknown_figure(name: &str) -> String {
@@ -232,7 +248,8 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "repetitions = 4\n\n[[drill]]\nname = \"kafka-outage\"\nfigures = [\"p99_ms\", \"rto_s\"]\n\n\
-[[drill]]\nname = \"processor-crash\"\nrepetitions = 6\nscale = 0.5\n\n[effects]\np99_ms = { relative = 0.3, absolute = 5 }\n";
+[[drill]]\nname = \"processor-crash\"\nrepetitions = 6\nscale = 0.5\neffects = { rto_s = { absolute = 3 } }\n\n\
+[effects]\np99_ms = { relative = 0.3, absolute = 5 }\n";
 
     #[test]
     fn a_good_suite_parses_with_defaults_and_overrides() {
@@ -241,9 +258,11 @@ mod tests {
         assert_eq!((s.repetitions_of(&s.drills[0]), s.scale_of(&s.drills[0])), (4, 0.3));
         assert_eq!((s.repetitions_of(&s.drills[1]), s.scale_of(&s.drills[1])), (6, 0.5));
         let p99 = figures::figure("p99_ms").unwrap();
-        assert_eq!(s.effect_of(p99), Effect { relative: 0.3, absolute: 5.0 });
+        assert_eq!(s.effect_of(&s.drills[0], p99), Effect { relative: 0.3, absolute: 5.0 });
         let rto = figures::figure("rto_s").unwrap();
-        assert_eq!(s.effect_of(rto), Effect { relative: 0.25, absolute: 1.0 });
+        assert_eq!(s.effect_of(&s.drills[0], rto), Effect { relative: 0.25, absolute: 1.0 }, "the default");
+        assert_eq!(s.effect_of(&s.drills[1], rto), Effect { relative: 0.0, absolute: 3.0 }, "the drill's own");
+        assert_eq!(s.effect_of(&s.drills[1], p99), Effect { relative: 0.3, absolute: 5.0 }, "the suite's");
     }
 
     #[test]
@@ -253,7 +272,15 @@ mod tests {
             (GOOD.replace("\"rto_s\"", "\"rto\""), "s.toml:5: drill[0].figures: unknown figure \"rto\""),
             (
                 GOOD.replace("relative = 0.3, absolute = 5", "relative = 0, absolute = 0"),
-                "s.toml:13: effects.p99_ms: relative and absolute",
+                "s.toml:14: effects.p99_ms: relative and absolute",
+            ),
+            (
+                GOOD.replace("rto_s = { absolute = 3 }", "rto = { absolute = 3 }"),
+                "s.toml:11: drill[1].effects.rto: unknown figure",
+            ),
+            (
+                GOOD.replace("rto_s = { absolute = 3 }", "rto_s = { absolute = -1 }"),
+                "s.toml:11: drill[1].effects.rto_s: relative and absolute",
             ),
             (GOOD.replace("scale = 0.5", "scale = 2"), "s.toml:10: drill[1].scale: 2 must be above 0"),
             (GOOD.replace("repetitions = 4", "repetitions = 1"), "s.toml:1: repetitions: 1 must be 3 to 50"),
