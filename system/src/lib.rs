@@ -9,7 +9,7 @@
 //!   Kafka topic `orders`; 202 once the broker has it.
 //! - [`processor`]: consumes `orders`; [reserves](processor::reservation) stock atomically,
 //!   [pays and decides](processor::handle) — `COMPLETED`, `FAILED_SOLD_OUT`, or refund +
-//!   dead letter + `FAILED_PAYMENT`, or through a provider outage
+//!   dead letter ([once](processor::dead_letter)) + `FAILED_PAYMENT`, or through a provider outage
 //!   [defers the payment](processor::deferred) — and [publishes](processor::publish) the outcome; its
 //!   [group watchdog](processor::watchdog) and [group repair](processor::group_repair) keep
 //!   every partition consumed.

@@ -8,7 +8,8 @@
 //!    `PAYMENT_RESOLVE_TIMEOUT`;
 //! 3. captured → `COMPLETED`; not captured → dead letter on `orders-dlq` (and `dlq:pending`),
 //!    then refund the reservation and mark `FAILED_PAYMENT` — the dead letter first, so a crash
-//!    in between is redelivered and the refund still happens. With `PAYMENT_OUTAGE_MODE=defer`
+//!    in between is redelivered and the refund still happens; one letter, under a
+//!    [lease](super::dead_letter), when two copies of the attempt fail at once. With `PAYMENT_OUTAGE_MODE=defer`
 //!    a charge without a clear answer is not resolved here: the order keeps its units and the
 //!    payment is [deferred](super::deferred), tried again until it settles;
 //! 4. the decision on `order-outcomes`.
@@ -19,12 +20,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::dead_letter::{DeadLetters, Letter, LetterError};
 use super::deferred::Deferrals;
 use super::publish::{Origin, Publisher};
 use super::reservation::{Reservations, Reserve};
 use super::ProcessorMetrics;
 use crate::gateway::queue::QueueError;
-use crate::keys;
 use crate::order::{now_ms, Decision, OrderMessage, Outcome};
 use crate::payment::client::{ChargeAnswer, PaymentClient};
 use crate::payment::ledger::ChargeStatus;
@@ -43,6 +44,9 @@ pub enum StepError {
     /// No inventory key for the item: not "sold out" — retried until the stock exists.
     #[error("no inventory for item {0} (lost or never set); not deciding")]
     InventoryMissing(String),
+    /// Another copy holds the attempt's dead-letter lease past its bound.
+    #[error("{0}")]
+    DeadLetterBusy(String),
 }
 
 /// What became of a message.
@@ -65,6 +69,8 @@ pub struct OrderWorker {
     pub(super) resolve_timeout: Duration,
     /// `PAYMENT_OUTAGE_MODE=defer`: where a charge without a clear answer waits.
     pub(super) deferrals: Option<Deferrals>,
+    /// The lease that keeps a failed attempt's dead letter to one.
+    pub(super) dead_letters: DeadLetters,
 }
 
 impl OrderWorker {
@@ -150,20 +156,26 @@ impl OrderWorker {
                 }
             }
             Err(reason) => {
-                let failed_at = self.publisher.dead_letter(order, reason, origin).await?;
-                let member = keys::dlq_member(&order.request_id, order.attempt);
-                self.reservations
-                    .redis()
-                    .call(|mut c| async move {
-                        redis::cmd("ZADD")
-                            .arg(keys::DLQ_PENDING)
-                            .arg("NX")
-                            .arg(failed_at)
-                            .arg(member)
-                            .query_async::<i64>(&mut c)
-                            .await
-                    })
-                    .await?;
+                // Once, even when another copy of the attempt fails at the same moment.
+                let letter = self
+                    .dead_letters
+                    .write_once(order, || self.publisher.dead_letter(order, reason, origin))
+                    .await
+                    .map_err(|e| match e {
+                        LetterError::Redis(e) => StepError::Redis(e),
+                        LetterError::Publish(e) => StepError::Kafka(e),
+                        busy @ LetterError::Busy(..) => StepError::DeadLetterBusy(busy.to_string()),
+                    })?;
+                if let Letter::Decided { status, current } = letter {
+                    // Another copy decided the attempt (refunded, with its letter) meanwhile.
+                    self.metrics.duplicates.inc();
+                    let decision =
+                        if order.attempt < current { Some(Decision::FailedPayment) } else { Decision::parse(&status) };
+                    if let Some(decision) = decision {
+                        self.publish(order, decision).await?;
+                    }
+                    return Ok(Handled::Duplicate);
+                }
                 let (status, stock) = self.reservations.refund(order).await?;
                 let Some(stock) = stock else {
                     // Refunded by another copy of the order already (or it completed meanwhile:

@@ -12,6 +12,7 @@
 //! and leaves the group. `/metrics` and `/health` listen on `PROCESSOR_METRICS_ADDR`.
 
 pub mod commits;
+pub mod dead_letter;
 pub mod deferred;
 pub mod group_repair;
 pub mod handle;
@@ -152,6 +153,10 @@ pub async fn run(
                 config.order_status_ttl,
             )
         }),
+        dead_letters: dead_letter::DeadLetters::new(
+            redis.clone().with_durability(config.redis_durability),
+            dead_letter::lease_for(config.kafka_produce_timeout),
+        ),
     };
     let retries = worker.deferrals.clone().map(|d| tokio::spawn(deferred::retry_due(worker.clone(), d)));
     let shared = Arc::new(Shared::default());
