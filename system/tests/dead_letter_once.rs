@@ -69,7 +69,14 @@ async fn reserved(redis: &Redis, request_id: &str, attempt: u32) {
     let key = keys::order_state(request_id);
     redis
         .call(|mut c| async move {
-            redis::cmd("HSET").arg(key).arg("status").arg("RESERVED").arg("attempt").arg(attempt).query_async::<i64>(&mut c).await
+            redis::cmd("HSET")
+                .arg(key)
+                .arg("status")
+                .arg("RESERVED")
+                .arg("attempt")
+                .arg(attempt)
+                .query_async::<i64>(&mut c)
+                .await
         })
         .await
         .expect("HSET");
@@ -179,7 +186,14 @@ async fn a_decided_attempt_gets_no_letter_and_a_replayed_attempt_gets_its_own() 
     let key = keys::order_state("done-1");
     bed.redis
         .call(|mut c| async move {
-            redis::cmd("HSET").arg(key).arg("status").arg("FAILED_PAYMENT").arg("attempt").arg(1).query_async::<i64>(&mut c).await
+            redis::cmd("HSET")
+                .arg(key)
+                .arg("status")
+                .arg("FAILED_PAYMENT")
+                .arg("attempt")
+                .arg(1)
+                .query_async::<i64>(&mut c)
+                .await
         })
         .await
         .unwrap();

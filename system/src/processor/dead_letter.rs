@@ -141,16 +141,28 @@ impl DeadLetters {
         let owner = uuid::Uuid::new_v4().to_string();
         let bound = self.lease + Duration::from_secs(1);
         let deadline = Instant::now() + bound;
+        let mut waited = false;
         loop {
             match self.claim_once(order, &owner).await? {
-                Claim::Mine => break,
+                Claim::Mine => {
+                    if waited {
+                        tracing::warn!(service = "processor", event = "dead_letter_taken_over", request_id = %order.request_id, attempt = order.attempt, "The dead letter's lease ran out unwritten; writing it here");
+                    }
+                    break;
+                }
                 Claim::Sent => return Ok(Letter::WrittenBefore),
                 Claim::Decided { status, current } => return Ok(Letter::Decided { status, current }),
                 Claim::Held(other) if Instant::now() >= deadline => {
                     let member = keys::dlq_member(&order.request_id, order.attempt);
                     return Err(LetterError::Busy(member, other, bound));
                 }
-                Claim::Held(_) => tokio::time::sleep(POLL).await,
+                Claim::Held(other) => {
+                    if !waited {
+                        tracing::info!(service = "processor", event = "dead_letter_held", request_id = %order.request_id, attempt = order.attempt, holder = %other, "Another copy is writing this attempt's dead letter; waiting");
+                        waited = true;
+                    }
+                    tokio::time::sleep(POLL).await
+                }
             }
         }
         let failed_at_ms = match publish().await {
@@ -173,10 +185,7 @@ impl DeadLetters {
 
     async fn claim_once(&self, order: &OrderMessage, owner: &str) -> Result<Claim, RedisError> {
         let mut call = self.claim.prepare_invoke();
-        call.key(keys::order_state(&order.request_id))
-            .arg(order.attempt)
-            .arg(owner)
-            .arg(self.lease.as_millis() as u64);
+        call.key(keys::order_state(&order.request_id)).arg(order.attempt).arg(owner).arg(self.lease.as_millis() as u64);
         let answer: Vec<String> =
             self.redis.call_durable(|mut c| async move { call.invoke_async(&mut c).await }).await?;
         Ok(match answer.first().map(String::as_str) {
@@ -193,7 +202,6 @@ impl DeadLetters {
     async fn give_back(&self, order: &OrderMessage, owner: &str) -> Result<(), RedisError> {
         let mut call = self.release.prepare_invoke();
         call.key(keys::order_state(&order.request_id)).arg(order.attempt).arg(owner);
-        self.redis.call(|mut c| async move { call.invoke_async::<i64>(&mut c).await }).await
-            .map(|_| ())
+        self.redis.call(|mut c| async move { call.invoke_async::<i64>(&mut c).await }).await.map(|_| ())
     }
 }
