@@ -19,9 +19,11 @@
 //!   died between its letter and its refund);
 //! - **decided**: the attempt is no longer `RESERVED`; nothing to write.
 //!
-//! What this does not cover: a holder frozen (SIGSTOP, a VM pause) for longer than the lease
-//! between taking it and publishing, whose letter then follows the next holder's. A DLQ reader
-//! still keeps one letter per `request_id/attempt` (as `flashsale dlq list` does).
+//! What this does not cover (Kafka has no conditional write): a holder frozen (SIGSTOP, a VM
+//! pause) for longer than the lease between taking it and publishing, whose letter then follows
+//! the next holder's; and a holder that dies in the milliseconds between the broker's
+//! acknowledgement of its letter and marking it sent. A DLQ reader still keeps one letter per
+//! `request_id/attempt` (as `flashsale dlq list` does).
 
 use std::future::Future;
 use std::time::Duration;
