@@ -32,12 +32,16 @@
 //!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`]);
 //!   a gateway or processor can be replaced by another build and put back
 //!   ([`testbed::release`]: a canary and its rollback).
+//! - [`containers`]: the container runtime — the images (`flashlab images build`), a run's Docker
+//!   network and containers started through `testcontainers`, published on 127.0.0.1 only, and
+//!   removed at the end or, after kill -9 of the lab, by its reaper or the next start.
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters beside a testbed (rules and
 //!   routing from `monitoring/` at the repository root), and the lab's webhook receiver that
 //!   records every notification.
 
 pub mod cgroups;
 pub mod components;
+pub mod containers;
 pub mod control;
 pub mod events;
 pub mod faults;

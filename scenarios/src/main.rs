@@ -112,6 +112,11 @@ enum Command {
         /// The run directory.
         dir: PathBuf,
     },
+    /// The container runtime's images (docs/runtimes.md).
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
     /// Run the TCP fault proxy, without faults, from LISTEN to UPSTREAM until Ctrl-C (to
     /// measure its overhead, or to put a component behind it by hand).
     Proxy {
@@ -148,6 +153,13 @@ struct GateArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build flashlab/flashsale, flashlab/redis and flashlab/broker from this machine's programs
+    /// (no registry, no download); nothing is rebuilt when nothing changed.
+    Build,
 }
 
 #[derive(Subcommand)]
@@ -454,6 +466,21 @@ fn main() -> ExitCode {
             }
             Command::Load(args) => {
                 load(*args, stop_signal()).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Images { command: ImagesCommand::Build } => {
+                let sources = chaos::containers::images::Sources::from_machine()?;
+                let built = tokio::task::spawn_blocking(move || chaos::containers::images::build(&sources)).await??;
+                for b in built {
+                    println!(
+                        "{:<10} {:<40} {:<9} {:>6.1} MB {:>5.1} s",
+                        b.component.name(),
+                        b.image,
+                        if b.fresh { "built" } else { "unchanged" },
+                        b.bytes as f64 / 1e6,
+                        b.took.as_secs_f64()
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Command::Proxy { listen, upstream } => {

@@ -1,0 +1,343 @@
+//! One run's containers: [`Runtime`] (its network, its reaper) and [`Container`] (one
+//! component, started through `testcontainers`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use tokio::time::Instant;
+
+use super::bridge::{ApiVersion, Bridge, BridgeError};
+use super::images::{self, ImageError};
+use super::{lab_identity, COMMAND_TIMEOUT, DEFAULT_ENGINE, LABEL_LAB, LABEL_RUN};
+use crate::ports::{free_port, loopback};
+use crate::probe::Probe;
+
+/// How often a readiness probe is repeated while waiting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// Each probe attempt's own limit.
+const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How much of a container's log an error quotes.
+const LOG_TAIL_LINES: usize = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error(transparent)]
+    Docker(#[from] ImageError),
+    #[error("{name}: {why}")]
+    Start { name: String, why: String },
+    #[error("{name}: not ready after {waited:?} (last probe: {last}); log tail:\n{log_tail}")]
+    NotReady { name: String, waited: Duration, last: String, log_tail: String },
+    #[error("no free port: {0}")]
+    NoPort(std::io::Error),
+    #[error("the reaper: {0}")]
+    Reaper(std::io::Error),
+}
+
+/// The bridge every `testcontainers` call of this process goes through, on a thread of its own
+/// (it outlives any one caller's runtime), and the engine's version.
+fn bridge() -> Result<ApiVersion, RuntimeError> {
+    static BRIDGE: OnceLock<Result<(String, ApiVersion), String>> = OnceLock::new();
+    let started = BRIDGE.get_or_init(|| {
+        let engine = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ENGINE));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("docker-bridge".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => return drop(tx.send(Err(e.to_string()))),
+                };
+                runtime.block_on(async move {
+                    match Bridge::start(&engine).await {
+                        Ok(bridge) => {
+                            let _ = tx.send(Ok((bridge.docker_host(), bridge.engine())));
+                            // Serves until the process ends.
+                            std::future::pending::<()>().await;
+                            drop(bridge);
+                        }
+                        Err(e) => drop(tx.send(Err(e.to_string()))),
+                    }
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        let (host, engine) = rx.recv_timeout(Duration::from_secs(30)).map_err(|e| e.to_string())??;
+        // Before the first `testcontainers` client exists: it reads DOCKER_HOST once.
+        std::env::set_var("DOCKER_HOST", &host);
+        Ok((host, engine))
+    });
+    match started {
+        Ok((_, engine)) => Ok(*engine),
+        Err(why) => Err(RuntimeError::Start { name: "docker".into(), why: why.clone() }),
+    }
+}
+
+/// A run's containers live on its network and go with it. See the module docs.
+#[derive(Debug)]
+pub struct Runtime {
+    run: String,
+    network: String,
+    engine: ApiVersion,
+    reaper: Option<std::process::Child>,
+}
+
+impl Runtime {
+    /// Sweeps leftovers of dead labs (said on stderr), creates the run's network and starts its
+    /// reaper.
+    pub async fn start(run: &str) -> Result<Runtime, RuntimeError> {
+        let engine = bridge()?;
+        for gone in tokio::task::spawn_blocking(super::sweep_leftovers)
+            .await
+            .map_err(|e| RuntimeError::Start { name: "sweep".into(), why: e.to_string() })??
+        {
+            eprintln!("flashlab: removed {gone}, left by a lab that is gone");
+        }
+        let network = format!("flashlab-{run}");
+        let labels = labels(run);
+        let mut create = vec!["network".to_string(), "create".into()];
+        for (k, v) in &labels {
+            create.push("--label".into());
+            create.push(format!("{k}={v}"));
+        }
+        create.push(network.clone());
+        // The reaper first: a lab killed between the two leaves nothing.
+        let reaper = reaper(run)?;
+        images::docker(&create, None)?;
+        Ok(Runtime { run: run.to_string(), network, engine, reaper: Some(reaper) })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run
+    }
+
+    /// The run's Docker network.
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The engine's API version (through the bridge).
+    pub fn engine(&self) -> ApiVersion {
+        self.engine
+    }
+
+    /// Starts `spec` and waits until its probe passes on its published port.
+    pub async fn start_container(&self, spec: ContainerSpec) -> Result<Container, RuntimeError> {
+        let host_port = free_port().map_err(RuntimeError::NoPort)?;
+        let published = loopback(host_port);
+        let name = format!("flashlab-{}-{}", self.run, spec.name);
+        let (repository, tag) = spec.image.rsplit_once(':').unwrap_or((spec.image.as_str(), "latest"));
+        let mut request = GenericImage::new(repository, tag)
+            .with_wait_for(WaitFor::Nothing)
+            .with_network(self.network.clone())
+            .with_container_name(name.clone())
+            .with_mapped_port(host_port, ContainerPort::Tcp(spec.port))
+            // Published on loopback only.
+            .with_host_config_modifier(|host| {
+                if let Some(bindings) = host.port_bindings.as_mut() {
+                    for binding in bindings.values_mut().flatten().flatten() {
+                        binding.host_ip = Some("127.0.0.1".into());
+                    }
+                }
+            })
+            .with_cmd(spec.cmd.clone());
+        for (k, v) in labels(&self.run) {
+            request = request.with_label(k, v);
+        }
+        for (k, v) in &spec.env {
+            request = request.with_env_var(k, v);
+        }
+        let inner = request.start().await.map_err(|e| RuntimeError::Start { name: name.clone(), why: e.to_string() })?;
+        let mut container = Container { spec, name, published, inner: Some(inner) };
+        container.wait_ready().await?;
+        Ok(container)
+    }
+
+    /// Removes the run's containers and network now (they are also removed on drop).
+    pub fn remove_all(&mut self) -> Result<(), ImageError> {
+        remove_run(&self.run)?;
+        if let Some(mut reaper) = self.reaper.take() {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_all() {
+            eprintln!("flashlab: removing run {}'s containers: {e}", self.run);
+        }
+    }
+}
+
+fn labels(run: &str) -> [(String, String); 2] {
+    [(LABEL_RUN.to_string(), run.to_string()), (LABEL_LAB.to_string(), lab_identity())]
+}
+
+/// `docker rm -f` of every container of `run`, then its network.
+fn remove_run(run: &str) -> Result<(), ImageError> {
+    let filter = format!("label={LABEL_RUN}={run}");
+    let ids = images::docker(&["ps".into(), "-aq".into(), "--filter".into(), filter.clone()], None)?;
+    let ids: Vec<String> = ids.lines().map(str::to_string).collect();
+    if !ids.is_empty() {
+        let mut rm = vec!["rm".to_string(), "-f".into(), "-v".into()];
+        rm.extend(ids);
+        images::docker(&rm, None)?;
+    }
+    let nets = images::docker(&["network".into(), "ls".into(), "-q".into(), "--filter".into(), filter], None)?;
+    for id in nets.lines() {
+        images::docker(&["network".into(), "rm".into(), id.to_string()], None)?;
+    }
+    Ok(())
+}
+
+/// A process that waits for the lab to die (the kernel sends it SIGTERM then:
+/// `setpriv --pdeathsig TERM`) and removes the run's containers and network. Killed with
+/// SIGKILL at a clean end, when the lab removed them itself.
+fn reaper(run: &str) -> Result<std::process::Child, RuntimeError> {
+    let timeout = COMMAND_TIMEOUT.as_secs();
+    let filter = format!("label={LABEL_RUN}={run}");
+    let script = format!(
+        "trap 'ids=$(timeout {timeout} docker ps -aq --filter {filter}); [ -n \"$ids\" ] && timeout {timeout} docker rm -f -v $ids; \
+         for n in $(timeout {timeout} docker network ls -q --filter {filter}); do timeout {timeout} docker network rm $n; done; exit 0' TERM; \
+         while :; do sleep 3600 & wait $!; done"
+    );
+    std::process::Command::new("setpriv")
+        .args(["--pdeathsig", "TERM", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(RuntimeError::Reaper)
+}
+
+/// One component to run as a container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// The component's name in the run (`redis`, `processor-0`); the container is
+    /// `flashlab-RUN-NAME`, also its name on the run's network.
+    pub name: String,
+    /// `repository:tag`.
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The port it serves on inside its container; published on 127.0.0.1.
+    pub port: u16,
+    /// Passes once it serves, given the published address.
+    pub probe: fn(SocketAddr) -> Probe,
+    pub ready_timeout: Duration,
+    /// Where its log is written when it is removed.
+    pub log_path: PathBuf,
+}
+
+/// A running component's container. Removed (its log kept) when dropped.
+pub struct Container {
+    spec: ContainerSpec,
+    name: String,
+    published: SocketAddr,
+    inner: Option<ContainerAsync<GenericImage>>,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container").field("name", &self.name).field("published", &self.published).finish()
+    }
+}
+
+impl Container {
+    /// Where the lab reaches it: its port published on 127.0.0.1.
+    pub fn addr(&self) -> SocketAddr {
+        self.published
+    }
+
+    /// Its name on the run's network (and in `docker ps`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn id(&self) -> &str {
+        self.inner.as_ref().map(|c| c.id()).unwrap_or("")
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let args = ["logs".to_string(), "--tail".into(), LOG_TAIL_LINES.to_string(), self.name.clone()];
+        match images::docker_both(&args) {
+            Ok(out) => out,
+            Err(e) => format!("(no log: {e})"),
+        }
+    }
+
+    /// Waits until the probe passes (bounded by the spec's `ready_timeout`).
+    pub async fn wait_ready(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let probe = (self.spec.probe)(self.published);
+        let mut last = String::from("not tried");
+        while started.elapsed() < self.spec.ready_timeout {
+            match probe.check(PROBE_ATTEMPT_TIMEOUT).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+        Err(RuntimeError::NotReady {
+            name: self.name.clone(),
+            waited: started.elapsed(),
+            last,
+            log_tail: self.log_tail(),
+        })
+    }
+
+    /// SIGKILL, as `kill -9` of a process.
+    pub async fn kill(&self) -> Result<(), ImageError> {
+        self.docker(&["kill", "--signal", "KILL"]).await
+    }
+
+    /// Starts it again after a kill or stop: the same container, data and published port.
+    pub async fn start_again(&mut self) -> Result<(), RuntimeError> {
+        self.docker(&["start"]).await?;
+        self.wait_ready().await
+    }
+
+    /// Freezes every process in it (the cgroup freezer).
+    pub async fn pause(&self) -> Result<(), ImageError> {
+        self.docker(&["pause"]).await
+    }
+
+    pub async fn resume(&self) -> Result<(), ImageError> {
+        self.docker(&["unpause"]).await
+    }
+
+    async fn docker(&self, verb: &[&str]) -> Result<(), ImageError> {
+        let mut args: Vec<String> = verb.iter().map(|s| s.to_string()).collect();
+        args.push(self.name.clone());
+        tokio::task::spawn_blocking(move || images::docker(&args, None).map(|_| ()))
+            .await
+            .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
+    }
+
+    fn keep_log(&self, path: &Path) {
+        let args = ["logs".to_string(), self.name.clone()];
+        if let Ok(out) = images::docker_both(&args) {
+            let _ = std::fs::write(path, out);
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.keep_log(&self.spec.log_path.clone());
+        // `testcontainers` removes it (in its own drop).
+        drop(self.inner.take());
+    }
+}

@@ -1,0 +1,186 @@
+//! The container runtime on the real Docker engine: the images build from this machine's programs
+//! and a second build changes nothing; a Redis container started through `testcontainers` on the
+//! run's network answers on 127.0.0.1 only, survives kill -9 and a restart with its data and
+//! port, is frozen by pause, and is gone with its network when the run ends — and when the lab
+//! is killed with -9 (its reaper), or, with the reaper killed too, at the next start (the sweep).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chaos::containers::images::{self, Component, Sources};
+use chaos::containers::{left_of, ContainerSpec, Runtime};
+use chaos::probe::{redis_answer, redis_command, Probe};
+
+/// Set in the child "lab" of the kill -9 tests: the run id it starts.
+const CHILD_RUN: &str = "FLASHLAB_TEST_CHILD_RUN";
+
+fn build_images() {
+    let sources = Sources::from_machine().expect("the programs the images hold (ci/setup; cargo build)");
+    images::build(&sources).expect("images build");
+}
+
+fn redis_spec(dir: &std::path::Path) -> ContainerSpec {
+    ContainerSpec {
+        name: "redis".into(),
+        image: Component::Redis.local_image(),
+        cmd: ["--port", "6379", "--bind", "0.0.0.0", "--dir", "/data", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]
+            .map(String::from)
+            .to_vec(),
+        env: Vec::new(),
+        port: 6379,
+        probe: Probe::RedisPing,
+        ready_timeout: Duration::from_secs(30),
+        log_path: dir.join("redis.log"),
+    }
+}
+
+fn run_id(what: &str) -> String {
+    format!("t{}-{what}", std::process::id())
+}
+
+async fn wait_gone(run: &str, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = left_of(run).expect("docker ps");
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn the_images_build_from_this_machine_and_a_second_build_changes_nothing() {
+    let sources = Sources::from_machine().expect("programs");
+    let first = images::build(&sources).expect("first build");
+    assert_eq!(first.len(), 3);
+    let second = images::build(&sources).expect("second build");
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.image, b.image, "the same files, the same tag");
+        assert!(!b.fresh, "{} rebuilt though nothing changed", b.image);
+        assert!(b.bytes > 1_000_000, "{}: {} bytes", b.image, b.bytes);
+    }
+    // The image runs its program as the non-root user.
+    let out = images::docker(
+        &["image", "inspect", "--format", "{{.Config.User}} {{.Config.WorkingDir}}", &Component::Redis.local_image()]
+            .map(String::from),
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.trim(), format!("{0}:{0} /data", images::UID));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_container_serves_on_loopback_survives_kill_and_pause_and_goes_with_its_run() {
+    build_images();
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_id("redis");
+    let mut runtime = Runtime::start(&run).await.expect("runtime");
+    let mut redis = runtime.start_container(redis_spec(dir.path())).await.expect("redis container");
+    let addr: SocketAddr = redis.addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let ask = |parts: &'static [&'static str]| async move { redis_command(addr, parts, Duration::from_secs(2)).await };
+    let get = || async move { redis_answer(addr, &["GET", "k"], Duration::from_secs(2)).await };
+    assert_eq!(ask(&["SET", "k", "v"]).await.unwrap(), "+OK");
+
+    // Published on 127.0.0.1 only.
+    let bindings = images::docker(
+        &["inspect", "--format", "{{json .HostConfig.PortBindings}}", redis.name()].map(String::from),
+        None,
+    )
+    .unwrap();
+    assert!(bindings.contains("\"HostIp\":\"127.0.0.1\""), "{bindings}");
+    // On the run's network, by its name.
+    let networks = images::docker(
+        &["inspect", "--format", "{{json .NetworkSettings.Networks}}", redis.name()].map(String::from),
+        None,
+    )
+    .unwrap();
+    assert!(networks.contains(runtime.network()), "{networks}");
+
+    // kill -9, then the same container again: its data (AOF, fsync always) and its port.
+    redis.kill().await.unwrap();
+    assert!(ask(&["PING"]).await.is_err(), "answers after kill -9");
+    redis.start_again().await.expect("started again");
+    assert_eq!(redis.addr(), addr);
+    assert_eq!(get().await.unwrap(), "$1\r\nv\r\n");
+
+    // Paused: frozen, no answer; resumed: answers.
+    redis.pause().await.unwrap();
+    let frozen = redis_command(addr, &["PING"], Duration::from_millis(500)).await;
+    assert!(frozen.is_err(), "a paused container answered: {frozen:?}");
+    redis.resume().await.unwrap();
+    assert_eq!(ask(&["PING"]).await.unwrap(), "+PONG");
+
+    assert!(!left_of(&run).unwrap().is_empty());
+    drop(redis);
+    assert!(dir.path().join("redis.log").metadata().map(|m| m.len() > 0).unwrap_or(false), "its log was kept");
+    runtime.remove_all().unwrap();
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
+}
+
+/// Not a test on its own: the "lab" the kill -9 tests start and kill (it waits to be killed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the kill -9 tests as their child lab"]
+async fn child_lab() {
+    let Ok(run) = std::env::var(CHILD_RUN) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(&run).await.expect("runtime");
+    let _redis = runtime.start_container(redis_spec(dir.path())).await.expect("redis");
+    println!("ready");
+    // Bounded: the parent kills it long before.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// Starts the child lab on `run` and waits until its container runs; returns it.
+fn start_child_lab(run: &str) -> std::process::Child {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_lab", "--nocapture", "--test-threads=1"])
+        .env(CHILD_RUN, run)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(90)).expect("the child lab's container ran");
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_killed_with_9_leaves_no_container_or_network() {
+    build_images();
+    let run = run_id("kill9");
+    let mut lab = start_child_lab(&run);
+    assert_eq!(left_of(&run).unwrap().len(), 2, "a container and a network while it runs");
+    lab.kill().unwrap(); // SIGKILL
+    lab.wait().unwrap();
+    let left = wait_gone(&run, Duration::from_secs(60)).await;
+    assert!(left.is_empty(), "left behind by a lab killed with -9: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_reaper_a_dead_labs_leftovers_go_at_the_next_start() {
+    build_images();
+    let run = run_id("sweep");
+    let mut lab = start_child_lab(&run);
+    // The reaper first (it would clean up), then the lab: nothing cleans up now.
+    let reapers = Command::new("pkill").args(["-KILL", "-f", &format!("label=dev.flashlab.run={run}")]).status().unwrap();
+    assert!(reapers.success(), "the child lab's reaper was found and killed");
+    lab.kill().unwrap();
+    lab.wait().unwrap();
+    assert_eq!(left_of(&run).unwrap().len(), 2, "left behind, with no reaper");
+    // The next start sweeps them.
+    let mut next = Runtime::start(&run_id("after-sweep")).await.expect("runtime");
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
+    next.remove_all().unwrap();
+}
