@@ -15,7 +15,8 @@
 //!
 //! Each is tagged `VERSION-DIGEST` (the flashlab version and a digest of every file, its path and
 //! mode, and the image settings) and `VERSION`. When the `VERSION-DIGEST` tag exists, nothing is
-//! built: a second run takes the time to read and digest the files.
+//! built: a second run takes the time to read and digest the files. Earlier `VERSION-*` builds
+//! are removed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -196,6 +197,11 @@ fn build_one(component: Component, sources: &Sources) -> Result<Built, ImageErro
         docker(&args, Some(&tar))?;
     }
     docker(&["tag".into(), image.clone(), component.local_image()], None)?;
+    // Earlier builds of this version go (a container still using one keeps it).
+    let tags = docker(&["images".into(), component.repository(), "--format".into(), "{{.Tag}}".into()], None)?;
+    for tag in tags.lines().filter(|t| t.starts_with(&format!("{VERSION}-")) && !image.ends_with(&format!(":{t}"))) {
+        let _ = docker(&["rmi".into(), format!("{}:{tag}", component.repository())], None);
+    }
     let bytes = docker(&["image".into(), "inspect".into(), "--format".into(), "{{.Size}}".into(), image.clone()], None)?
         .trim()
         .parse()
