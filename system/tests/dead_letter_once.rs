@@ -224,7 +224,7 @@ async fn a_holder_killed_before_publishing_is_taken_over_once_its_lease_runs_out
     // The holder takes the lease and dies in its publish.
     let dead = tokio::time::timeout(
         Duration::from_millis(50),
-        letters.write_once(&order("killed-1", 1), || std::future::pending::<Result<u64, &str>>()),
+        letters.write_once(&order("killed-1", 1), std::future::pending::<Result<u64, &str>>),
     )
     .await;
     assert!(dead.is_err(), "the holder was to be killed while publishing");

@@ -57,27 +57,25 @@ fn start_time(pid: u32) -> Option<u64> {
 /// Removes every container and network that a lab which is no longer running left behind;
 /// returns what it removed (`container NAME (run RUN)`), for the lab to say.
 pub fn sweep_leftovers() -> Result<Vec<String>, images::ImageError> {
-    let mut removed = Vec::new();
-    let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL_LAB}\"}}}} {{{{.Label \"{LABEL_RUN}\"}}}} {{{{.Names}}}}");
+    let mut removed = sweep("container", &["ps", "-a"], "{{.Names}}", &["rm", "-f", "-v"])?;
+    removed.extend(sweep("network", &["network", "ls"], "{{.Name}}", &["network", "rm"])?);
+    Ok(removed)
+}
+
+/// Removes (`remove ID`) each `kind` that `list` shows with a [`LABEL_LAB`] of a dead lab.
+fn sweep(kind: &str, list: &[&str], name: &str, remove: &[&str]) -> Result<Vec<String>, images::ImageError> {
+    let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL_LAB}\"}}}} {{{{.Label \"{LABEL_RUN}\"}}}} {name}");
     let filter = format!("label={LABEL_LAB}");
-    let containers = images::docker(&args(&["ps", "-a", "--filter", &filter, "--format", &format]), None)?;
-    for line in containers.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [id, lab, run, name] = fields[..] {
+    let mut query = args(list);
+    query.extend(args(&["--filter", &filter, "--format", &format]));
+    let mut removed = Vec::new();
+    for line in images::docker(&query, None)?.lines() {
+        if let [id, lab, run, name] = line.split_whitespace().collect::<Vec<_>>()[..] {
             if !lab_alive(lab) {
-                images::docker(&args(&["rm", "-f", "-v", id]), None)?;
-                removed.push(format!("container {name} (run {run})"));
-            }
-        }
-    }
-    let format = format!("{{{{.ID}}}} {{{{.Label \"{LABEL_LAB}\"}}}} {{{{.Label \"{LABEL_RUN}\"}}}} {{{{.Name}}}}");
-    let networks = images::docker(&args(&["network", "ls", "--filter", &filter, "--format", &format]), None)?;
-    for line in networks.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let [id, lab, run, name] = fields[..] {
-            if !lab_alive(lab) {
-                images::docker(&args(&["network", "rm", id]), None)?;
-                removed.push(format!("network {name} (run {run})"));
+                let mut rm = args(remove);
+                rm.push(id.to_string());
+                images::docker(&rm, None)?;
+                removed.push(format!("{kind} {name} (run {run})"));
             }
         }
     }
