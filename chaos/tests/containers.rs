@@ -25,9 +25,22 @@ fn redis_spec(dir: &std::path::Path) -> ContainerSpec {
     ContainerSpec {
         name: "redis".into(),
         image: Component::Redis.local_image(),
-        cmd: ["--port", "6379", "--bind", "0.0.0.0", "--dir", "/data", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]
-            .map(String::from)
-            .to_vec(),
+        cmd: [
+            "--port",
+            "6379",
+            "--bind",
+            "0.0.0.0",
+            "--dir",
+            "/data",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
         env: Vec::new(),
         port: 6379,
         probe: Probe::RedisPing,
@@ -174,7 +187,8 @@ async fn without_its_reaper_a_dead_labs_leftovers_go_at_the_next_start() {
     let run = run_id("sweep");
     let mut lab = start_child_lab(&run);
     // The reaper first (it would clean up), then the lab: nothing cleans up now.
-    let reapers = Command::new("pkill").args(["-KILL", "-f", &format!("label=dev.flashlab.run={run}")]).status().unwrap();
+    let reapers =
+        Command::new("pkill").args(["-KILL", "-f", &format!("label=dev.flashlab.run={run}")]).status().unwrap();
     assert!(reapers.success(), "the child lab's reaper was found and killed");
     lab.kill().unwrap();
     lab.wait().unwrap();
@@ -183,4 +197,32 @@ async fn without_its_reaper_a_dead_labs_leftovers_go_at_the_next_start() {
     let mut next = Runtime::start(&run_id("after-sweep")).await.expect("runtime");
     assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
     next.remove_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_container_is_cut_off_from_its_peers_and_the_lab_until_healed() {
+    build_images();
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_id("partition");
+    let mut runtime = Runtime::start(&run).await.expect("runtime");
+    let a = runtime.start_container(redis_spec(dir.path())).await.expect("redis a");
+    let mut b_spec = redis_spec(dir.path());
+    b_spec.name = "peer".into();
+    b_spec.log_path = dir.path().join("peer.log");
+    let b = runtime.start_container(b_spec).await.expect("redis b");
+    let target = a.name().to_string();
+    let ping_a_from_b = || async { b.exec(&["redis-cli", "-h", &target, "-p", "6379", "--no-raw", "ping"]).await };
+    // Peers find each other by name on the run's network.
+    assert!(ping_a_from_b().await.unwrap().contains("PONG"));
+
+    a.disconnect(runtime.network()).await.unwrap();
+    let cut = ping_a_from_b().await;
+    assert!(!cut.as_deref().unwrap_or("").contains("PONG"), "the peer still reached it: {cut:?}");
+    let lab = redis_command(a.addr(), &["PING"], Duration::from_millis(500)).await;
+    assert!(lab.is_err(), "the lab still reached it through its published port: {lab:?}");
+
+    a.connect(runtime.network()).await.unwrap();
+    assert!(ping_a_from_b().await.unwrap().contains("PONG"), "healed: found by name again");
+    drop((a, b));
+    runtime.remove_all().unwrap();
 }

@@ -82,9 +82,10 @@ impl Bridge {
     /// Asks the engine at `upstream` (a unix socket) for its version and starts forwarding to it.
     pub async fn start(upstream: &Path) -> Result<Bridge, BridgeError> {
         let engine = engine_version(upstream).await?;
-        let dir = tempfile::Builder::new().prefix("flashlab-docker-").tempdir().map_err(|source| {
-            BridgeError::Listen { path: std::env::temp_dir().display().to_string(), source }
-        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("flashlab-docker-")
+            .tempdir()
+            .map_err(|source| BridgeError::Listen { path: std::env::temp_dir().display().to_string(), source })?;
         let socket = dir.path().join("docker.sock");
         let listener = UnixListener::bind(&socket)
             .map_err(|source| BridgeError::Listen { path: socket.display().to_string(), source })?;
@@ -120,7 +121,9 @@ type Answer = Response<Either<Incoming, Full<Bytes>>>;
 
 async fn forward(mut req: Request<Incoming>, upstream: Arc<PathBuf>, engine: ApiVersion) -> Result<Answer, Infallible> {
     let failed = |why: String| {
-        let mut answer = Response::new(Either::Right(Full::new(Bytes::from(format!("{{\"message\":\"flashlab docker bridge: {why}\"}}")))));
+        let mut answer = Response::new(Either::Right(Full::new(Bytes::from(format!(
+            "{{\"message\":\"flashlab docker bridge: {why}\"}}"
+        )))));
         *answer.status_mut() = StatusCode::BAD_GATEWAY;
         Ok(answer)
     };
@@ -144,7 +147,8 @@ async fn forward(mut req: Request<Incoming>, upstream: Arc<PathBuf>, engine: Api
             let engine_side = hyper::upgrade::on(&mut answer);
             tokio::spawn(async move {
                 if let (Ok(client), Ok(engine_side)) = (client.await, engine_side.await) {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(engine_side)).await;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(engine_side)).await;
                 }
             });
         }
@@ -169,8 +173,9 @@ pub async fn engine_version(upstream: &Path) -> Result<ApiVersion, BridgeError> 
     let fail = |why: String| BridgeError::Engine { path: upstream.display().to_string(), why };
     let ask = async {
         let stream = UnixStream::connect(upstream).await.map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         let req = Request::get("/version").header("host", "docker").body(Empty::new()).map_err(|e| e.to_string())?;
         let answer = sender.send_request(req).await.map_err(|e| e.to_string())?;

@@ -168,7 +168,9 @@ fn build_one(component: Component, sources: &Sources) -> Result<Built, ImageErro
     let text = |s: String| Entry { mode: 0o644, bytes: s.into_bytes(), owner: 0, dir: false };
     files.insert(
         "/etc/passwd".into(),
-        text(format!("root:x:0:0:root:/root:/sbin/nologin\nflashlab:x:{UID}:{UID}:flashlab:{DATA_DIR}:/sbin/nologin\n")),
+        text(format!(
+            "root:x:0:0:root:/root:/sbin/nologin\nflashlab:x:{UID}:{UID}:flashlab:{DATA_DIR}:/sbin/nologin\n"
+        )),
     );
     files.insert("/etc/group".into(), text(format!("root:x:0:\nflashlab:x:{UID}:\n")));
     files.insert("/etc/nsswitch.conf".into(), text("hosts: files dns\n".into()));
@@ -202,10 +204,11 @@ fn build_one(component: Component, sources: &Sources) -> Result<Built, ImageErro
     for tag in tags.lines().filter(|t| t.starts_with(&format!("{VERSION}-")) && !image.ends_with(&format!(":{t}"))) {
         let _ = docker(&["rmi".into(), format!("{}:{tag}", component.repository())], None);
     }
-    let bytes = docker(&["image".into(), "inspect".into(), "--format".into(), "{{.Size}}".into(), image.clone()], None)?
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let bytes =
+        docker(&["image".into(), "inspect".into(), "--format".into(), "{{.Size}}".into(), image.clone()], None)?
+            .trim()
+            .parse()
+            .unwrap_or(0);
     Ok(Built { component, image, fresh, bytes, took: started.elapsed() })
 }
 
@@ -221,7 +224,9 @@ fn shared_libraries(program: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // A static binary: ldd says so and exits 1.
-        if String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable") || text.contains("statically linked") {
+        if String::from_utf8_lossy(&out.stderr).contains("not a dynamic executable")
+            || text.contains("statically linked")
+        {
             return Ok(Vec::new());
         }
         return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
@@ -410,7 +415,8 @@ mod tests {
     #[test]
     fn the_tar_has_parents_before_children_with_owners_and_modes() {
         let mut files = BTreeMap::new();
-        files.insert("/usr/local/bin/x".to_string(), Entry { mode: 0o755, bytes: b"#!".to_vec(), owner: 0, dir: false });
+        files
+            .insert("/usr/local/bin/x".to_string(), Entry { mode: 0o755, bytes: b"#!".to_vec(), owner: 0, dir: false });
         files.insert("/data".to_string(), Entry { mode: 0o750, bytes: Vec::new(), owner: UID, dir: true });
         let tar = tarball(&files).unwrap();
         let mut archive = tar::Archive::new(tar.as_slice());

@@ -85,10 +85,11 @@ fn sweep(kind: &str, list: &[&str], name: &str, remove: &[&str]) -> Result<Vec<S
 /// Whatever of run `run` is left: its containers' and networks' names.
 pub fn left_of(run: &str) -> Result<Vec<String>, images::ImageError> {
     let filter = format!("label={LABEL_RUN}={run}");
-    let mut out: Vec<String> = images::docker(&args(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]), None)?
-        .lines()
-        .map(|l| format!("container {l}"))
-        .collect();
+    let mut out: Vec<String> =
+        images::docker(&args(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]), None)?
+            .lines()
+            .map(|l| format!("container {l}"))
+            .collect();
     out.extend(
         images::docker(&args(&["network", "ls", "--filter", &filter, "--format", "{{.Name}}"]), None)?
             .lines()

@@ -155,7 +155,8 @@ impl Runtime {
         for (k, v) in &spec.env {
             request = request.with_env_var(k, v);
         }
-        let inner = request.start().await.map_err(|e| RuntimeError::Start { name: name.clone(), why: e.to_string() })?;
+        let inner =
+            request.start().await.map_err(|e| RuntimeError::Start { name: name.clone(), why: e.to_string() })?;
         let mut container = Container { spec, name, published, inner: Some(inner) };
         container.wait_ready().await?;
         Ok(container)
@@ -316,6 +317,26 @@ impl Container {
 
     pub async fn resume(&self) -> Result<(), ImageError> {
         self.docker(&["unpause"]).await
+    }
+
+    /// Cuts it off the run's network `network`: nothing reaches it and it reaches nothing —
+    /// the lab through its published port included (a partition). Its processes run on.
+    pub async fn disconnect(&self, network: &str) -> Result<(), ImageError> {
+        self.docker(&["network", "disconnect", network]).await
+    }
+
+    /// Puts it back on `network` (it is found by its name again).
+    pub async fn connect(&self, network: &str) -> Result<(), ImageError> {
+        self.docker(&["network", "connect", network]).await
+    }
+
+    /// `docker exec` of `command` in it (bounded); its output, or why it failed.
+    pub async fn exec(&self, command: &[&str]) -> Result<String, ImageError> {
+        let mut args: Vec<String> = vec!["exec".into(), self.name.clone()];
+        args.extend(command.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || images::docker(&args, None))
+            .await
+            .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
     }
 
     async fn docker(&self, verb: &[&str]) -> Result<(), ImageError> {
