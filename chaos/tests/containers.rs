@@ -226,3 +226,93 @@ async fn a_partitioned_container_is_cut_off_from_its_peers_and_the_lab_until_hea
     drop((a, b));
     runtime.remove_all().unwrap();
 }
+
+/// The flash-sale system itself on containers: Redis, the broker, payment, a processor and a
+/// gateway from the images, finding each other by name on the run's network; an order placed
+/// through the gateway's published port is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_system_runs_on_containers_and_decides_an_order() {
+    build_images();
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_id("system");
+    let mut runtime = Runtime::start(&run).await.expect("runtime");
+    let host = |name: &str| format!("flashlab-{run}-{name}");
+    let flashsale = |name: &str, cmd: &str, addr_var: &str, port: u16, probe: fn(SocketAddr) -> Probe| {
+        let mut env = vec![
+            (addr_var.to_string(), format!("0.0.0.0:{port}")),
+            ("REDIS_ADDR".to_string(), format!("{}:6379", host("redis"))),
+            ("KAFKA_ADDR".to_string(), format!("{}:9092", host("broker"))),
+            ("PAYMENT_URL".to_string(), format!("http://{}:8081", host("payment"))),
+        ];
+        env.push(("LOG_LEVEL".into(), "warn".into()));
+        ContainerSpec {
+            name: name.into(),
+            image: Component::Flashsale.local_image(),
+            cmd: vec![cmd.into()],
+            env,
+            port,
+            probe,
+            ready_timeout: Duration::from_secs(60),
+            log_path: dir.path().join(format!("{name}.log")),
+        }
+    };
+    let _redis = runtime.start_container(redis_spec(dir.path())).await.expect("redis");
+    let broker = ContainerSpec {
+        name: "broker".into(),
+        image: Component::Broker.local_image(),
+        cmd: [
+            "broker",
+            "--listener-url",
+            "tcp://0.0.0.0:9092",
+            "--advertised-listener-url",
+            &format!("tcp://{}:9092", host("broker")),
+            "--storage-engine",
+            "sqlite://broker.db",
+        ]
+        .map(String::from)
+        .to_vec(),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        port: 9092,
+        probe: Probe::KafkaApiVersions,
+        ready_timeout: Duration::from_secs(30),
+        log_path: dir.path().join("broker.log"),
+    };
+    let _broker = runtime.start_container(broker).await.expect("broker");
+    let _payment = runtime
+        .start_container(flashsale("payment", "payment", "PAYMENT_ADDR", 8081, |a| Probe::HttpOk(a, "/health")))
+        .await
+        .expect("payment");
+    let _processor = runtime
+        .start_container(flashsale("processor-0", "processor", "PROCESSOR_METRICS_ADDR", 9090, |a| {
+            Probe::HttpOk(a, "/health")
+        }))
+        .await
+        .expect("processor");
+    let gateway = runtime
+        .start_container(flashsale("gateway-0", "gateway", "GATEWAY_ADDR", 8080, |a| Probe::HttpOk(a, "/readyz")))
+        .await
+        .expect("gateway");
+    // The admin command, inside the gateway's container (its environment names Redis).
+    let stocked = gateway.exec(&["flashsale", "stock", "set", "101", "5"]).await;
+    assert!(stocked.is_ok(), "{stocked:?}");
+
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let base = format!("http://{}", gateway.addr());
+    let order = serde_json::json!({"user_id": "u1", "item_id": "101", "amount": 1, "request_id": "c-1"});
+    let answer = http.post(format!("{base}/buy")).json(&order).send().await.expect("the gateway answers");
+    assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let body: serde_json::Value =
+            http.get(format!("{base}/orders/c-1")).send().await.unwrap().json().await.unwrap_or_default();
+        let status = body["status"].as_str().unwrap_or_default().to_string();
+        if status == "COMPLETED" || Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, "COMPLETED", "the order was not decided on containers; processor log:\n{}", _processor.log_tail());
+    drop((gateway, _processor, _payment, _broker, _redis));
+    runtime.remove_all().unwrap();
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
+}

@@ -9,9 +9,10 @@
 //! 3. captured → `COMPLETED`; not captured → dead letter on `orders-dlq` (and `dlq:pending`),
 //!    then refund the reservation and mark `FAILED_PAYMENT` — the dead letter first, so a crash
 //!    in between is redelivered and the refund still happens; one letter, under a
-//!    [lease](super::dead_letter), when two copies of the attempt fail at once. With `PAYMENT_OUTAGE_MODE=defer`
-//!    a charge without a clear answer is not resolved here: the order keeps its units and the
-//!    payment is [deferred](super::deferred), tried again until it settles;
+//!    [lease](super::dead_letter), when two copies of the attempt fail at once. With
+//!    `PAYMENT_OUTAGE_MODE=defer` a charge without a clear answer is not resolved here: the order
+//!    keeps its units and the payment is [deferred](super::deferred), tried again until it
+//!    settles;
 //! 4. the decision on `order-outcomes`.
 //!
 //! The caller commits the offset only after this returns `Ok`.
