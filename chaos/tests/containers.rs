@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chaos::containers::images::{self, Component, Sources};
+use chaos::containers::system::{System, SystemConfig};
 use chaos::containers::{left_of, ContainerSpec, Runtime};
 use chaos::probe::{redis_answer, redis_command, Probe};
 
@@ -43,6 +44,7 @@ fn redis_spec(dir: &std::path::Path) -> ContainerSpec {
         .to_vec(),
         env: Vec::new(),
         port: 6379,
+        host_port: None,
         probe: Probe::RedisPing,
         ready_timeout: Duration::from_secs(30),
         log_path: dir.join("redis.log"),
@@ -211,7 +213,7 @@ async fn a_partitioned_container_is_cut_off_from_its_peers_and_the_lab_until_hea
     b_spec.log_path = dir.path().join("peer.log");
     let b = runtime.start_container(b_spec).await.expect("redis b");
     let target = a.name().to_string();
-    let ping_a_from_b = || async { b.exec(&["redis-cli", "-h", &target, "-p", "6379", "--no-raw", "ping"]).await };
+    let ping_a_from_b = || async { b.exec(&[], &["redis-cli", "-h", &target, "-p", "6379", "--no-raw", "ping"]).await };
     // Peers find each other by name on the run's network.
     assert!(ping_a_from_b().await.unwrap().contains("PONG"));
 
@@ -227,77 +229,28 @@ async fn a_partitioned_container_is_cut_off_from_its_peers_and_the_lab_until_hea
     runtime.remove_all().unwrap();
 }
 
-/// The flash-sale system itself on containers: Redis, the broker, payment, a processor and a
-/// gateway from the images, finding each other by name on the run's network; an order placed
-/// through the gateway's published port is decided.
+/// The flash-sale system itself on containers ([`System`]): Redis, the broker, payment, a
+/// processor and a gateway from the images, finding each other by name; an order placed through
+/// the gateway's published port is decided, and stopping leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_system_runs_on_containers_and_decides_an_order() {
     build_images();
     let dir = tempfile::tempdir().unwrap();
     let run = run_id("system");
-    let mut runtime = Runtime::start(&run).await.expect("runtime");
-    let host = |name: &str| format!("flashlab-{run}-{name}");
-    let flashsale = |name: &str, cmd: &str, addr_var: &str, port: u16, probe: fn(SocketAddr) -> Probe| {
-        let mut env = vec![
-            (addr_var.to_string(), format!("0.0.0.0:{port}")),
-            ("REDIS_ADDR".to_string(), format!("{}:6379", host("redis"))),
-            ("KAFKA_ADDR".to_string(), format!("{}:9092", host("broker"))),
-            ("PAYMENT_URL".to_string(), format!("http://{}:8081", host("payment"))),
-        ];
-        env.push(("LOG_LEVEL".into(), "warn".into()));
-        ContainerSpec {
-            name: name.into(),
-            image: Component::Flashsale.local_image(),
-            cmd: vec![cmd.into()],
-            env,
-            port,
-            probe,
-            ready_timeout: Duration::from_secs(60),
-            log_path: dir.path().join(format!("{name}.log")),
-        }
+    let config = SystemConfig {
+        run: run.clone(),
+        dir: dir.path().to_path_buf(),
+        processors: 1,
+        gateways: 1,
+        service_env: vec![("LOG_LEVEL".into(), "warn".into())],
+        gateway_port: None,
     };
-    let _redis = runtime.start_container(redis_spec(dir.path())).await.expect("redis");
-    let broker = ContainerSpec {
-        name: "broker".into(),
-        image: Component::Broker.local_image(),
-        cmd: [
-            "broker",
-            "--listener-url",
-            "tcp://0.0.0.0:9092",
-            "--advertised-listener-url",
-            &format!("tcp://{}:9092", host("broker")),
-            "--storage-engine",
-            "sqlite://broker.db",
-        ]
-        .map(String::from)
-        .to_vec(),
-        env: vec![("RUST_LOG".into(), "warn".into())],
-        port: 9092,
-        probe: Probe::KafkaApiVersions,
-        ready_timeout: Duration::from_secs(30),
-        log_path: dir.path().join("broker.log"),
-    };
-    let _broker = runtime.start_container(broker).await.expect("broker");
-    let _payment = runtime
-        .start_container(flashsale("payment", "payment", "PAYMENT_ADDR", 8081, |a| Probe::HttpOk(a, "/health")))
-        .await
-        .expect("payment");
-    let _processor = runtime
-        .start_container(flashsale("processor-0", "processor", "PROCESSOR_METRICS_ADDR", 9090, |a| {
-            Probe::HttpOk(a, "/health")
-        }))
-        .await
-        .expect("processor");
-    let gateway = runtime
-        .start_container(flashsale("gateway-0", "gateway", "GATEWAY_ADDR", 8080, |a| Probe::HttpOk(a, "/readyz")))
-        .await
-        .expect("gateway");
-    // The admin command, inside the gateway's container (its environment names Redis).
-    let stocked = gateway.exec(&["flashsale", "stock", "set", "101", "5"]).await;
+    let system = System::start(&config).await.expect("the system on containers");
+    let stocked = system.admin(&["stock", "set", "101", "5"]).await;
     assert!(stocked.is_ok(), "{stocked:?}");
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = format!("http://{}", gateway.addr());
+    let base = system.gateway_url(0);
     let order = serde_json::json!({"user_id": "u1", "item_id": "101", "amount": 1, "request_id": "c-1"});
     let answer = http.post(format!("{base}/buy")).json(&order).send().await.expect("the gateway answers");
     assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
@@ -311,8 +264,11 @@ async fn the_whole_system_runs_on_containers_and_decides_an_order() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(status, "COMPLETED", "the order was not decided on containers; processor log:\n{}", _processor.log_tail());
-    drop((gateway, _processor, _payment, _broker, _redis));
-    runtime.remove_all().unwrap();
+    let processor_log = system.processors()[0].log_tail();
+    assert_eq!(status, "COMPLETED", "the order was not decided on containers; processor log:\n{processor_log}");
+    let left = system.admin(&["stock", "get", "101"]).await.unwrap_or_default();
+    assert!(left.contains('4'), "one unit sold of 5: {left}");
+    system.stop().await.expect("stopped");
     assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
+    assert!(dir.path().join("processor-0.log").is_file() && dir.path().join("gateway-0.log").is_file(), "logs kept");
 }

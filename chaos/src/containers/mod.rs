@@ -3,6 +3,8 @@
 //!
 //! - [`images`]: `flashlab images build`, the images made from this machine's programs.
 //! - [`bridge`]: lets `testcontainers` talk to an engine older than its client (Debian 12's).
+//! - [`system`]: the flash-sale system itself on containers, its components finding each other by
+//!   name.
 //! - [`Runtime`]: one run's network, its containers, and their removal — at the end, after
 //!   Ctrl-C, and after kill -9 of the lab:
 //!   - everything the lab creates carries the labels [`LABEL_RUN`] (the run id) and
@@ -18,6 +20,7 @@
 pub mod bridge;
 pub mod images;
 mod runtime;
+pub mod system;
 
 pub use runtime::{Container, ContainerSpec, Runtime, RuntimeError};
 

@@ -131,7 +131,10 @@ impl Runtime {
 
     /// Starts `spec` and waits until its probe passes on its published port.
     pub async fn start_container(&self, spec: ContainerSpec) -> Result<Container, RuntimeError> {
-        let host_port = free_port().map_err(RuntimeError::NoPort)?;
+        let host_port = match spec.host_port {
+            Some(port) => port,
+            None => free_port().map_err(RuntimeError::NoPort)?,
+        };
         let published = loopback(host_port);
         let name = format!("flashlab-{}-{}", self.run, spec.name);
         let (repository, tag) = spec.image.rsplit_once(':').unwrap_or((spec.image.as_str(), "latest"));
@@ -234,6 +237,8 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// The port it serves on inside its container; published on 127.0.0.1.
     pub port: u16,
+    /// The published port; `None` picks a free one.
+    pub host_port: Option<u16>,
     /// Passes once it serves, given the published address.
     pub probe: fn(SocketAddr) -> Probe,
     pub ready_timeout: Duration,
@@ -264,6 +269,11 @@ impl Container {
     /// Its name on the run's network (and in `docker ps`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `NAME:PORT`, where its peers on the run's network reach `port`.
+    pub fn name_port(&self, port: u16) -> String {
+        format!("{}:{port}", self.name)
     }
 
     pub fn id(&self) -> &str {
@@ -310,6 +320,11 @@ impl Container {
         self.wait_ready().await
     }
 
+    /// SIGTERM, then SIGKILL after `grace` (`docker stop`).
+    pub async fn stop(&self, grace: Duration) -> Result<(), ImageError> {
+        self.docker(&["stop", "--time", &grace.as_secs().max(1).to_string()]).await
+    }
+
     /// Freezes every process in it (the cgroup freezer).
     pub async fn pause(&self) -> Result<(), ImageError> {
         self.docker(&["pause"]).await
@@ -330,9 +345,15 @@ impl Container {
         self.docker(&["network", "connect", network]).await
     }
 
-    /// `docker exec` of `command` in it (bounded); its output, or why it failed.
-    pub async fn exec(&self, command: &[&str]) -> Result<String, ImageError> {
-        let mut args: Vec<String> = vec!["exec".into(), self.name.clone()];
+    /// `docker exec` of `command` in it, with `env` besides its own (bounded); its output, or
+    /// why it failed.
+    pub async fn exec(&self, env: &[(String, String)], command: &[&str]) -> Result<String, ImageError> {
+        let mut args: Vec<String> = vec!["exec".into()];
+        for (k, v) in env {
+            args.push("--env".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(self.name.clone());
         args.extend(command.iter().map(|s| s.to_string()));
         tokio::task::spawn_blocking(move || images::docker(&args, None))
             .await
