@@ -270,5 +270,7 @@ async fn the_whole_system_runs_on_containers_and_decides_an_order() {
     assert!(left.contains('4'), "one unit sold of 5: {left}");
     system.stop().await.expect("stopped");
     assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
-    assert!(dir.path().join("processor-0.log").is_file() && dir.path().join("gateway-0.log").is_file(), "logs kept");
+    for name in ["redis", "broker", "payment", "processor-0", "gateway-0"] {
+        assert!(dir.path().join(format!("{name}.log")).is_file(), "{name}'s log kept");
+    }
 }

@@ -56,6 +56,11 @@ enum Command {
         /// it, not by the lab.
         #[arg(long, value_name = "F", num_args = 0..=1, default_missing_value = "1")]
         supervise: Option<f64>,
+        /// Where the components run: `processes` on loopback, or `containers` on a Docker
+        /// network of the run's own (docs/runtimes.md; no fault proxies, monitoring or faults
+        /// there yet).
+        #[arg(long, value_enum, default_value_t = Runtime::Processes)]
+        runtime: Runtime,
     },
     /// Inject, list and heal faults in a running `flashlab up` (from a second shell).
     Fault(FaultArgs),
@@ -153,6 +158,12 @@ struct GateArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Runtime {
+    Processes,
+    Containers,
 }
 
 #[derive(Subcommand)]
@@ -313,7 +324,18 @@ fn main() -> ExitCode {
                 rules,
                 alertmanager_config,
                 supervise,
+                runtime,
             } => {
+                if runtime == Runtime::Containers {
+                    if supervise.is_some() || !rules.is_empty() || alertmanager_config.is_some() {
+                        anyhow::bail!(
+                            "--runtime containers: no supervisor or monitoring on containers yet (docs/runtimes.md)"
+                        );
+                    }
+                    let options = scenarios::up::ContainersUp { gateway_port: port, dir, stock, processors };
+                    scenarios::up::up_on_containers(options, stop_signal()).await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
                 let monitoring = (!no_monitoring).then_some(chaos::monitoring::MonitoringConfig {
                     rules,
                     alertmanager_config,

@@ -168,3 +168,54 @@ fn children_die_with_a_killed_lab_even_mid_fault() {
     let left = wait_until_gone(dir.path(), Duration::from_secs(10));
     assert!(left.is_empty(), "children outlived the lab: {left:?}");
 }
+
+#[test]
+fn up_on_containers_serves_orders_and_ctrl_c_removes_every_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(FLASHLAB)
+        .args(["up", "--runtime", "containers", "--port", "0", "--stock", "101=5", "--dir"])
+        .arg(dir.path())
+        .env("FLASHSALE_BIN", Path::new(FLASHLAB).with_file_name("flashsale"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("flashlab starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut url, mut network) = (None, None);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("gateway  ") {
+                url = rest.split_whitespace().next().map(String::from);
+            }
+            if let Some(rest) = line.split("(network ").nth(1) {
+                network = rest.split(';').next().map(String::from);
+            }
+            if line.starts_with("Ctrl-C") {
+                let _ = tx.send((url.take().expect("the gateway line"), network.take().expect("the network")));
+            }
+        }
+    });
+    let (url, network) = rx.recv_timeout(Duration::from_secs(180)).expect("flashlab up prints the gateway URL");
+    let run = network.strip_prefix("flashlab-").expect("the run's network").to_string();
+    assert_eq!(chaos::containers::left_of(&run).unwrap().len(), 6, "five containers and their network");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    assert_eq!(curl_buy(&url, "ct-1"), "202");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("curl").args(["-s", "-m", "5", &format!("{url}/orders/ct-1")]).output().unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        if body.contains("COMPLETED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the order was not decided on containers: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "flashlab up exits 0 after Ctrl-C: {status:?}");
+    assert_eq!(chaos::containers::left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
+    assert!(dir.path().join("gateway-0.log").is_file(), "the logs are kept in --dir");
+}

@@ -2,7 +2,7 @@
 //! component, started through `testcontainers`).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -110,8 +110,15 @@ impl Runtime {
         }
         create.push(network.clone());
         // The reaper first: a lab killed between the two leaves nothing.
-        let reaper = reaper(run)?;
-        images::docker(&create, None)?;
+        let mut reaper = reaper(run)?;
+        let created = tokio::task::spawn_blocking(move || images::docker(&create, None))
+            .await
+            .map_err(|e| RuntimeError::Start { name: "network".into(), why: e.to_string() })?;
+        if let Err(e) = created {
+            let _ = reaper.kill();
+            let _ = reaper.wait();
+            return Err(e.into());
+        }
         Ok(Runtime { run: run.to_string(), network, engine, reaper: Some(reaper) })
     }
 
@@ -368,17 +375,18 @@ impl Container {
             .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
     }
 
-    fn keep_log(&self, path: &Path) {
+    /// Writes its whole log (stdout and stderr) to the spec's `log_path` (also done on drop).
+    pub fn save_log(&self) {
         let args = ["logs".to_string(), self.name.clone()];
         if let Ok(out) = images::docker_both(&args) {
-            let _ = std::fs::write(path, out);
+            let _ = std::fs::write(&self.spec.log_path, out);
         }
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        self.keep_log(&self.spec.log_path.clone());
+        self.save_log();
         // `testcontainers` removes it (in its own drop).
         drop(self.inner.take());
     }

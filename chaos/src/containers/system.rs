@@ -193,6 +193,9 @@ impl System {
         for c in [&self.broker, &self.redis] {
             c.stop(Duration::from_secs(10)).await?;
         }
+        for c in self.gateways.iter().chain(&self.processors).chain([&self.payment, &self.broker, &self.redis]) {
+            c.save_log();
+        }
         self.gateways.clear();
         self.processors.clear();
         self.runtime.remove_all()?;
