@@ -177,7 +177,10 @@ pub struct ContainersUp {
 }
 
 /// The system on containers until `stop` resolves; then stopped in order and removed.
-pub async fn up_on_containers(options: ContainersUp, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn up_on_containers(
+    options: ContainersUp,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     use chaos::containers::images::{self, Sources};
     use chaos::containers::system::{System, SystemConfig};
     let (_temp, dir) = match &options.dir {
@@ -213,14 +216,21 @@ pub async fn up_on_containers(options: ContainersUp, stop: impl std::future::Fut
             .with_context(|| format!("--stock {item}={qty}"))?;
     }
     let gateway = system.gateway_url(0);
-    println!("flash-sale system up on containers (network {}; logs in {} when it stops):", system.runtime().network(), dir.display());
+    println!(
+        "flash-sale system up on containers (network {}; logs in {} when it stops):",
+        system.runtime().network(),
+        dir.display()
+    );
     println!("  gateway  {gateway}   (/buy /orders/ID /health /metrics)");
     for (i, p) in system.processors().iter().enumerate() {
         println!("  processor[{i}] http://{}   (/metrics /health)", p.addr());
     }
     println!("  payment  http://{}   (/ledger /control /metrics)", system.payment().addr());
     println!("  redis    {}", system.redis().addr());
-    println!("  kafka    {}   (the broker advertises its name on the network: a client must be on it)", system.broker().addr());
+    println!(
+        "  kafka    {}   (the broker advertises its name on the network: a client must be on it)",
+        system.broker().addr()
+    );
     for (item, qty) in &options.stock {
         println!("  stock    {item} = {qty}");
     }

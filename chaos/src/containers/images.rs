@@ -334,6 +334,8 @@ fn run_bounded(args: &[String], input: Option<&[u8]>) -> Result<(bool, String, S
         .arg(DOCKER_TIMEOUT.as_secs().to_string())
         .arg("docker")
         .args(args)
+        // The engine itself (the CLI negotiates its version), never the lab's bridge.
+        .env("DOCKER_HOST", super::engine_host())
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -36,6 +36,21 @@ pub const DEFAULT_ENGINE: &str = "/var/run/docker.sock";
 /// How long one `docker` command of the lab's may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The engine itself, as `DOCKER_HOST` says: what it said before the lab pointed it at its
+/// [bridge](bridge) (for `testcontainers` alone), else the default socket. The `docker` commands
+/// of the lab and of its reaper go here: the bridge dies with the lab, the reaper must not.
+pub fn engine_host() -> String {
+    static ENGINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("unix://{DEFAULT_ENGINE}"))
+        })
+        .clone()
+}
+
 /// This process as [`LABEL_LAB`] names it.
 pub fn lab_identity() -> String {
     let pid = std::process::id();

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::bridge::{ApiVersion, Bridge, BridgeError};
 use super::images::{self, ImageError};
-use super::{lab_identity, COMMAND_TIMEOUT, DEFAULT_ENGINE, LABEL_LAB, LABEL_RUN};
+use super::{lab_identity, COMMAND_TIMEOUT, LABEL_LAB, LABEL_RUN};
 use crate::ports::{free_port, loopback};
 use crate::probe::Probe;
 
@@ -45,10 +45,12 @@ pub enum RuntimeError {
 fn bridge() -> Result<ApiVersion, RuntimeError> {
     static BRIDGE: OnceLock<Result<(String, ApiVersion), String>> = OnceLock::new();
     let started = BRIDGE.get_or_init(|| {
-        let engine = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_ENGINE));
+        // Read before DOCKER_HOST is pointed at the bridge below.
+        let host = super::engine_host();
+        let engine = match host.strip_prefix("unix://") {
+            Some(path) => PathBuf::from(path),
+            None => return Err(format!("DOCKER_HOST={host}: the container runtime needs the engine's unix socket")),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("docker-bridge".into())
@@ -225,6 +227,8 @@ fn reaper(run: &str) -> Result<std::process::Child, RuntimeError> {
     );
     std::process::Command::new("setpriv")
         .args(["--pdeathsig", "TERM", "sh", "-c", &script])
+        // The engine, not the bridge: the bridge dies with the lab.
+        .env("DOCKER_HOST", super::engine_host())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

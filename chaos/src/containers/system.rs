@@ -105,7 +105,7 @@ impl System {
                 log_path: log("broker"),
             })
             .await?;
-        let deps = vec![
+        let deps = [
             ("REDIS_ADDR".to_string(), format!("{}:{REDIS_PORT}", host("redis"))),
             ("KAFKA_ADDR".to_string(), format!("{}:{BROKER_PORT}", host("broker"))),
             ("PAYMENT_URL".to_string(), format!("http://{}:{PAYMENT_PORT}", host("payment"))),
