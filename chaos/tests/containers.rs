@@ -3,6 +3,7 @@
 //! run's network answers on 127.0.0.1 only, survives kill -9 and a restart with its data and
 //! port, is frozen by pause, and is gone with its network when the run ends — and when the lab
 //! is killed with -9 (its reaper), or, with the reaper killed too, at the next start (the sweep).
+//! The whole system on containers is tested as a user runs it, in `scenarios/tests/up.rs`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chaos::containers::images::{self, Component, Sources};
-use chaos::containers::system::{System, SystemConfig};
 use chaos::containers::{left_of, ContainerSpec, Runtime};
 use chaos::probe::{redis_answer, redis_command, Probe};
 
@@ -227,50 +227,4 @@ async fn a_partitioned_container_is_cut_off_from_its_peers_and_the_lab_until_hea
     assert!(ping_a_from_b().await.unwrap().contains("PONG"), "healed: found by name again");
     drop((a, b));
     runtime.remove_all().unwrap();
-}
-
-/// The flash-sale system itself on containers ([`System`]): Redis, the broker, payment, a
-/// processor and a gateway from the images, finding each other by name; an order placed through
-/// the gateway's published port is decided, and stopping leaves nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_whole_system_runs_on_containers_and_decides_an_order() {
-    build_images();
-    let dir = tempfile::tempdir().unwrap();
-    let run = run_id("system");
-    let config = SystemConfig {
-        run: run.clone(),
-        dir: dir.path().to_path_buf(),
-        processors: 1,
-        gateways: 1,
-        service_env: vec![("LOG_LEVEL".into(), "warn".into())],
-        gateway_port: None,
-    };
-    let system = System::start(&config).await.expect("the system on containers");
-    let stocked = system.admin(&["stock", "set", "101", "5"]).await;
-    assert!(stocked.is_ok(), "{stocked:?}");
-
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = system.gateway_url(0);
-    let order = serde_json::json!({"user_id": "u1", "item_id": "101", "amount": 1, "request_id": "c-1"});
-    let answer = http.post(format!("{base}/buy")).json(&order).send().await.expect("the gateway answers");
-    assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let body: serde_json::Value =
-            http.get(format!("{base}/orders/c-1")).send().await.unwrap().json().await.unwrap_or_default();
-        let status = body["status"].as_str().unwrap_or_default().to_string();
-        if status == "COMPLETED" || Instant::now() >= deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let processor_log = system.processors()[0].log_tail();
-    assert_eq!(status, "COMPLETED", "the order was not decided on containers; processor log:\n{processor_log}");
-    let left = system.admin(&["stock", "get", "101"]).await.unwrap_or_default();
-    assert!(left.contains('4'), "one unit sold of 5: {left}");
-    system.stop().await.expect("stopped");
-    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
-    for name in ["redis", "broker", "payment", "processor-0", "gateway-0"] {
-        assert!(dir.path().join(format!("{name}.log")).is_file(), "{name}'s log kept");
-    }
 }

@@ -217,5 +217,7 @@ fn up_on_containers_serves_orders_and_ctrl_c_removes_every_container() {
     let status = child.wait().unwrap();
     assert!(status.success(), "flashlab up exits 0 after Ctrl-C: {status:?}");
     assert_eq!(chaos::containers::left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
-    assert!(dir.path().join("gateway-0.log").is_file(), "the logs are kept in --dir");
+    for name in ["redis", "broker", "payment", "processor-0", "gateway-0"] {
+        assert!(dir.path().join(format!("{name}.log")).is_file(), "{name}'s log is kept in --dir");
+    }
 }
