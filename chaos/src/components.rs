@@ -10,15 +10,16 @@ use std::time::Duration;
 use crate::probe::Probe;
 use crate::process::ProcessSpec;
 
-/// `redis-server` on `addr`, data (AOF, `appendfsync everysec`) in `dir`.
-pub fn redis(addr: SocketAddr, dir: &Path) -> ProcessSpec {
-    let args = [
+/// `redis-server`'s arguments: on `addr`, data (AOF, `appendfsync everysec`, no snapshots) in
+/// `dir`, in the foreground — for a process and for a container alike.
+pub fn redis_args(addr: SocketAddr, dir: &str) -> Vec<String> {
+    [
         "--port",
         &addr.port().to_string(),
         "--bind",
         &addr.ip().to_string(),
         "--dir",
-        &dir.display().to_string(),
+        dir,
         "--appendonly",
         "yes",
         "--appendfsync",
@@ -31,7 +32,12 @@ pub fn redis(addr: SocketAddr, dir: &Path) -> ProcessSpec {
         "no",
     ]
     .map(String::from)
-    .to_vec();
+    .to_vec()
+}
+
+/// `redis-server` on `addr`, data (AOF, `appendfsync everysec`) in `dir`.
+pub fn redis(addr: SocketAddr, dir: &Path) -> ProcessSpec {
+    let args = redis_args(addr, &dir.display().to_string());
     ProcessSpec {
         name: "redis".into(),
         program: "redis-server".into(),

@@ -92,7 +92,11 @@ impl Bridge {
         let upstream = Arc::new(upstream.to_path_buf());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    // Out of descriptors, say: not a hot loop while it lasts.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| forward(req, upstream.clone(), engine));

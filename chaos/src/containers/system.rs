@@ -58,24 +58,10 @@ impl System {
             .start_container(ContainerSpec {
                 name: "redis".into(),
                 image: Component::Redis.local_image(),
-                cmd: [
-                    "--port",
-                    &REDIS_PORT.to_string(),
-                    "--bind",
-                    "0.0.0.0",
-                    "--dir",
+                cmd: crate::components::redis_args(
+                    SocketAddr::from(([0, 0, 0, 0], REDIS_PORT)),
                     super::images::DATA_DIR,
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "everysec",
-                    "--save",
-                    "",
-                    "--protected-mode",
-                    "no",
-                ]
-                .map(String::from)
-                .to_vec(),
+                ),
                 env: Vec::new(),
                 port: REDIS_PORT,
                 host_port: None,
