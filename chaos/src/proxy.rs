@@ -119,6 +119,8 @@ struct Shared {
     changes: watch::Sender<u64>,
     down: AtomicBool,
     connections: AtomicU64,
+    /// Connections open now, by the address they come from.
+    open: Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
     /// What a client gets when no upstream takes its connection (the front's maintenance page);
     /// none: the connection is reset.
     fallback: RwLock<Option<Arc<Vec<u8>>>>,
@@ -159,6 +161,7 @@ impl FaultProxy {
             changes,
             down: AtomicBool::new(false),
             connections: AtomicU64::new(0),
+            open: Mutex::new(std::collections::HashMap::new()),
             fallback: RwLock::new(None),
             fallback_answers: AtomicU64::new(0),
         });
@@ -239,6 +242,11 @@ impl FaultProxy {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
+    /// Connections from `peer` open now (forwarded, not yet closed).
+    pub fn open_from(&self, peer: std::net::IpAddr) -> u64 {
+        self.shared.open.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).copied().unwrap_or(0)
+    }
+
     /// Sets a toxic (replacing one of the same kind) in `direction`.
     pub fn set(&self, direction: Direction, setting: ToxicSetting) {
         {
@@ -307,6 +315,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             // One draw per connection decides which toxics (by toxicity) affect it.
             let draw: f64 = shared.rng.lock().unwrap_or_else(|p| p.into_inner()).gen();
             let conn = Conn { draw, peer };
+            let _open = OpenConnection::count(&shared, peer);
             let (client_read, client_write) = client.into_split();
             let (upstream_read, upstream_write) = upstream.into_split();
             let killed = Arc::new(tokio::sync::Notify::new());
@@ -319,6 +328,31 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 end = down => if end == End::Abort { killed.notify_waiters() },
             }
         });
+    }
+}
+
+/// One connection in [`Shared::open`] while it lives.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    peer: std::net::IpAddr,
+}
+
+impl OpenConnection {
+    fn count(shared: &Arc<Shared>, peer: std::net::IpAddr) -> OpenConnection {
+        *shared.open.lock().unwrap_or_else(|p| p.into_inner()).entry(peer).or_insert(0) += 1;
+        OpenConnection { shared: shared.clone(), peer }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -368,12 +402,16 @@ struct Held {
     data: Vec<u8>,
 }
 
-/// The latency in force: the delay of a chunk from the moment it was read.
+/// The latency in force: the delay of a chunk from the moment it was read (the longest, when a
+/// latency for every connection and one for this connection's address both apply).
 fn latency_of(toxics: &[Toxic]) -> Option<Duration> {
-    toxics.iter().find_map(|t| match t {
-        Toxic::Latency { latency, .. } => Some(*latency),
-        _ => None,
-    })
+    toxics
+        .iter()
+        .filter_map(|t| match t {
+            Toxic::Latency { latency, .. } => Some(*latency),
+            _ => None,
+        })
+        .max()
 }
 
 /// Forwards `from` → `to`, applying the toxics of `direction` to every chunk.

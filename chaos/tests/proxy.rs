@@ -139,6 +139,57 @@ async fn blackhole_makes_a_redis_call_time_out_and_heal_restores_it() {
     ping(&mut fresh, Duration::from_secs(1)).await.expect("a new connection works after heal");
 }
 
+/// A partition from one peer, as the injector makes it on containers: a stall for one client
+/// address holds what it sends (and what comes back) and delivers it, whole, at the heal — the
+/// stream never loses bytes — while a client from another address is served; the proxy counts
+/// the connections open from each address.
+#[tokio::test]
+async fn a_stall_for_one_address_holds_its_bytes_until_the_heal_and_spares_the_others() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let from = |ip: [u8; 4]| {
+        let to = proxy.addr();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((ip, 0))).unwrap();
+            socket.connect(to).await.unwrap()
+        }
+    };
+    let cut_ip = std::net::IpAddr::from([127, 0, 0, 2]);
+    let mut cut = from([127, 0, 0, 2]).await;
+    let mut spared = from([127, 0, 0, 3]).await;
+    ping(&mut cut, Duration::from_secs(1)).await.unwrap();
+    ping(&mut spared, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(proxy.open_from(cut_ip), 1);
+
+    let stall = Toxic::Latency { latency: Duration::from_secs(3600), jitter: Duration::ZERO };
+    for direction in [Direction::Upstream, Direction::Downstream] {
+        proxy.set(direction, ToxicSetting { toxic: stall, toxicity: 1.0, from: Some(cut_ip) });
+    }
+    cut.write_all(b"PING\r\n").await.unwrap();
+    let mut buf = [0u8; 7];
+    let waited = tokio::time::timeout(Duration::from_millis(300), cut.read(&mut buf)).await;
+    assert!(waited.is_err(), "the stalled client got an answer: {waited:?}");
+    let rtt = ping(&mut spared, Duration::from_secs(1)).await.unwrap();
+    assert!(rtt < Duration::from_millis(50), "the other address is spared: {rtt:?}");
+
+    for direction in [Direction::Upstream, Direction::Downstream] {
+        proxy.remove_from(direction, "latency", Some(cut_ip));
+    }
+    // What it sent during the stall arrives now, and the stream is whole after it.
+    let n =
+        tokio::time::timeout(Duration::from_secs(1), cut.read(&mut buf)).await.expect("delivered at the heal").unwrap();
+    assert_eq!(&buf[..n], b"+PONG\r\n");
+    ping(&mut cut, Duration::from_secs(1)).await.expect("the next request on the same connection");
+    drop(cut);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while proxy.open_from(cut_ip) != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.open_from(cut_ip), 0, "a closed connection is no longer counted");
+    assert_eq!(proxy.open_from(std::net::IpAddr::from([127, 0, 0, 3])), 1);
+}
+
 #[tokio::test]
 async fn reset_peer_closes_open_connections() {
     let (_dir, _redis, addr) = redis().await;
