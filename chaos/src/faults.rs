@@ -200,6 +200,17 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         restart: bool,
     },
+    /// On the container runtime only: the component is cut off. `from: None`: off its run's
+    /// network (`docker network disconnect`) — nothing reaches it and it reaches nothing, the lab
+    /// through its published port included. `from: Some(peer)` (redis, broker or payment): from
+    /// that one peer — the peer's fault proxy holds everything from the component's address on
+    /// the network and everything back, on the open connections and new ones (delivered when it
+    /// heals, as TCP retransmits after a partition), while its other links work. (On processes every connection comes from 127.0.0.1: nothing tells one
+    /// component's apart.)
+    Partition {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Target>,
+    },
 }
 
 /// The largest CPU quota of a starvation fault, cores.
@@ -223,6 +234,7 @@ impl Action {
             Action::RedisLoss { .. } => "redis_loss",
             Action::Cpu { .. } => "cpu",
             Action::Memory { .. } => "memory",
+            Action::Partition { .. } => "partition",
         }
     }
 
@@ -235,6 +247,10 @@ impl Action {
             | Action::Restart
             | Action::Cpu { .. }
             | Action::Memory { .. } => TARGET_SYNTAX,
+            Action::Partition { from: None } => TARGET_SYNTAX,
+            Action::Partition { from: Some(_) } => {
+                "a gateway, a processor or payment, from redis, broker or payment (a peer behind a fault proxy)"
+            }
             Action::Network { .. } | Action::Down => "redis, broker, payment (the components behind a fault proxy)",
             Action::PaymentTimeout { .. }
             | Action::PaymentFailures { .. }
@@ -248,6 +264,13 @@ impl Action {
         match self {
             Action::Kill | Action::Terminate | Action::Pause | Action::Restart => true,
             Action::Cpu { .. } | Action::Memory { .. } => true,
+            Action::Partition { from: None } => true,
+            Action::Partition { from: Some(peer) } => {
+                peer.has_proxy()
+                    && !matches!(peer, Target::RedisNode(_) | Target::RedisLink(_))
+                    && matches!(target, Target::Gateway(_) | Target::Processor(_) | Target::Payment)
+                    && target != *peer
+            }
             Action::Network { .. } | Action::Down => target.has_proxy(),
             Action::PaymentTimeout { .. }
             | Action::PaymentFailures { .. }
@@ -273,6 +296,7 @@ impl Action {
             Action::RedisStall => "redis_stall".into(),
             Action::Cpu { .. } => "cgroup:cpu".into(),
             Action::Memory { .. } => "cgroup:memory".into(),
+            Action::Partition { .. } => "partition".into(),
         }
     }
 }
@@ -490,6 +514,34 @@ mod tests {
             let err = bad.parse::<Target>().unwrap_err();
             assert!(err.contains("valid: redis, broker, payment"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_partition_cuts_a_service_from_a_peer_behind_a_proxy_or_anything_off_the_network() {
+        let partition = |target, from| Fault { target, action: Action::Partition { from }, duration: None };
+        for ok in [
+            partition(Target::Processor(0), Some(Target::Redis)),
+            partition(Target::Gateway(1), Some(Target::Broker)),
+            partition(Target::Processor(1), Some(Target::Payment)),
+            partition(Target::Payment, Some(Target::Redis)),
+            partition(Target::Redis, None),
+            partition(Target::Processor(0), None),
+        ] {
+            assert_eq!(ok.validate(), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            // A peer without a proxy, the component itself, a peer cut from a peer.
+            partition(Target::Processor(0), Some(Target::Gateway(0))),
+            partition(Target::Redis, Some(Target::Redis)),
+            partition(Target::Redis, Some(Target::Broker)),
+            partition(Target::Processor(0), Some(Target::RedisNode(1))),
+        ] {
+            let err = bad.validate().unwrap_err().0;
+            assert!(err.starts_with("partition cannot target"), "{bad:?}: {err}");
+            assert!(err.contains("from redis, broker or payment"), "{err}");
+        }
+        // Its own kind of conflict: a partition and a pause of the same component may overlap.
+        assert_eq!(Action::Partition { from: None }.conflict_key(), "partition");
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub enum FaultError {
     Redis(String),
     #[error("cgroup: {0}")]
     Cgroup(String),
+    /// A fault that exists on one runtime only (docs/faults.md).
+    #[error("{0}")]
+    OtherRuntime(String),
+    #[error("containers: {0}")]
+    Container(String),
 }
 
 /// Why `redis loss` is refused on replicated Redis.
@@ -138,6 +143,10 @@ enum Undo {
     /// Move the process out of the fault's cgroup and remove it; start the process again if
     /// the OOM killer took it.
     Cgroup(Limit),
+    /// Put the container back on the run's network.
+    Reconnect,
+    /// Lift the stall for `from` (the component's address) from `peer`'s proxy.
+    PeerPartition { peer: Target, from: std::net::IpAddr },
 }
 
 #[derive(Debug)]
@@ -414,7 +423,11 @@ impl Inner {
                 let mut observed = format!(
                     "pid {pid} {} ({})",
                     if gone { "gone" } else { "still alive" },
-                    status.map(|s| s.to_string()).unwrap_or_else(|| "not reaped".into())
+                    match (status, process.container()) {
+                        (Some(s), _) => s.to_string(),
+                        (None, Some(c)) => format!("container {} stopped", c.name()),
+                        (None, None) => "not reaped".into(),
+                    }
                 );
                 let undo = match &fault.action {
                     Action::RedisLoss { restore } => {
@@ -434,12 +447,12 @@ impl Inner {
             }
             Action::Pause => {
                 let process = running(testbed, target)?;
-                let pid = process.pid().unwrap_or(0);
                 process.pause()?;
-                let stopped = wait_for(Duration::from_secs(1), || process_state(pid) == Some('T')).await;
-                let observed = format!("pid {pid} state {:?}", process_state(pid).unwrap_or('?'));
+                let stopped = wait_for(Duration::from_secs(1), || process.paused().0).await;
+                let observed = process.paused().1;
                 Ok((Undo::Resume, Check::new(stopped, observed)))
             }
+            Action::Partition { from } => self.partition(testbed, target, *from).await,
             Action::Restart => {
                 let process = running(testbed, target)?;
                 let before = process.pid().unwrap_or(0);
@@ -522,6 +535,12 @@ impl Inner {
             }
             Action::Cpu { cores } => {
                 let process = running(testbed, target)?;
+                if process.container().is_some() {
+                    return Err(FaultError::OtherRuntime(format!(
+                        "cpu on {target}: a CPU quota of a container (docker update --cpus) is not built; \
+                         cpu faults run on processes"
+                    )));
+                }
                 let limit = Limit::cpu(process.pid().unwrap_or(0), *cores).map_err(FaultError::Cgroup)?;
                 // A restart while the fault lasts starts inside the quota too.
                 process.enter_on_start(limit.dir.join("cgroup.procs"), true);
@@ -570,6 +589,71 @@ impl Inner {
     }
 
     /// Saves the provider's behaviour, applies `update`, and checks it in `GET /control`.
+    /// `partition` (containers only): off the run's network, or from one peer through its proxy.
+    async fn partition(
+        &self,
+        testbed: &mut Testbed,
+        target: Target,
+        from: Option<Target>,
+    ) -> Result<(Undo, Check), FaultError> {
+        let Some(network) = testbed.network().map(str::to_string) else {
+            return Err(FaultError::OtherRuntime(format!(
+                "partition of {target}: on processes every connection comes from 127.0.0.1, so nothing \
+                 cuts one component's links alone; partition runs on containers (--runtime containers)"
+            )));
+        };
+        if let Some(peer) = from {
+            testbed.proxy(peer).ok_or(FaultError::NoProxy(peer))?;
+        }
+        let process = running(testbed, target)?;
+        let probe = process.spec().probe.clone();
+        let container = process.container().ok_or(FaultError::NotRunning { target })?;
+        match from {
+            Some(peer) => {
+                let ip = container
+                    .ip_on(&network)
+                    .await
+                    .map_err(|e| FaultError::Container(e.to_string()))?
+                    .ok_or_else(|| FaultError::Container(format!("{target} has no address on {network}")))?;
+                let proxy = testbed.proxy(peer).ok_or(FaultError::NoProxy(peer))?;
+                // Held, not dropped: a partition loses packets, but TCP retransmits them once the
+                // link is back, so a stream never loses bytes in its middle. (A blackhole here
+                // made the processor's Redis connection answer its later requests with the replies
+                // to earlier ones that never arrived: it never recovered, a fault no network makes.)
+                let stall = Toxic::Latency { latency: MAX_FAULT_DURATION, jitter: Duration::ZERO };
+                for &direction in Directions::Both.each() {
+                    proxy.set(direction, ToxicSetting { toxic: stall, toxicity: 1.0, from: Some(ip) });
+                }
+                let set = Directions::Both
+                    .each()
+                    .iter()
+                    .all(|&d| proxy.toxics(d).iter().any(|s| s.toxic == stall && s.from == Some(ip)));
+                // It lands on something: the component talks to the peer from that address now.
+                let open = proxy.open_from(ip);
+                let check = Check::new(
+                    set && open > 0,
+                    format!(
+                        "{peer}'s proxy holds everything from {ip} ({target} on {network}) and back: {open} open connection(s) from there"
+                    ),
+                );
+                Ok((Undo::PeerPartition { peer, from: ip }, check))
+            }
+            None => {
+                container.disconnect(&network).await.map_err(|e| FaultError::Container(e.to_string()))?;
+                // Cut off, the lab cannot reach it through its published port either.
+                let (took, answer) = timed(&probe, SILENCE_PROBE).await;
+                let check = Check::new(
+                    answer.is_err(),
+                    format!(
+                        "off {network}; its probe through the published port: {} after {took:?}",
+                        describe(&answer)
+                    ),
+                );
+                Ok((Undo::Reconnect, check))
+            }
+        }
+    }
+
     async fn payment_fault(&self, testbed: &Testbed, update: Value) -> Result<(Undo, Check), FaultError> {
         let url = testbed.payment_url().ok_or(FaultError::NotRunning { target: Target::Payment })?;
         let before = self.payment_control(&url, None).await?;
@@ -609,11 +693,31 @@ impl Inner {
             }
             Undo::Resume => {
                 let process = testbed.process(target).ok_or(FaultError::NotRunning { target })?;
-                let pid = process.pid().unwrap_or(0);
                 process.resume()?;
-                let running = wait_for(Duration::from_secs(1), || process_state(pid) != Some('T')).await;
-                let state = process_state(pid).unwrap_or('?');
-                Ok((Check::new(running, format!("pid {pid} resumed (state {state:?})")), true))
+                let running = wait_for(Duration::from_secs(1), || !process.paused().0).await;
+                let observed = process.paused().1;
+                Ok((Check::new(running, format!("resumed ({observed})")), true))
+            }
+            Undo::Reconnect => {
+                let network = testbed.network().ok_or(FaultError::NotRunning { target })?.to_string();
+                let process = testbed.process(target).ok_or(FaultError::NotRunning { target })?;
+                let container = process.container().ok_or(FaultError::NotRunning { target })?;
+                container.connect(&network).await.map_err(|e| FaultError::Container(e.to_string()))?;
+                let probe = process.spec().probe.clone();
+                let back = wait_for_probe(&probe, Duration::from_secs(10)).await;
+                Ok((Check::new(back.is_ok(), format!("back on {network}; its probe: {}", describe(&back))), true))
+            }
+            Undo::PeerPartition { peer, from } => {
+                let proxy = testbed.proxy(*peer).ok_or(FaultError::NoProxy(*peer))?;
+                for &direction in Directions::Both.each() {
+                    proxy.remove_from(direction, "latency", Some(*from));
+                }
+                let gone = Directions::Both
+                    .each()
+                    .iter()
+                    .all(|&d| proxy.toxics(d).iter().all(|s| !(s.toxic.name() == "latency" && s.from == Some(*from))));
+                // What it held goes on its way now.
+                Ok((Check::new(gone, format!("{peer}'s proxy passes {from} ({target}) again")), true))
             }
             Undo::Proxy { directions, name } if matches!(target, Target::RedisLink(_)) => {
                 let (proxies, from) = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
@@ -804,6 +908,18 @@ async fn service_back(probe: Option<Probe>) -> Check {
                 false,
                 format!("no answer through the client path for {HEAL_CHECK_LIMIT:?}: {}", describe(&answer)),
             );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Repeats `probe` until it answers or `limit` passes; the last answer.
+async fn wait_for_probe(probe: &Probe, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = probe.check(Duration::from_secs(1)).await;
+        if answer.is_ok() || Instant::now() >= deadline {
+            return answer;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

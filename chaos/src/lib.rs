@@ -31,10 +31,12 @@
 //!   gateways on loopback — the first three behind fault proxies — and takes them down again;
 //!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`]);
 //!   a gateway or processor can be replaced by another build and put back
-//!   ([`testbed::release`]: a canary and its rollback).
+//!   ([`testbed::release`]: a canary and its rollback); or the same system with every component
+//!   in a container of the run's network (`runtime = containers`, [`testbed::RuntimeKind`]).
 //! - [`containers`]: the container runtime — the images (`flashlab images build`), a run's Docker
 //!   network and containers started through `testcontainers`, published on 127.0.0.1 only, and
-//!   removed at the end or, after kill -9 of the lab, by its reaper or the next start.
+//!   removed at the end or, after kill -9 of the lab, by its reaper or the next start; a
+//!   testbed component in a container under the lab's control ([`containers::hosted`]).
 //! - [`monitoring`]: Prometheus, Alertmanager and the exporters beside a testbed (rules and
 //!   routing from `monitoring/` at the repository root), and the lab's webhook receiver that
 //!   records every notification.

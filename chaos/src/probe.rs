@@ -25,6 +25,26 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// The same probe aimed at `addr` (a container's port as published on the host).
+    pub fn at(&self, addr: SocketAddr) -> Probe {
+        match self {
+            Probe::RedisPing(_) => Probe::RedisPing(addr),
+            Probe::RedisReplicaSynced(_) => Probe::RedisReplicaSynced(addr),
+            Probe::KafkaApiVersions(_) => Probe::KafkaApiVersions(addr),
+            Probe::HttpOk(_, path) => Probe::HttpOk(addr, path),
+        }
+    }
+
+    /// The address it checks.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Probe::RedisPing(addr)
+            | Probe::RedisReplicaSynced(addr)
+            | Probe::KafkaApiVersions(addr)
+            | Probe::HttpOk(addr, _) => *addr,
+        }
+    }
+
     /// One attempt, bounded by `limit`. `Ok(())` when the component answered as expected.
     pub async fn check(&self, limit: Duration) -> Result<(), String> {
         match timeout(limit, self.check_unbounded()).await {

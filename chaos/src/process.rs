@@ -18,6 +18,11 @@
 //! restarts (a container's cgroup; see [`crate::cgroups`]), entered before the program is
 //! exec'd; a CPU fault adds its cgroup to the ones a restart enters
 //! ([`Supervised::enter_on_start`]).
+//!
+//! On the container runtime a `Supervised` holds a component's container instead
+//! ([`Supervised::in_container`], [`crate::containers::hosted`]): the same handle, so the
+//! injector, the supervisor and the drills treat both alike; a deploy and the resource faults
+//! are refused there.
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -32,6 +37,8 @@ use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::cgroups::{Cgroup, Controller};
+use crate::containers::hosted::Hosted;
+use crate::containers::Container;
 use crate::ports::{free_port, loopback};
 use crate::probe::Probe;
 
@@ -80,6 +87,12 @@ pub enum ProcessError {
     Wait { name: String, source: std::io::Error },
     #[error("no free port: {0}")]
     NoPort(std::io::Error),
+    #[error("{name}: its container exited before it was ready; log tail:\n{log_tail}")]
+    ContainerExited { name: String, log_tail: String },
+    #[error("{name}: {why}")]
+    Container { name: String, why: String },
+    #[error("{name}: {what} is not built for a component in a container")]
+    NotOnContainers { name: String, what: &'static str },
 }
 
 /// How many times a component is started on a fresh port when its start fails (another process
@@ -121,6 +134,9 @@ pub struct Supervised {
     memory: Result<Cgroup, String>,
     /// More cgroups (`cgroup.procs` files) entered at every start: a CPU fault's, while it lasts.
     also_enter: Vec<PathBuf>,
+    /// On the container runtime: its container (`child` stays `None`). See
+    /// [`Supervised::in_container`].
+    hosted: Option<Hosted>,
 }
 
 impl Supervised {
@@ -130,10 +146,35 @@ impl Supervised {
         if let Err(why) = &memory {
             tracing::warn!(name = %spec.name, %why, "started without a memory cgroup: memory faults are refused");
         }
-        let mut process = Supervised { spec, child: None, memory, also_enter: Vec::new() };
-        process.spawn()?;
+        let mut process = Supervised { spec, child: None, memory, also_enter: Vec::new(), hosted: None };
+        process.spawn_process()?;
         process.wait_ready().await?;
         Ok(process)
+    }
+
+    /// A component started in a container (its readiness awaited already), under the lab's
+    /// control as a process is: `spec` says how the host sees it — its name, its published
+    /// address in the probe, its data directory (mounted in the container) and log. Signals go
+    /// to its process from the host, a pause is its cgroup freezer, a kill or stop and a start
+    /// go through the engine; its memory cgroup is the engine's (memory and CPU faults use
+    /// `docker update`: not built, refused).
+    pub async fn in_container(spec: ProcessSpec, container: Container) -> Result<Self, ProcessError> {
+        let name = spec.name.clone();
+        let hosted = Hosted::new(container)
+            .await
+            .map_err(|e| ProcessError::Container { name: name.clone(), why: e.to_string() })?;
+        Ok(Supervised {
+            spec,
+            child: None,
+            memory: Err("a component in a container: memory faults on containers are not built".into()),
+            also_enter: Vec::new(),
+            hosted: Some(hosted),
+        })
+    }
+
+    /// Its container, on the container runtime.
+    pub fn container(&self) -> Option<&Container> {
+        self.hosted.as_ref().map(Hosted::container)
     }
 
     pub fn name(&self) -> &str {
@@ -142,12 +183,7 @@ impl Supervised {
 
     /// The address it serves on: the one its readiness probe checks.
     pub fn addr(&self) -> SocketAddr {
-        match self.spec.probe {
-            Probe::RedisPing(addr)
-            | Probe::RedisReplicaSynced(addr)
-            | Probe::KafkaApiVersions(addr)
-            | Probe::HttpOk(addr, _) => addr,
-        }
+        self.spec.probe.addr()
     }
 
     pub fn spec(&self) -> &ProcessSpec {
@@ -170,18 +206,33 @@ impl Supervised {
 
     /// The operating-system pid, while the process runs.
     pub fn pid(&self) -> Option<u32> {
+        if let Some(hosted) = &self.hosted {
+            return hosted.pid();
+        }
         self.child.as_ref().and_then(Child::id)
     }
 
     /// Whether the process is alive (a paused process is alive).
     pub fn is_running(&mut self) -> bool {
+        if let Some(hosted) = &self.hosted {
+            return hosted.is_running();
+        }
         match self.child.as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
     }
 
-    fn spawn(&mut self) -> Result<(), ProcessError> {
+    /// Starts it: a new process, or its container again.
+    async fn spawn(&mut self) -> Result<(), ProcessError> {
+        if let Some(hosted) = &mut self.hosted {
+            let name = self.spec.name.clone();
+            return hosted.start().await.map_err(|e| ProcessError::Container { name, why: e.to_string() });
+        }
+        self.spawn_process()
+    }
+
+    fn spawn_process(&mut self) -> Result<(), ProcessError> {
         let spec = &self.spec;
         let log = OpenOptions::new().create(true).append(true).open(&spec.log_path).map_err(|source| {
             ProcessError::Log { name: spec.name.clone(), path: spec.log_path.display().to_string(), source }
@@ -226,8 +277,16 @@ impl Supervised {
         let deadline = started + self.spec.ready_timeout;
         let mut last;
         loop {
-            let child = self.child.as_mut().ok_or_else(|| ProcessError::NotRunning { name: self.spec.name.clone() })?;
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Some(hosted) = &self.hosted {
+                if !hosted.is_running() {
+                    return Err(ProcessError::ContainerExited {
+                        name: self.spec.name.clone(),
+                        log_tail: hosted.log_tail(),
+                    });
+                }
+            } else if let Ok(Some(status)) =
+                self.child.as_mut().ok_or_else(|| ProcessError::NotRunning { name: self.spec.name.clone() })?.try_wait()
+            {
                 self.child = None;
                 return Err(ProcessError::ExitedEarly {
                     name: self.spec.name.clone(),
@@ -261,18 +320,54 @@ impl Supervised {
         })
     }
 
-    /// SIGSTOP: the process is frozen (a stalled VM, a long GC pause) but keeps its sockets.
+    /// SIGSTOP: the process is frozen (a stalled VM, a long GC pause) but keeps its sockets. In
+    /// a container: its cgroup freezer, as `docker pause`.
     pub fn pause(&self) -> Result<(), ProcessError> {
-        self.signal(Signal::SIGSTOP)
+        match &self.hosted {
+            Some(hosted) => hosted
+                .freeze(true)
+                .map(drop)
+                .map_err(|why| ProcessError::Container { name: self.spec.name.clone(), why }),
+            None => self.signal(Signal::SIGSTOP),
+        }
     }
 
-    /// SIGCONT after [`Supervised::pause`].
+    /// SIGCONT after [`Supervised::pause`] (in a container: the freezer thaws it).
     pub fn resume(&self) -> Result<(), ProcessError> {
-        self.signal(Signal::SIGCONT)
+        match &self.hosted {
+            Some(hosted) => hosted
+                .freeze(false)
+                .map(drop)
+                .map_err(|why| ProcessError::Container { name: self.spec.name.clone(), why }),
+            None => self.signal(Signal::SIGCONT),
+        }
+    }
+
+    /// Whether [`Supervised::pause`] holds it now, and what says so: the process's state
+    /// (`T`, stopped) or its container's freezer (`FROZEN`).
+    pub fn paused(&self) -> (bool, String) {
+        match &self.hosted {
+            Some(hosted) => match hosted.freezer_state() {
+                Ok(state) => (state == "FROZEN", format!("pid {} freezer {state}", hosted.pid().unwrap_or(0))),
+                Err(why) => (false, why),
+            },
+            None => {
+                let pid = self.pid().unwrap_or(0);
+                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()));
+                (state == Some('T'), format!("pid {pid} state {:?}", state.unwrap_or('?')))
+            }
+        }
     }
 
     /// SIGKILL, then reaps the process. A no-op when it is not running.
     pub async fn kill(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        if let Some(hosted) = &mut self.hosted {
+            let name = self.spec.name.clone();
+            hosted.kill().await.map_err(|e| ProcessError::Container { name, why: e.to_string() })?;
+            return Ok(None);
+        }
         let Some(mut child) = self.child.take() else {
             return Ok(None);
         };
@@ -286,6 +381,16 @@ impl Supervised {
     /// SIGTERM (resuming a paused process first), then SIGKILL if it has not exited within the
     /// spec's `stop_grace`. Returns the exit status; `None` when it was not running.
     pub async fn stop(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        if let Some(hosted) = &mut self.hosted {
+            if hosted.is_running() {
+                let name = self.spec.name.clone();
+                hosted
+                    .stop(self.spec.stop_grace)
+                    .await
+                    .map_err(|e| ProcessError::Container { name, why: e.to_string() })?;
+            }
+            return Ok(None);
+        }
         if !self.is_running() {
             self.child = None;
             return Ok(None);
@@ -310,7 +415,7 @@ impl Supervised {
     /// Stops the process (if running) and starts it again with the same spec.
     pub async fn restart(&mut self) -> Result<(), ProcessError> {
         self.stop().await?;
-        self.spawn()?;
+        self.spawn().await?;
         self.wait_ready().await
     }
 
@@ -318,9 +423,12 @@ impl Supervised {
     /// configuration of the same service, on the same address (a deploy or its rollback). The
     /// name stays: its cgroups, log and faults are the same component's.
     pub async fn redeploy(&mut self, spec: ProcessSpec) -> Result<(), ProcessError> {
+        if self.hosted.is_some() {
+            return Err(ProcessError::NotOnContainers { name: self.spec.name.clone(), what: "a deploy" });
+        }
         self.stop().await?;
         self.spec = ProcessSpec { name: self.spec.name.clone(), ..spec };
-        self.spawn()?;
+        self.spawn().await?;
         self.wait_ready().await
     }
 
@@ -329,12 +437,15 @@ impl Supervised {
         if self.is_running() {
             return Ok(());
         }
-        self.spawn()?;
+        self.spawn().await?;
         self.wait_ready().await
     }
 
     /// The last bytes of the log, for error messages.
     pub fn log_tail(&self) -> String {
+        if let Some(hosted) = &self.hosted {
+            return hosted.log_tail();
+        }
         let Ok(mut file) = std::fs::File::open(&self.spec.log_path) else {
             return String::new();
         };

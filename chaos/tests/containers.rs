@@ -2,8 +2,9 @@
 //! and a second build changes nothing; a Redis container started through `testcontainers` on the
 //! run's network answers on 127.0.0.1 only, survives kill -9 and a restart with its data and
 //! port, is frozen by pause, and is gone with its network when the run ends — and when the lab
-//! is killed with -9 (its reaper), or, with the reaper killed too, at the next start (the sweep).
-//! The whole system on containers is tested as a user runs it, in `scenarios/tests/up.rs`.
+//! is killed with -9 (its reaper), or, with the reaper killed too, at the next start (the sweep);
+//! the drills' testbed on containers takes its faults through the injector and heals them. The
+//! whole system on containers is tested as a user runs it, in `scenarios/tests/up.rs`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -45,9 +46,10 @@ fn redis_spec(dir: &std::path::Path) -> ContainerSpec {
         env: Vec::new(),
         port: 6379,
         host_port: None,
-        probe: Probe::RedisPing,
+        probe: Probe::RedisPing(([0, 0, 0, 0], 6379).into()),
         ready_timeout: Duration::from_secs(30),
         log_path: dir.join("redis.log"),
+        mount: None,
     }
 }
 
@@ -227,4 +229,108 @@ async fn a_partitioned_container_is_cut_off_from_its_peers_and_the_lab_until_hea
     assert!(ping_a_from_b().await.unwrap().contains("PONG"), "healed: found by name again");
     drop((a, b));
     runtime.remove_all().unwrap();
+}
+
+/// `curl` of `url` (bounded): the HTTP status, `000` when nothing answered.
+fn http_status(url: &str, extra: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An order through the gateway at `url`, and its state once decided (bounded).
+fn order_decided(url: &str, id: &str) -> String {
+    let body = format!(r#"{{"user_id":"u-{id}","item_id":"101","amount":1,"request_id":"{id}"}}"#);
+    let accepted =
+        http_status(&format!("{url}/buy"), &["-X", "POST", "-H", "Content-Type: application/json", "-d", &body]);
+    assert_eq!(accepted, "202", "{id} not accepted");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("curl").args(["-s", "-m", "3", &format!("{url}/orders/{id}")]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        for state in ["COMPLETED", "FAILED", "SOLD_OUT"] {
+            if text.contains(state) {
+                return state.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "{id} undecided: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The testbed of the drills on containers, faults through the injector: pause is the cgroup
+/// freezer; a partition off the network silences the gateway's published port and a partition
+/// from Redis sets Redis' proxy for the processor's address only; a kill and its heal keep the
+/// published port; a CPU quota is refused, saying why; orders flow through the proxies before
+/// and after; everything goes at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_testbed_on_containers_takes_its_faults_through_the_injector_and_heals_them() {
+    use chaos::testbed::RuntimeKind;
+    use chaos::{Action, EventLog, Fault, Injector, Target, Testbed, TestbedConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestbedConfig {
+        dir: Some(dir.path().join("system")),
+        gateways: 1,
+        processors: 1,
+        payment: true,
+        runtime: RuntimeKind::Containers,
+        ..TestbedConfig::default()
+    };
+    let bed = Testbed::start(config).await.expect("the testbed on containers");
+    let network = bed.network().expect("a network").to_string();
+    let run = network.strip_prefix("flashlab-").unwrap().to_string();
+    assert_eq!(left_of(&run).unwrap().len(), 6, "redis, broker, payment, processor, gateway and their network");
+    let url = bed.gateway_url(0);
+    let stock = Command::new(bed.flashsale_bin()).args(["stock", "set", "101", "100"]).envs(bed.admin_env()).output();
+    assert!(stock.unwrap().status.success(), "stock set through the published ports");
+    assert_eq!(order_decided(&url, "before"), "COMPLETED");
+    let broker_addr = bed.kafka_direct_addr();
+    let bed = std::sync::Arc::new(tokio::sync::Mutex::new(bed));
+    let injector = Injector::new(bed.clone(), EventLog::to_file(&dir.path().join("events.jsonl")).unwrap());
+    let fault = |target, action| Fault { target, action, duration: None };
+
+    let paused = injector.inject(fault(Target::Processor(0), Action::Pause)).await.unwrap();
+    assert!(paused.check.ok && paused.check.observed.contains("freezer FROZEN"), "{:?}", paused.check);
+    let thawed = injector.heal(paused.id).await.unwrap();
+    assert!(thawed.check.ok && thawed.check.observed.contains("freezer THAWED"), "{:?}", thawed.check);
+
+    let cut = injector.inject(fault(Target::Gateway(0), Action::Partition { from: None })).await.unwrap();
+    assert!(cut.check.ok && cut.check.observed.contains(&format!("off {network}")), "{:?}", cut.check);
+    assert_eq!(http_status(&format!("{url}/health"), &[]), "000", "the lab reached a gateway cut off the network");
+    let back = injector.heal(cut.id).await.unwrap();
+    assert!(back.check.ok, "{:?}", back.check);
+    assert_eq!(http_status(&format!("{url}/health"), &[]), "200");
+
+    let from_redis =
+        injector.inject(fault(Target::Processor(0), Action::Partition { from: Some(Target::Redis) })).await.unwrap();
+    assert!(
+        from_redis.check.ok
+            && from_redis.check.observed.starts_with("redis's proxy holds everything from ")
+            && from_redis.check.observed.contains(&format!("(processor[0] on {network})")),
+        "{:?}",
+        from_redis.check
+    );
+    let lifted = injector.heal(from_redis.id).await.unwrap();
+    assert!(lifted.check.ok, "{:?}", lifted.check);
+
+    let killed = injector.inject(fault(Target::Broker, Action::Kill)).await.unwrap();
+    assert!(killed.check.ok && killed.check.observed.contains("gone"), "{:?}", killed.check);
+    let started = injector.heal(killed.id).await.unwrap();
+    assert!(started.check.ok, "{:?}", started.check);
+    assert_eq!(bed.lock().await.kafka_direct_addr(), broker_addr, "the same published port");
+
+    let refused = injector.inject(fault(Target::Processor(0), Action::Cpu { cores: 0.1 })).await.unwrap_err();
+    assert!(refused.to_string().contains("is not built; cpu faults run on processes"), "{refused}");
+
+    assert_eq!(order_decided(&url, "after"), "COMPLETED");
+    bed.lock().await.stop_all().await.expect("stops in order");
+    drop(injector);
+    drop(bed);
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
+    let log = std::fs::read_to_string(dir.path().join("system/processors/processor-0.log")).unwrap_or_default();
+    assert!(!log.is_empty(), "the processor's log is kept in its directory");
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`images`]: `flashlab images build`, the images made from this machine's programs.
 //! - [`bridge`]: lets `testcontainers` talk to an engine older than its client (Debian 12's).
-//! - [`system`]: the flash-sale system itself on containers, its components finding each other by
-//!   name.
+//! - [`hosted`]: one component of the [testbed](crate::testbed) in a container, under the lab's
+//!   control as a process is (its pid, signals, the cgroup freezer, kill and start again): the
+//!   testbed of the drills on containers.
 //! - [`Runtime`]: one run's network, its containers, and their removal — at the end, after
 //!   Ctrl-C, and after kill -9 of the lab:
 //!   - everything the lab creates carries the labels [`LABEL_RUN`] (the run id) and
@@ -14,13 +15,14 @@
 //!   - every start first removes what labs that are gone left behind, and says so
 //!     ([`sweep_leftovers`]).
 //!
-//! The lab reaches a container only through ports published on 127.0.0.1; containers reach each
-//! other by name on the run's network.
+//! The lab reaches a container only through ports published on 127.0.0.1; the testbed's
+//! containers reach each other through the lab's fault proxies, which listen on the host's
+//! address on the run's network (see [`crate::testbed`]).
 
 pub mod bridge;
+pub mod hosted;
 pub mod images;
 mod runtime;
-pub mod system;
 
 pub use runtime::{Container, ContainerSpec, Runtime, RuntimeError};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::core::{ContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::time::Instant;
@@ -88,6 +88,9 @@ fn bridge() -> Result<ApiVersion, RuntimeError> {
 pub struct Runtime {
     run: String,
     network: String,
+    /// The host's address on the run's network: where containers reach what the lab serves
+    /// (its fault proxies).
+    gateway: std::net::IpAddr,
     engine: ApiVersion,
     reaper: Option<std::process::Child>,
 }
@@ -116,12 +119,35 @@ impl Runtime {
         let created = tokio::task::spawn_blocking(move || images::docker(&create, None))
             .await
             .map_err(|e| RuntimeError::Start { name: "network".into(), why: e.to_string() })?;
-        if let Err(e) = created {
-            let _ = reaper.kill();
-            let _ = reaper.wait();
-            return Err(e.into());
-        }
-        Ok(Runtime { run: run.to_string(), network, engine, reaper: Some(reaper) })
+        let inspect = vec![
+            "network".to_string(),
+            "inspect".into(),
+            "--format".into(),
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}".into(),
+            network.clone(),
+        ];
+        let gateway = match created {
+            Ok(_) => tokio::task::spawn_blocking(move || images::docker(&inspect, None))
+                .await
+                .map_err(|e| RuntimeError::Start { name: "network".into(), why: e.to_string() })
+                .and_then(|out| {
+                    let out = out.map_err(RuntimeError::Docker)?;
+                    out.split_whitespace().find_map(|a| a.parse::<std::net::Ipv4Addr>().ok()).ok_or_else(|| {
+                        RuntimeError::Start { name: "network".into(), why: format!("no IPv4 gateway in {out:?}") }
+                    })
+                }),
+            Err(e) => Err(e.into()),
+        };
+        let gateway = match gateway {
+            Ok(ip) => ip,
+            Err(e) => {
+                let _ = reaper.kill();
+                let _ = reaper.wait();
+                let _ = remove_run(run);
+                return Err(e);
+            }
+        };
+        Ok(Runtime { run: run.to_string(), network, gateway: gateway.into(), engine, reaper: Some(reaper) })
     }
 
     pub fn run_id(&self) -> &str {
@@ -131,6 +157,12 @@ impl Runtime {
     /// The run's Docker network.
     pub fn network(&self) -> &str {
         &self.network
+    }
+
+    /// The host's address on the run's network: a server of the lab's listening there is
+    /// reached by every container of the run (and by the lab itself).
+    pub fn gateway_ip(&self) -> std::net::IpAddr {
+        self.gateway
     }
 
     /// The engine's API version (through the bridge).
@@ -161,6 +193,10 @@ impl Runtime {
                 }
             })
             .with_cmd(spec.cmd.clone());
+        if let Some(dir) = &spec.mount {
+            own_for_containers(dir).map_err(|why| RuntimeError::Start { name: name.clone(), why })?;
+            request = request.with_mount(Mount::bind_mount(dir.display().to_string(), images::DATA_DIR));
+        }
         for (k, v) in labels(&self.run) {
             request = request.with_label(k, v);
         }
@@ -250,11 +286,33 @@ pub struct ContainerSpec {
     pub port: u16,
     /// The published port; `None` picks a free one.
     pub host_port: Option<u16>,
-    /// Passes once it serves, given the published address.
-    pub probe: fn(SocketAddr) -> Probe,
+    /// Passes once it serves: aimed at its port inside the container, run against the
+    /// published port.
+    pub probe: Probe,
     pub ready_timeout: Duration,
     /// Where its log is written when it is removed.
     pub log_path: PathBuf,
+    /// A directory of the host mounted as its data directory (`/data`, its working
+    /// directory): what it writes stays on the host, beside the process runtime's. `None`: the
+    /// container's own, gone with it.
+    pub mount: Option<PathBuf>,
+}
+
+/// Gives `dir` to the images' user (uid [`images::UID`]), who runs every container: it
+/// writes its data there.
+fn own_for_containers(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let uid = nix::unistd::Uid::from_raw(images::UID as u32);
+    let gid = nix::unistd::Gid::from_raw(images::UID as u32);
+    match nix::unistd::chown(dir, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        // Not root: open to all, as a temporary directory is.
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| format!("{}: cannot give it to uid {}: {e}", dir.display(), images::UID))
+        }
+    }
 }
 
 /// A running component's container. Removed (its log kept) when dropped.
@@ -303,7 +361,7 @@ impl Container {
     /// Waits until the probe passes (bounded by the spec's `ready_timeout`).
     pub async fn wait_ready(&mut self) -> Result<(), RuntimeError> {
         let started = Instant::now();
-        let probe = (self.spec.probe)(self.published);
+        let probe = self.spec.probe.at(self.published);
         let mut last = String::from("not tried");
         while started.elapsed() < self.spec.ready_timeout {
             match probe.check(PROBE_ATTEMPT_TIMEOUT).await {
@@ -327,8 +385,37 @@ impl Container {
 
     /// Starts it again after a kill or stop: the same container, data and published port.
     pub async fn start_again(&mut self) -> Result<(), RuntimeError> {
-        self.docker(&["start"]).await?;
+        self.start().await?;
         self.wait_ready().await
+    }
+
+    /// `docker start`, without waiting for it to serve.
+    pub async fn start(&self) -> Result<(), ImageError> {
+        self.docker(&["start"]).await
+    }
+
+    /// The host's pid of its process, while it runs (`None` when it does not).
+    pub async fn host_pid(&self) -> Result<Option<u32>, ImageError> {
+        let out = self.inspect("{{.State.Pid}}").await?;
+        Ok(out.trim().parse::<u32>().ok().filter(|&pid| pid > 0))
+    }
+
+    /// Its address on the run's network `network`: where its connections to the lab's servers
+    /// come from.
+    pub async fn ip_on(&self, network: &str) -> Result<Option<std::net::IpAddr>, ImageError> {
+        let out = self
+            .inspect(&format!(
+                "{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
+            ))
+            .await?;
+        Ok(out.trim().parse().ok())
+    }
+
+    async fn inspect(&self, format: &str) -> Result<String, ImageError> {
+        let args = vec!["inspect".to_string(), "--format".into(), format.to_string(), self.name.clone()];
+        tokio::task::spawn_blocking(move || images::docker(&args, None))
+            .await
+            .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
     }
 
     /// SIGTERM, then SIGKILL after `grace` (`docker stop`).

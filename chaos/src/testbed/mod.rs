@@ -14,6 +14,10 @@
 //! own tools ([`Testbed::admin_env`], readiness probes) talk to the components directly, so a
 //! network fault never blinds the lab.
 //!
+//! With `runtime: containers` ([`placement`]), every component runs in a container of the run's
+//! Docker network instead, its data directory mounted from the same place; the proxies listen on
+//! the host's address on that network.
+//!
 //! With `redis_replicas`, Redis is a replicated set watched by Sentinel ([`replication`]): the
 //! services find the primary through the sentinels (`REDIS_SENTINELS`), the target `redis`
 //! means whichever node is the primary when a fault starts, and the lab's own tools ask the
@@ -30,8 +34,11 @@ use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
 use crate::proxy::FaultProxy;
 
+mod placement;
 pub mod release;
 pub mod replication;
+pub use placement::RuntimeKind;
+use placement::{port, Placement};
 use replication::Replication;
 
 /// What to bring up.
@@ -66,6 +73,9 @@ pub struct TestbedConfig {
     pub redis_replicas: usize,
     /// Sentinel's settings with replicas; `None`: [`replication::default_settings`].
     pub sentinel: Option<components::SentinelSettings>,
+    /// Processes on loopback (the default) or containers ([`placement`]). Containers need the
+    /// fault proxies, and run one Redis (no replicas yet).
+    pub runtime: RuntimeKind,
 }
 
 impl Default for TestbedConfig {
@@ -83,6 +93,7 @@ impl Default for TestbedConfig {
             monitoring: None,
             redis_replicas: 0,
             sentinel: None,
+            runtime: RuntimeKind::Processes,
         }
     }
 }
@@ -99,6 +110,8 @@ pub enum TestbedError {
     Monitoring(#[from] MonitoringError),
     #[error("deploy: {0}")]
     Deploy(String),
+    #[error("containers: {0}")]
+    Containers(String),
 }
 
 /// The fault proxies and the runtime they run on.
@@ -137,11 +150,12 @@ impl ProxyRuntime {
         Ok(ProxyRuntime(Some(runtime)))
     }
 
-    /// A proxy on loopback, forwarding nowhere yet (see [`FaultProxy::set_upstream`]).
-    async fn proxy(&self, seed: u64) -> Result<FaultProxy, TestbedError> {
+    /// A proxy on `ip` (loopback, or the host's address on the run's network), forwarding
+    /// nowhere yet (see [`FaultProxy::set_upstream`]).
+    async fn proxy(&self, ip: std::net::IpAddr, seed: u64) -> Result<FaultProxy, TestbedError> {
         let runtime = self.0.as_ref().expect("runtime lives until drop");
         runtime
-            .spawn(FaultProxy::start(loopback(0), loopback(0), seed))
+            .spawn(FaultProxy::start(SocketAddr::new(ip, 0), loopback(0), seed))
             .await
             .map_err(|e| TestbedError::Proxy(std::io::Error::other(e)))?
             .map_err(TestbedError::Proxy)
@@ -171,6 +185,8 @@ pub struct Testbed {
     /// Services running another build than the release ([`release`]): by name, the build's
     /// release name and the spec to go back to.
     deployed: std::collections::BTreeMap<String, release::Deployed>,
+    /// Processes, or the run's containers (after the components: they go first).
+    placement: Placement,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -200,40 +216,59 @@ impl Testbed {
         let payment_dir = make_dir(&root.join("payment"))?;
 
         let with_payment = config.payment || config.processors > 0;
+        let flashsale = config.flashsale_bin.clone().unwrap_or_else(components::flashsale_program);
+        if config.runtime == RuntimeKind::Containers && (!config.proxies || config.redis_replicas > 0) {
+            return Err(TestbedError::Containers(
+                "the container runtime runs with the fault proxies and one Redis (replicas on containers are not built)"
+                    .into(),
+            ));
+        }
+        let placement = Placement::new(config.runtime, &flashsale).await?;
+        let proxy_ip = placement.proxy_ip();
         let proxies = if config.proxies {
             let runtime = ProxyRuntime::new()?;
             let seed = config.seed;
             Some(Proxies {
-                redis: runtime.proxy(seed).await?,
-                broker: runtime.proxy(seed.wrapping_add(1)).await?,
-                payment: if with_payment { Some(runtime.proxy(seed.wrapping_add(2)).await?) } else { None },
-                front: if config.gateways > 1 { Some(runtime.proxy(seed.wrapping_add(3)).await?) } else { None },
+                redis: runtime.proxy(proxy_ip, seed).await?,
+                broker: runtime.proxy(proxy_ip, seed.wrapping_add(1)).await?,
+                payment: if with_payment { Some(runtime.proxy(proxy_ip, seed.wrapping_add(2)).await?) } else { None },
+                // The lab's own clients' front, on loopback.
+                front: if config.gateways > 1 {
+                    Some(runtime.proxy(loopback(0).ip(), seed.wrapping_add(3)).await?)
+                } else {
+                    None
+                },
                 _runtime: runtime,
             })
         } else {
             None
         };
         let replicated = config.redis_replicas > 0;
-        let redis = start_on_free_port(|addr| {
-            let announce = match &proxies {
-                Some(p) => {
-                    p.redis.set_upstream(addr);
-                    p.redis.addr()
+        let redis = placement
+            .start(port::REDIS, None, &redis_dir, |addr, dir| {
+                let announce = match &proxies {
+                    Some(p) => {
+                        p.redis.set_upstream(addr);
+                        p.redis.addr()
+                    }
+                    None => addr,
+                };
+                match replicated {
+                    true => components::redis_node(0, addr, announce, None, dir),
+                    false => components::redis(addr, dir),
                 }
-                None => addr,
-            };
-            match replicated {
-                true => components::redis_node(0, addr, announce, None, &redis_dir),
-                false => components::redis(addr, &redis_dir),
-            }
-        })
-        .await?;
+            })
+            .await?;
+        if let Some(p) = &proxies {
+            // On containers the published port, known once it runs.
+            p.redis.set_upstream(redis.addr());
+        }
         let replication = if replicated {
             let primary = proxies.as_ref().map_or(redis.addr(), |p| p.redis.addr());
             let mut node_proxies = Vec::new();
             if let Some(p) = &proxies {
                 for i in 0..config.redis_replicas {
-                    node_proxies.push(p._runtime.proxy(config.seed.wrapping_add(10 + i as u64)).await?);
+                    node_proxies.push(p._runtime.proxy(proxy_ip, config.seed.wrapping_add(10 + i as u64)).await?);
                 }
             }
             let settings = config.sentinel.clone().unwrap_or_else(replication::default_settings);
@@ -241,26 +276,24 @@ impl Testbed {
         } else {
             None
         };
-        let broker = start_on_free_port(|addr| match &proxies {
-            Some(p) => {
-                p.broker.set_upstream(addr);
-                components::broker(addr, p.broker.addr(), &broker_dir)
-            }
-            None => components::broker(addr, addr, &broker_dir),
-        })
-        .await?;
-        let flashsale = config.flashsale_bin.clone().unwrap_or_else(components::flashsale_program);
+        let broker = placement
+            .start(port::BROKER, None, &broker_dir, |addr, dir| match &proxies {
+                Some(p) => components::broker(addr, p.broker.addr(), dir),
+                None => components::broker(addr, addr, dir),
+            })
+            .await?;
+        if let Some(p) = &proxies {
+            p.broker.set_upstream(broker.addr());
+        }
         let env = &config.service_env;
         let payment = if with_payment {
-            Some(
-                start_on_free_port(|addr| {
-                    if let Some(proxy) = proxies.as_ref().and_then(|p| p.payment.as_ref()) {
-                        proxy.set_upstream(addr);
-                    }
-                    components::payment(&flashsale, addr, env, &payment_dir)
-                })
-                .await?,
-            )
+            let payment = placement
+                .start(port::PAYMENT, None, &payment_dir, |addr, dir| components::payment(&flashsale, addr, env, dir))
+                .await?;
+            if let Some(proxy) = proxies.as_ref().and_then(|p| p.payment.as_ref()) {
+                proxy.set_upstream(payment.addr());
+            }
+            Some(payment)
         } else {
             None
         };
@@ -278,6 +311,7 @@ impl Testbed {
             flashsale,
             service_env: config.service_env.clone(),
             deployed: std::collections::BTreeMap::new(),
+            placement,
             _temp: temp,
         };
         for _ in 0..config.processors {
@@ -286,11 +320,13 @@ impl Testbed {
         let deps = testbed.deps();
         let flashsale = testbed.flashsale.clone();
         for index in 0..config.gateways {
-            let spec = |addr| components::gateway(index, &flashsale, addr, &deps, env, &gateway_dir);
-            let gateway = match (index, config.gateway_port) {
-                (0, Some(port)) => Supervised::start(spec(loopback(port))).await?,
-                _ => start_on_free_port(spec).await?,
-            };
+            let fixed = if index == 0 { config.gateway_port } else { None };
+            let gateway = testbed
+                .placement
+                .start(port::GATEWAY, fixed, &gateway_dir, |addr, dir| {
+                    components::gateway(index, &flashsale, addr, &deps, env, dir)
+                })
+                .await?;
             testbed.gateways.push(gateway);
         }
         if let Some(front) = testbed.proxies.as_ref().and_then(|p| p.front.as_ref()) {
@@ -301,7 +337,14 @@ impl Testbed {
         if let Some(monitoring) = &config.monitoring {
             let dir = make_dir(&testbed.root.join("monitoring"))?;
             let targets = testbed.scrape_targets();
-            let (redis, broker) = (testbed.redis_direct_addr(), testbed.kafka_direct_addr());
+            // The process exporter finds the broker by an address on its command line: its own
+            // on processes; in a container it listens on 0.0.0.0, and what tells this run's
+            // broker apart is the address it advertises (its proxy's).
+            let broker = match testbed.runtime() {
+                RuntimeKind::Processes => testbed.kafka_direct_addr(),
+                RuntimeKind::Containers => testbed.kafka_addr(),
+            };
+            let redis = testbed.redis_direct_addr();
             testbed.monitoring = Some(Monitoring::start(monitoring, &dir, &targets, Some(redis), Some(broker)).await?);
         }
         Ok(testbed)
@@ -337,8 +380,12 @@ impl Testbed {
         let index = self.processors.len();
         let deps = self.deps();
         let dir = self.root.join("processors");
-        let spec = |addr| components::processor(index, &self.flashsale, addr, &deps, &self.service_env, &dir);
-        let processor = start_on_free_port(spec).await?;
+        let processor = self
+            .placement
+            .start(port::PROCESSOR, None, &dir, |addr, dir| {
+                components::processor(index, &self.flashsale, addr, &deps, &self.service_env, dir)
+            })
+            .await?;
         self.processors.push(processor);
         if let Some(monitoring) = &self.monitoring {
             monitoring.set_targets(&self.scrape_targets())?;
@@ -396,6 +443,16 @@ impl Testbed {
     /// Prometheus, Alertmanager and the lab's receiver, when the testbed runs them.
     pub fn monitoring(&self) -> Option<&Monitoring> {
         self.monitoring.as_ref()
+    }
+
+    /// Processes or containers.
+    pub fn runtime(&self) -> RuntimeKind {
+        self.placement.kind()
+    }
+
+    /// The run's Docker network, on containers.
+    pub fn network(&self) -> Option<&str> {
+        self.placement.network()
     }
 
     /// The directory holding every component's data and log.
