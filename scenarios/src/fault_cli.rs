@@ -67,6 +67,18 @@ pub enum FaultCommand {
         #[command(flatten)]
         duration: For,
     },
+    /// Containers only (`flashlab up --runtime containers`): cut a component off the run's
+    /// network, or with --from off one peer (redis, broker, payment: that peer's proxy drops
+    /// everything from the component's address and back).
+    Partition {
+        #[arg(value_parser = parse_target)]
+        target: Target,
+        /// The one peer to cut it from.
+        #[arg(long, value_parser = parse_target)]
+        from: Option<Target>,
+        #[command(flatten)]
+        duration: For,
+    },
     /// Stop a component gracefully and start it again at once, same ports and data.
     Restart {
         #[arg(value_parser = parse_target)]
@@ -258,6 +270,7 @@ fn request(command: FaultCommand) -> Request {
         FaultCommand::Kill { target, duration } => fault(target, Action::Kill, duration),
         FaultCommand::Terminate { target, duration } => fault(target, Action::Terminate, duration),
         FaultCommand::Pause { target, duration } => fault(target, Action::Pause, duration),
+        FaultCommand::Partition { target, from, duration } => fault(target, Action::Partition { from }, duration),
         FaultCommand::Restart { target } => fault(target, Action::Restart, For { duration: None }),
         FaultCommand::Latency { target, latency, jitter, network: net } => {
             Request::Inject(network(target, Toxic::Latency { latency, jitter }, net))
@@ -382,5 +395,17 @@ mod tests {
         assert_eq!(fault.action, Action::Memory { bytes: 32 << 20, restart: false });
         let Request::Inject(fault) = parsed(&["cpu", "redis", "0.01"]) else { panic!("not an injection") };
         assert_eq!(fault.action, Action::Cpu { cores: 0.01 });
+    }
+
+    #[test]
+    fn a_partition_from_the_command_line() {
+        let Request::Inject(fault) = parsed(&["partition", "processor[1]", "--from", "redis", "--for", "20s"]) else {
+            panic!("not an injection")
+        };
+        assert_eq!(fault.target, Target::Processor(1));
+        assert_eq!(fault.action, Action::Partition { from: Some(Target::Redis) });
+        assert_eq!(fault.duration, Some(Duration::from_secs(20)));
+        let Request::Inject(fault) = parsed(&["partition", "broker"]) else { panic!("not an injection") };
+        assert_eq!(fault.action, Action::Partition { from: None });
     }
 }

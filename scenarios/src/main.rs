@@ -57,8 +57,7 @@ enum Command {
         #[arg(long, value_name = "F", num_args = 0..=1, default_missing_value = "1")]
         supervise: Option<f64>,
         /// Where the components run: `processes` on loopback, or `containers` on a Docker
-        /// network of the run's own (docs/runtimes.md; no fault proxies, monitoring or faults
-        /// there yet).
+        /// network of the run's own (docs/runtimes.md).
         #[arg(long, value_enum, default_value_t = Runtime::Processes)]
         runtime: Runtime,
     },
@@ -83,6 +82,11 @@ enum Command {
         /// No live view.
         #[arg(long)]
         quiet: bool,
+        /// Where the components run (default: the scenario's `[topology] runtime`, else
+        /// processes): `processes` on loopback, or `containers` on a Docker network of the run's
+        /// own (docs/runtimes.md).
+        #[arg(long, value_enum)]
+        runtime: Option<Runtime>,
     },
     /// Capacity planning: the highest rate each topology sustains within the SLOs, the knee,
     /// the component that saturates first, the USL fit over a sweep and, with --peak, the
@@ -164,6 +168,15 @@ struct GateArgs {
 enum Runtime {
     Processes,
     Containers,
+}
+
+impl Runtime {
+    fn kind(self) -> chaos::testbed::RuntimeKind {
+        match self {
+            Runtime::Processes => chaos::testbed::RuntimeKind::Processes,
+            Runtime::Containers => chaos::testbed::RuntimeKind::Containers,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -265,6 +278,10 @@ struct CapacityArgs {
     /// With --target: the item the trials buy; it needs stock for every arrival (default 101).
     #[arg(long)]
     item: Option<String>,
+    /// Where the lab's own system runs for each trial: `processes` on loopback, or `containers`
+    /// on a Docker network of the trial's own (docs/runtimes.md).
+    #[arg(long, value_enum, default_value_t = Runtime::Processes)]
+    runtime: Runtime,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -326,16 +343,6 @@ fn main() -> ExitCode {
                 supervise,
                 runtime,
             } => {
-                if runtime == Runtime::Containers {
-                    if supervise.is_some() || !rules.is_empty() || alertmanager_config.is_some() {
-                        anyhow::bail!(
-                            "--runtime containers: no supervisor or monitoring on containers yet (docs/runtimes.md)"
-                        );
-                    }
-                    let options = scenarios::up::ContainersUp { gateway_port: port, dir, stock, processors };
-                    scenarios::up::up_on_containers(options, stop_signal()).await?;
-                    return Ok(ExitCode::SUCCESS);
-                }
                 let monitoring = (!no_monitoring).then_some(chaos::monitoring::MonitoringConfig {
                     rules,
                     alertmanager_config,
@@ -357,17 +364,19 @@ fn main() -> ExitCode {
                         }
                         Some(f) => anyhow::bail!("--supervise {f}: a factor above 0 and at most 1"),
                     },
+                    runtime: runtime.kind(),
                 };
                 up(options, stop_signal()).await?;
                 Ok(ExitCode::SUCCESS)
             }
             // 1: done, but the check did not confirm the fault (or the heal) took effect.
             Command::Fault(args) => Ok(if fault(args).await? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
-            Command::Drill { scenario, out, seed, scale, quiet } => {
+            Command::Drill { scenario, out, seed, scale, quiet, runtime } => {
                 let options = scenarios::drill::DrillOptions {
                     out,
                     seed,
                     quiet,
+                    runtime: runtime.map(Runtime::kind),
                     ..scenarios::drill::DrillOptions::new(scenario, scale)
                 };
                 match scenarios::drill::drill(options, stop_signal()).await {
@@ -430,6 +439,7 @@ fn main() -> ExitCode {
                     allow_remote: a.allow_remote,
                     metrics: a.metrics,
                     item: a.item,
+                    runtime: a.runtime.kind(),
                 };
                 let found = scenarios::capacity::capacity(options, stop_signal()).await?;
                 println!("{}", found.run.answer.sentence);

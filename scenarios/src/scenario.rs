@@ -100,6 +100,10 @@ pub struct Topology {
     /// periods — the deployment's settings, not the system's own timeouts).
     #[serde(default = "sentinel_down_after", with = "duration_text")]
     pub sentinel_down_after: Duration,
+    /// Where the components run: `processes` (loopback, the default) or `containers` (a Docker
+    /// network of the run's own; docs/runtimes.md). `flashlab drill --runtime` overrides it.
+    #[serde(default)]
+    pub runtime: chaos::testbed::RuntimeKind,
 }
 
 fn sentinel_down_after() -> Duration {
@@ -122,6 +126,7 @@ impl Default for Topology {
             partitions: 3,
             redis_replicas: 0,
             sentinel_down_after: sentinel_down_after(),
+            runtime: chaos::testbed::RuntimeKind::Processes,
         }
     }
 }
@@ -184,7 +189,7 @@ pub struct TimelineEntry {
     /// A fault (`kill`, `terminate`, `pause`, `restart`, `latency`, `bandwidth`, `blackhole`,
     /// `reset`, `slow_close`, `slicer`, `limit_data`, `down`, `payment_timeout`,
     /// `payment_failures`, `payment_outage`, `payment_capture_then_timeout`, `redis_stall`,
-    /// `redis_loss`, `cpu`, `memory`) or an action (`backup`, `dlq_replay`, `reconcile_fix`,
+    /// `redis_loss`, `cpu`, `memory`, `partition`) or an action (`backup`, `dlq_replay`, `reconcile_fix`,
     /// `redis_failover`, `degrade_on`, `degrade_off`, `deploy`, `rollback`).
     pub kind: String,
     /// `redis`, `broker`, `payment`, `gateway[N]`, `processor[N]` (faults); `processor[N]`,
@@ -224,6 +229,10 @@ pub struct TimelineEntry {
     /// degrade_on: orders/s each gateway admits while degraded (`flashsale degrade on --admit`).
     #[serde(default)]
     pub admit: Option<u32>,
+    /// partition (containers only): cut the target from this one peer (`redis`, `broker`,
+    /// `payment`); without it the target is cut off the run's network.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// What a timeline entry does.
@@ -791,7 +800,7 @@ fn nth_line(text: &str, needle: &str, n: usize) -> usize {
 /// The fault actions a timeline entry may name, and the lab actions.
 pub const KINDS: &str = "kill, terminate, pause, restart, latency, bandwidth, blackhole, reset, slow_close, slicer, \
 limit_data, down, payment_timeout, payment_failures, payment_outage, payment_capture_then_timeout, redis_stall, \
-redis_loss, cpu, memory, backup, dlq_replay, reconcile_fix, redis_failover, degrade_on, degrade_off, deploy, rollback";
+redis_loss, cpu, memory, partition, backup, dlq_replay, reconcile_fix, redis_failover, degrade_on, degrade_off, deploy, rollback";
 
 impl TimelineEntry {
     /// What the entry does; `Err((field, message))` names what is wrong.
@@ -855,6 +864,13 @@ impl TimelineEntry {
                 fault(Target::Payment, Action::PaymentCaptureThenTimeout { latency: self.latency })
             }
             "redis_stall" => fault(Target::Redis, Action::RedisStall),
+            "partition" => {
+                let from = match &self.from {
+                    Some(peer) => Some(peer.parse::<Target>().map_err(|e| ("from".to_string(), e))?),
+                    None => None,
+                };
+                fault(target()?, Action::Partition { from })
+            }
             "redis_loss" => {
                 if self.restore && !backup_before {
                     return Err((
@@ -905,6 +921,9 @@ impl TimelineEntry {
         }
         if self.restart && self.kind != "memory" {
             return Err(("restart".into(), format!("restart = true applies to memory, not {}", self.kind)));
+        }
+        if self.from.is_some() && self.kind != "partition" {
+            return Err(("from".into(), format!("from applies to partition, not {}", self.kind)));
         }
         if let Step::Fault(f) = &step {
             f.validate().map_err(|e| ("kind".to_string(), e.0))?;
@@ -1107,6 +1126,29 @@ target = "broker"
             .unwrap_err()
             .to_string();
         assert!(err.contains("faults[0].restart: restart = true applies to memory, not kill"), "{err}");
+        // A partition: off the network, or from one peer behind a proxy.
+        let cut =
+            GOOD.replace("kind = \"kill\"\ntarget = \"broker\"", "kind = \"partition\"\ntarget = \"processor[0]\"");
+        let steps = parse(&cut, "x.toml").unwrap().steps();
+        assert!(matches!(&steps[0].1, Step::Fault(f) if f.action == Action::Partition { from: None }), "{steps:?}");
+        let from = cut.replace("kind = \"partition\"", "kind = \"partition\"\nfrom = \"redis\"");
+        let steps = parse(&from, "x.toml").unwrap().steps();
+        assert!(
+            matches!(&steps[0].1, Step::Fault(f) if f.action == Action::Partition { from: Some(Target::Redis) }),
+            "{steps:?}"
+        );
+        let err = parse(&cut.replace("kind = \"partition\"", "kind = \"partition\"\nfrom = \"mysql\""), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.toml:12: faults[0].from:"), "{err}");
+        let err = parse(&cut.replace("kind = \"partition\"", "kind = \"partition\"\nfrom = \"gateway\""), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partition cannot target processor[0]"), "{err}");
+        let err = parse(&GOOD.replace("kind = \"kill\"", "kind = \"kill\"\nfrom = \"redis\""), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("faults[0].from: from applies to partition, not kill"), "{err}");
     }
 
     #[test]

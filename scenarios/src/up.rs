@@ -1,11 +1,9 @@
-//! `flashlab up`: the whole flash-sale system on loopback — Redis, the broker, the payment
-//! provider, the processors and the gateway, the first three behind fault proxies — until Ctrl-C
-//! or SIGTERM. It owns a fault injector reachable through its control socket
-//! (`flashlab fault ...` in a second shell) and records faults in `DIR/events.jsonl`. On the way
-//! out every fault in force is healed before the components stop.
-//!
-//! `--runtime containers` ([`up_on_containers`]): the same system on containers, each
-//! component's port published on 127.0.0.1; no fault proxies, monitoring or faults there yet.
+//! `flashlab up`: the whole flash-sale system — Redis, the broker, the payment provider, the
+//! processors and the gateway, the first three behind fault proxies — until Ctrl-C or SIGTERM,
+//! as processes on loopback or (`--runtime containers`) in containers of a Docker network of its
+//! own, each component's port published on 127.0.0.1. It owns a fault injector reachable through
+//! its control socket (`flashlab fault ...` in a second shell) and records faults in
+//! `DIR/events.jsonl`. On the way out every fault in force is healed before the components stop.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -38,6 +36,8 @@ pub struct UpOptions {
     pub monitoring: Option<chaos::monitoring::MonitoringConfig>,
     /// Run the supervisor with these settings.
     pub supervisor: Option<chaos::supervisor::SupervisorConfig>,
+    /// Processes on loopback or containers.
+    pub runtime: chaos::testbed::RuntimeKind,
 }
 
 /// Parses `ITEM=QTY`.
@@ -63,19 +63,27 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
         seed: options.seed,
         proxies: options.proxies,
         monitoring: options.monitoring.clone(),
+        runtime: options.runtime,
         ..TestbedConfig::default()
     };
     eprintln!(
-        "starting redis, broker, payment, {} processor(s) and the gateway{} ...",
+        "starting redis, broker, payment, {} processor(s) and the gateway{} on {} ...",
         options.processors,
-        if options.monitoring.is_some() { ", prometheus, alertmanager and the exporters" } else { "" }
+        if options.monitoring.is_some() { ", prometheus, alertmanager and the exporters" } else { "" },
+        options.runtime
     );
     let testbed = Testbed::start(config).await.context("bringing up the system")?;
     for (item, qty) in &options.stock {
         set_stock(&testbed, item, *qty).await?;
     }
     let gateway = testbed.gateway_url(0);
-    println!("flash-sale system up (data and logs in {}):", testbed.dir().display());
+    match testbed.network() {
+        Some(network) => println!(
+            "flash-sale system up on containers (network {network}; data and logs in {}):",
+            testbed.dir().display()
+        ),
+        None => println!("flash-sale system up (data and logs in {}):", testbed.dir().display()),
+    }
     println!("  gateway  {gateway}   (/buy /orders/ID /health /metrics)");
     for i in 0..testbed.processor_count() {
         println!("  processor[{i}] http://{}   (/metrics /health)", testbed.processor_addr(i));
@@ -162,86 +170,5 @@ async fn set_stock(testbed: &Testbed, item: &str, qty: u64) -> anyhow::Result<()
     if !output.status.success() {
         bail!("--stock {item}={qty}: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    Ok(())
-}
-
-/// What `flashlab up --runtime containers` starts.
-#[derive(Debug, Clone)]
-pub struct ContainersUp {
-    /// The gateway's published port; 0 picks a free one.
-    pub gateway_port: u16,
-    /// Where the containers' logs go; `None`: a temporary directory, removed at exit.
-    pub dir: Option<PathBuf>,
-    pub stock: Vec<(String, u64)>,
-    pub processors: usize,
-}
-
-/// The system on containers until `stop` resolves; then stopped in order and removed.
-pub async fn up_on_containers(
-    options: ContainersUp,
-    stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    use chaos::containers::images::{self, Sources};
-    use chaos::containers::system::{System, SystemConfig};
-    let (_temp, dir) = match &options.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("--dir {}", dir.display()))?;
-            (None, dir.clone())
-        }
-        None => {
-            let temp = tempfile::Builder::new().prefix("flashlab-up-").tempdir().context("a temporary directory")?;
-            let dir = temp.path().to_path_buf();
-            (Some(temp), dir)
-        }
-    };
-    let sources = Sources::from_machine()?;
-    let built = tokio::task::spawn_blocking(move || images::build(&sources)).await??;
-    for b in &built {
-        eprintln!("image {} ({})", b.image, if b.fresh { "built" } else { "unchanged" });
-    }
-    let config = SystemConfig {
-        run: format!("up-{}", std::process::id()),
-        dir: dir.clone(),
-        processors: options.processors,
-        gateways: 1,
-        service_env: Vec::new(),
-        gateway_port: (options.gateway_port != 0).then_some(options.gateway_port),
-    };
-    eprintln!("starting redis, broker, payment, {} processor(s) and the gateway on containers ...", options.processors);
-    let system = System::start(&config).await.context("bringing up the system on containers")?;
-    for (item, qty) in &options.stock {
-        system
-            .admin(&["stock", "set", item, &qty.to_string()])
-            .await
-            .with_context(|| format!("--stock {item}={qty}"))?;
-    }
-    let gateway = system.gateway_url(0);
-    println!(
-        "flash-sale system up on containers (network {}; logs in {} when it stops):",
-        system.runtime().network(),
-        dir.display()
-    );
-    println!("  gateway  {gateway}   (/buy /orders/ID /health /metrics)");
-    for (i, p) in system.processors().iter().enumerate() {
-        println!("  processor[{i}] http://{}   (/metrics /health)", p.addr());
-    }
-    println!("  payment  http://{}   (/ledger /control /metrics)", system.payment().addr());
-    println!("  redis    {}", system.redis().addr());
-    println!(
-        "  kafka    {}   (the broker advertises its name on the network: a client must be on it)",
-        system.broker().addr()
-    );
-    for (item, qty) in &options.stock {
-        println!("  stock    {item} = {qty}");
-    }
-    println!("take an order:");
-    println!(
-        "  curl -i -X POST {gateway}/buy -H 'Content-Type: application/json' \\\n    -d '{{\"user_id\":\"u1\",\"item_id\":\"101\",\"amount\":1,\"request_id\":\"order-1\"}}'"
-    );
-    println!("Ctrl-C stops everything and removes the containers and the network.");
-    stop.await;
-    eprintln!("stopping: gateway drains, processors finish, then payment, broker, redis ...");
-    system.stop().await.context("stopping the system on containers")?;
-    eprintln!("stopped.");
     Ok(())
 }

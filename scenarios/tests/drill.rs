@@ -35,6 +35,7 @@ fn the_shipped_drills_are_listed() {
         "rolling-restart",
         "dlq-growth",
         "processor-restart-storm",
+        "partition-processor-redis",
     ] {
         assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing from:\n{text}");
     }
@@ -172,6 +173,20 @@ fn a_target_the_topology_does_not_have_is_refused_at_load() {
         err.contains("absent.toml:12: faults[0].target: processor[5]: the topology has processor[0] to processor[1]"),
         "{err}"
     );
+}
+
+/// A partition exists on containers only: on processes the drill is refused before anything
+/// starts, and `--runtime processes` overrides the shipped drill's `runtime = "containers"`.
+#[test]
+fn a_partition_on_processes_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out =
+        flashlab(&["drill", "partition-processor-redis", "--runtime", "processes", "--out", run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("partition-processor-redis.toml: the partition at 20s runs on containers only"), "{err}");
+    assert!(!run.join("system").exists(), "nothing started");
 }
 
 #[test]

@@ -217,7 +217,17 @@ fn up_on_containers_serves_orders_and_ctrl_c_removes_every_container() {
     let status = child.wait().unwrap();
     assert!(status.success(), "flashlab up exits 0 after Ctrl-C: {status:?}");
     assert_eq!(chaos::containers::left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
-    for name in ["redis", "broker", "payment", "processor-0", "gateway-0"] {
-        assert!(dir.path().join(format!("{name}.log")).is_file(), "{name}'s log is kept in --dir");
+    for log in [
+        "redis/redis.log",
+        "broker/broker.log",
+        "payment/payment.log",
+        "processors/processor-0.log",
+        "gateways/gateway-0.log",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap_or_default();
+        assert!(!text.is_empty(), "{log}: the container's log is kept in --dir");
     }
+    // The payment provider's ledger, written in its container, is on the host (its data mounted).
+    let ledger = std::fs::read_to_string(dir.path().join("payment/payment-ledger.jsonl")).unwrap_or_default();
+    assert!(ledger.contains("ct-1"), "the ledger in --dir names the order: {ledger}");
 }

@@ -56,6 +56,8 @@ pub struct CapacityOptions {
     pub metrics: Vec<String>,
     /// `--item ID`: the item the trials buy (default 101).
     pub item: Option<String>,
+    /// `--runtime`: where the lab's own system runs for each trial (default processes).
+    pub runtime: chaos::testbed::RuntimeKind,
 }
 
 /// The defaults.
@@ -280,6 +282,7 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
             (o.sweep.is_some(), "--sweep"),
             (o.topology.is_some(), "--topology"),
             (!o.env.is_empty(), "--env"),
+            (o.runtime != chaos::testbed::RuntimeKind::Processes, "--runtime"),
             (file.topology.gateways.or(file.topology.processors).is_some() || file.topology.partitions.is_some(), "[topology]"),
             (!file.env.is_empty(), "[env]"),
         ] {
@@ -302,6 +305,7 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
         polls,
         seed: o.seed,
         item: item.clone(),
+        runtime: o.runtime,
     };
     let (topologies, sweep) = match &o.sweep {
         None if o.target.is_some() => (vec![setup(base, "target".into())], None),

@@ -28,6 +28,8 @@ pub struct Setup {
     pub seed: u64,
     /// The item the trials sell ([`ITEM`] on the lab's own system).
     pub item: String,
+    /// Where the lab's own system runs.
+    pub runtime: chaos::testbed::RuntimeKind,
 }
 
 /// The item the trials sell on the lab's own system.
@@ -60,6 +62,7 @@ drain_timeout = "60s"
 gateways = {gateways}
 processors = {processors}
 partitions = {partitions}
+runtime = "{runtime}"
 
 [env]
 {env}
@@ -87,6 +90,7 @@ monitoring = false
         gateways = setup.gateways,
         processors = setup.processors,
         partitions = setup.partitions,
+        runtime = setup.runtime,
         duration_ms = (duration_s * 1000.0).round() as u64,
         mix = setup.mix,
         users = users_for(rate),

@@ -74,6 +74,8 @@ pub struct DrillOptions {
     pub flashsale_bin: Option<PathBuf>,
     /// Environment for every service on top of the scenario's `[env]` (a side of the gate).
     pub env: Vec<(String, String)>,
+    /// Overrides the scenario's `[topology] runtime`.
+    pub runtime: Option<chaos::testbed::RuntimeKind>,
 }
 
 impl DrillOptions {
@@ -87,6 +89,7 @@ impl DrillOptions {
             quiet: false,
             flashsale_bin: None,
             env: Vec::new(),
+            runtime: None,
         }
     }
 }
@@ -156,6 +159,19 @@ pub async fn drill(
     let mut scenario = scenario::load(&path)?.scaled(options.scale).map_err(DrillError::Setup)?;
     if let Some(seed) = options.seed {
         scenario.seed = seed;
+    }
+    if let Some(runtime) = options.runtime {
+        scenario.topology.runtime = runtime;
+    }
+    if scenario.topology.runtime != chaos::testbed::RuntimeKind::Containers {
+        if let Some(entry) = scenario.faults.iter().find(|f| f.kind == "partition") {
+            return Err(DrillError::Setup(format!(
+                "{}: the partition at {} runs on containers only (on processes every connection comes from \
+                 127.0.0.1): set [topology] runtime = \"containers\" or give --runtime containers",
+                path.display(),
+                humantime::format_duration(entry.at)
+            )));
+        }
     }
     let schedule: ArrivalSchedule =
         scenario.load.phases.parse().map_err(|e: loadgen::schedule::ScheduleError| DrillError::Setup(e.0))?;
@@ -245,13 +261,14 @@ pub async fn drill(
             failover_timeout: (scenario.topology.sentinel_down_after * 2).max(std::time::Duration::from_secs(3)),
             ..chaos::testbed::replication::default_settings()
         }),
+        runtime: scenario.topology.runtime,
         ..TestbedConfig::default()
     };
     if !options.quiet {
         eprintln!("drill {}: {} (run directory {})", scenario.name, scenario.description, dir.display());
         eprintln!(
-            "starting the system: redis, broker, payment, {} processor(s), {} gateway(s) ...",
-            config.processors, config.gateways
+            "starting the system on {}: redis, broker, payment, {} processor(s), {} gateway(s) ...",
+            config.runtime, config.processors, config.gateways
         );
     }
     let testbed = tokio::select! {
