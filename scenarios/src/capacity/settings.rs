@@ -400,6 +400,7 @@ mod tests {
         for o in [
             CapacityOptions { sweep: Some("processors=1,2".into()), ..Default::default() },
             CapacityOptions { env: vec![("PAYMENT_LATENCY".into(), "1ms".into())], ..Default::default() },
+            CapacityOptions { runtime: chaos::testbed::RuntimeKind::Containers, ..Default::default() },
         ] {
             let e = resolve(&CapacityOptions { target: target.clone(), ..o }).unwrap_err().to_string();
             assert!(e.contains("runs as it is"), "{e}");

@@ -281,4 +281,23 @@ mod tests {
         assert_eq!(o, TrialOutcome::Invalid);
         assert!(r[0].starts_with("generator kept its schedule"), "{r:?}");
     }
+
+    #[test]
+    fn a_trial_on_containers_says_so_in_its_scenario() {
+        let setup = Setup {
+            label: "processors=1".into(),
+            gateways: 1,
+            processors: 1,
+            partitions: 3,
+            env: BTreeMap::new(),
+            mix: "buyer=100".into(),
+            polls: 0,
+            seed: 1,
+            item: ITEM.into(),
+            runtime: chaos::testbed::RuntimeKind::Containers,
+        };
+        let text = scenario_text(&setup, &criteria(), 50.0, 5.0);
+        let scenario = crate::scenario::parse(&text, "trial.toml").expect("the trial's scenario parses");
+        assert_eq!(scenario.topology.runtime, chaos::testbed::RuntimeKind::Containers);
+    }
 }
