@@ -49,6 +49,17 @@ const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much of the log an error message quotes.
 const LOG_TAIL_BYTES: u64 = 2_000;
 
+/// The process state letter from `/proc/PID/stat` (`R`, `S`, `T` stopped, `Z` zombie...).
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Whether `pid` is a live (not zombie) process.
+pub fn pid_alive(pid: u32) -> bool {
+    pid != 0 && !matches!(process_state(pid), None | Some('Z') | Some('X'))
+}
+
 /// Everything needed to start (and restart) one child process.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
@@ -353,9 +364,7 @@ impl Supervised {
             },
             None => {
                 let pid = self.pid().unwrap_or(0);
-                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|stat| stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()));
+                let state = process_state(pid);
                 (state == Some('T'), format!("pid {pid} state {:?}", state.unwrap_or('?')))
             }
         }

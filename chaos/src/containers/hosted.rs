@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::images::ImageError;
 use super::runtime::Container;
+use crate::process::pid_alive;
 
 /// A running component's container and what the lab knows of its process. See the module docs.
 #[derive(Debug)]
@@ -101,14 +102,6 @@ impl Hosted {
     /// The last lines of its log.
     pub fn log_tail(&self) -> String {
         self.container.log_tail()
-    }
-}
-
-/// Whether `pid` is a live (not zombie) process.
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), None | Some('Z' | 'X')),
-        Err(_) => false,
     }
 }
 

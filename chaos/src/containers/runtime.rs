@@ -116,9 +116,6 @@ impl Runtime {
         create.push(network.clone());
         // The reaper first: a lab killed between the two leaves nothing.
         let mut reaper = reaper(run)?;
-        let created = tokio::task::spawn_blocking(move || images::docker(&create, None))
-            .await
-            .map_err(|e| RuntimeError::Start { name: "network".into(), why: e.to_string() })?;
         let inspect = vec![
             "network".to_string(),
             "inspect".into(),
@@ -126,21 +123,17 @@ impl Runtime {
             "{{range .IPAM.Config}}{{.Gateway}} {{end}}".into(),
             network.clone(),
         ];
-        let gateway = match created {
-            Ok(_) => tokio::task::spawn_blocking(move || images::docker(&inspect, None))
-                .await
-                .map_err(|e| RuntimeError::Start { name: "network".into(), why: e.to_string() })
-                .and_then(|out| {
-                    let out = out.map_err(RuntimeError::Docker)?;
-                    out.split_whitespace().find_map(|a| a.parse::<std::net::Ipv4Addr>().ok()).ok_or_else(|| {
-                        RuntimeError::Start { name: "network".into(), why: format!("no IPv4 gateway in {out:?}") }
-                    })
-                }),
-            Err(e) => Err(e.into()),
+        let gateway = async {
+            docker_off_thread(create).await?;
+            let out = docker_off_thread(inspect).await?;
+            out.split_whitespace().find_map(|a| a.parse::<std::net::Ipv4Addr>().ok()).ok_or_else(|| {
+                RuntimeError::Start { name: "network".into(), why: format!("no IPv4 gateway in {out:?}") }
+            })
         };
-        let gateway = match gateway {
+        let gateway = match gateway.await {
             Ok(ip) => ip,
             Err(e) => {
+                // Whatever failed, nothing of the run stays: not the reaper, not the network.
                 let _ = reaper.kill();
                 let _ = reaper.wait();
                 let _ = remove_run(run);
@@ -412,10 +405,7 @@ impl Container {
     }
 
     async fn inspect(&self, format: &str) -> Result<String, ImageError> {
-        let args = vec!["inspect".to_string(), "--format".into(), format.to_string(), self.name.clone()];
-        tokio::task::spawn_blocking(move || images::docker(&args, None))
-            .await
-            .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
+        docker_off_thread(vec!["inspect".to_string(), "--format".into(), format.to_string(), self.name.clone()]).await
     }
 
     /// SIGTERM, then SIGKILL after `grace` (`docker stop`).
@@ -453,17 +443,13 @@ impl Container {
         }
         args.push(self.name.clone());
         args.extend(command.iter().map(|s| s.to_string()));
-        tokio::task::spawn_blocking(move || images::docker(&args, None))
-            .await
-            .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
+        docker_off_thread(args).await
     }
 
     async fn docker(&self, verb: &[&str]) -> Result<(), ImageError> {
         let mut args: Vec<String> = verb.iter().map(|s| s.to_string()).collect();
         args.push(self.name.clone());
-        tokio::task::spawn_blocking(move || images::docker(&args, None).map(|_| ()))
-            .await
-            .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
+        docker_off_thread(args).await.map(drop)
     }
 
     /// Writes its whole log (stdout and stderr) to the spec's `log_path` (also done on drop).
@@ -473,6 +459,13 @@ impl Container {
             let _ = std::fs::write(&self.spec.log_path, out);
         }
     }
+}
+
+/// A `docker` command (bounded by [`images::docker`]'s timeout) off the async threads.
+async fn docker_off_thread(args: Vec<String>) -> Result<String, ImageError> {
+    tokio::task::spawn_blocking(move || images::docker(&args, None))
+        .await
+        .unwrap_or_else(|e| Err(ImageError::Docker { args: "join".into(), why: e.to_string() }))
 }
 
 impl Drop for Container {

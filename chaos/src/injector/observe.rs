@@ -121,16 +121,7 @@ pub(super) async fn wait_for(limit: Duration, mut condition: impl FnMut() -> boo
     }
 }
 
-/// The process state letter from `/proc/PID/stat` (`R`, `S`, `T` stopped, `Z` zombie...).
-pub(super) fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
-/// Whether `pid` is a live (not zombie) process.
-pub(super) fn pid_alive(pid: u32) -> bool {
-    pid != 0 && !matches!(process_state(pid), None | Some('Z') | Some('X'))
-}
+pub(super) use crate::process::pid_alive;
 
 /// Deletes Redis' data files (AOF directory, RDB) in `dir`, keeping its log. Returns how many
 /// entries went.
