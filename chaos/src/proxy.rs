@@ -247,7 +247,8 @@ impl FaultProxy {
         self.shared.open.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).copied().unwrap_or(0)
     }
 
-    /// Sets a toxic (replacing one of the same kind) in `direction`.
+    /// Sets a toxic in `direction`, replacing one of the same kind for the same connections
+    /// (`from`).
     pub fn set(&self, direction: Direction, setting: ToxicSetting) {
         {
             let mut toxics = self.shared.toxics.write().unwrap_or_else(|p| p.into_inner());
@@ -255,7 +256,11 @@ impl FaultProxy {
                 Direction::Upstream => &mut toxics.upstream,
                 Direction::Downstream => &mut toxics.downstream,
             };
-            list.retain(|s| std::mem::discriminant(&s.toxic) != std::mem::discriminant(&setting.toxic));
+            // One toxic of a kind per scope: a latency for every connection and one for an
+            // address (or for two addresses: two replicas' links) stand side by side.
+            list.retain(|s| {
+                std::mem::discriminant(&s.toxic) != std::mem::discriminant(&setting.toxic) || s.from != setting.from
+            });
             list.push(setting);
         }
         self.shared.changes.send_modify(|v| *v += 1);

@@ -190,6 +190,43 @@ async fn a_stall_for_one_address_holds_its_bytes_until_the_heal_and_spares_the_o
     assert_eq!(proxy.open_from(std::net::IpAddr::from([127, 0, 0, 3])), 1);
 }
 
+/// Two replicas' links slowed at once (`replication[1]`, `replication[2]`) are two latencies of
+/// one proxy, one per address: setting the second keeps the first, and so does a latency for
+/// every connection set after both (each connection gets the longest that applies to it).
+#[tokio::test]
+async fn latencies_for_two_addresses_and_for_everyone_stand_side_by_side() {
+    let (_dir, _redis, addr) = redis().await;
+    let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
+    let from = |ip: [u8; 4]| {
+        let to = proxy.addr();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((ip, 0))).unwrap();
+            socket.connect(to).await.unwrap()
+        }
+    };
+    let mut two = from([127, 0, 0, 2]).await;
+    let mut three = from([127, 0, 0, 3]).await;
+    let mut other = from([127, 0, 0, 4]).await;
+    let latency = |ms| Toxic::Latency { latency: Duration::from_millis(ms), jitter: Duration::ZERO };
+    for (ip, ms) in [([127, 0, 0, 2], 300), ([127, 0, 0, 3], 150)] {
+        let setting = ToxicSetting { toxic: latency(ms), toxicity: 1.0, from: Some(std::net::IpAddr::from(ip)) };
+        proxy.set(Direction::Downstream, setting);
+    }
+    proxy.set(Direction::Downstream, toxic(latency(100)));
+    assert_eq!(proxy.toxics(Direction::Downstream).len(), 3, "{:?}", proxy.toxics(Direction::Downstream));
+    for (conn, ms) in [(&mut two, 300), (&mut three, 150), (&mut other, 100)] {
+        let rtt = ping(conn, Duration::from_secs(2)).await.unwrap();
+        let want = Duration::from_millis(ms);
+        assert!(rtt >= want.mul_f64(0.9) && rtt < want + Duration::from_millis(100), "want {want:?}, got {rtt:?}");
+    }
+    // The same scope again replaces its own.
+    proxy.set(Direction::Downstream, toxic(latency(0)));
+    let rtt = ping(&mut other, Duration::from_secs(1)).await.unwrap();
+    assert!(rtt < Duration::from_millis(50), "{rtt:?}");
+    assert_eq!(proxy.toxics(Direction::Downstream).len(), 3);
+}
+
 #[tokio::test]
 async fn reset_peer_closes_open_connections() {
     let (_dir, _redis, addr) = redis().await;
