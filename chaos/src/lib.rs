@@ -29,7 +29,8 @@
 //!   the system's own services.
 //! - [`testbed`]: [`Testbed`], which brings up Redis, the broker, payment, processors and
 //!   gateways on loopback — the first three behind fault proxies — and takes them down again;
-//!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`]);
+//!   with replicas, Redis is a replicated set under three sentinels ([`testbed::replication`])
+//!   and the on-call fails it over without losing a write ([`testbed::failover`]);
 //!   a gateway or processor can be replaced by another build and put back
 //!   ([`testbed::release`]: a canary and its rollback); or the same system with every component
 //!   in a container of the run's network (`runtime = containers`, [`testbed::RuntimeKind`]).

@@ -137,8 +137,9 @@ pub async fn redis_command(addr: SocketAddr, parts: &[&str], limit: Duration) ->
     redis_answer(addr, parts, limit).await.map(|a| a.lines().next().unwrap_or_default().to_string())
 }
 
-/// Sends one Redis command and returns the answer's text as read in one go (a short array,
-/// such as `SENTINEL get-master-addr-by-name`, fits), bounded by `limit`.
+/// Sends one Redis command and returns the answer's text, bounded by `limit`: a bulk string
+/// (`INFO`) whole, anything else as read in one go (a short array, such as `SENTINEL
+/// get-master-addr-by-name`, fits).
 pub async fn redis_answer(addr: SocketAddr, parts: &[&str], limit: Duration) -> Result<String, String> {
     let exchange = async {
         let mut stream = connect(addr).await?;
@@ -147,15 +148,48 @@ pub async fn redis_answer(addr: SocketAddr, parts: &[&str], limit: Duration) -> 
             request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
         }
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("redis closed the connection".to_string());
+        loop {
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("redis closed the connection".to_string());
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if !bulk_incomplete(&answer) {
+                break;
+            }
         }
-        Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+        Ok(String::from_utf8_lossy(&answer).to_string())
     };
     match timeout(limit, exchange).await {
         Ok(result) => result,
         Err(_) => Err(format!("{}: no answer within {limit:?}", parts.join(" "))),
+    }
+}
+
+/// A bulk string reply (`$LEN\r\n…\r\n`) of which fewer than its length have arrived (at
+/// most 1 MiB is waited for: the replies read here are a few hundred bytes).
+fn bulk_incomplete(answer: &[u8]) -> bool {
+    let Some(rest) = answer.strip_prefix(b"$") else { return false };
+    let Some(header) = rest.windows(2).position(|w| w == b"\r\n") else { return answer.len() < 32 };
+    let Some(len) = std::str::from_utf8(&rest[..header]).ok().and_then(|l| l.parse::<usize>().ok()) else {
+        return false;
+    };
+    answer.len() < (1 + header + 2 + len + 2).min(1 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bulk_incomplete;
+
+    #[test]
+    fn a_bulk_reply_is_complete_once_its_length_has_arrived() {
+        assert!(bulk_incomplete(b"$10\r\nrole:"), "5 of 10 bytes");
+        assert!(bulk_incomplete(b"$10\r\nrole:maste"), "the closing CRLF missing");
+        assert!(!bulk_incomplete(b"$10\r\nrole:maste\r\n"));
+        assert!(bulk_incomplete(b"$1"), "the header itself cut");
+        assert!(!bulk_incomplete(b"$-1\r\n"), "a null bulk string");
+        assert!(!bulk_incomplete(b"+OK\r\n") && !bulk_incomplete(b"*2\r\n$1\r\na\r\n"), "not a bulk string");
     }
 }

@@ -139,6 +139,74 @@ async fn the_services_follow_the_primary_through_a_failover() {
     testbed.lock().await.stop_all().await.unwrap();
 }
 
+/// The on-call's failover keeps what the primary took; `SENTINEL FAILOVER` alone loses it.
+/// Both replicas' replication runs 2 s late (`replication[1]`, `replication[2]`), so a key
+/// written on the primary just before the failover is on neither replica yet: the bare failover
+/// promotes a replica without it; the coordinated one pauses the primary's writes, waits for
+/// the replicas to have the key, and afterwards the old primary refuses writes as a replica.
+#[tokio::test]
+async fn the_coordinated_failover_keeps_the_write_a_bare_failover_loses() {
+    use chaos::faults::Directions;
+    use chaos::proxy::Toxic;
+    use chaos::testbed::failover::{manual_failover, Handover};
+    for handover in [Handover::Bare, Handover::Coordinated] {
+        let config = TestbedConfig {
+            gateways: 0,
+            redis_replicas: 2,
+            // No automatic failover during the test: only the operator's.
+            sentinel: Some(SentinelSettings {
+                master: "flashsale".into(),
+                quorum: 2,
+                down_after: Duration::from_secs(30),
+                failover_timeout: Duration::from_secs(10),
+            }),
+            ..TestbedConfig::default()
+        };
+        let testbed = Testbed::start(config).await.expect("a replicated testbed starts");
+        let sentinels: Vec<std::net::SocketAddr> = testbed
+            .admin_env()
+            .iter()
+            .find(|(k, _)| k == "REDIS_SENTINELS")
+            .map(|(_, v)| v.split(',').map(|a| a.parse().unwrap()).collect())
+            .unwrap();
+        let nodes = testbed.redis_nodes();
+        let primary = testbed.redis_direct_addr();
+        let testbed = std::sync::Arc::new(tokio::sync::Mutex::new(testbed));
+        let injector = Injector::new(testbed.clone(), EventLog::in_memory());
+        for link in [1, 2] {
+            let toxic = Toxic::Latency { latency: Duration::from_secs(2), jitter: Duration::ZERO };
+            let action = Action::Network { toxic, directions: Directions::Both, toxicity: 1.0 };
+            let fault = Fault { target: Target::RedisLink(link), action, duration: Some(Duration::from_secs(120)) };
+            injector.inject(fault).await.expect("the replication link slows");
+        }
+        let set = chaos::probe::redis_command(primary, &["SET", "taken", "yes"], Duration::from_secs(2)).await;
+        assert_eq!(set.as_deref(), Ok("+OK"));
+
+        let failover = manual_failover(&sentinels, &nodes, Duration::from_secs(30), handover)
+            .await
+            .unwrap_or_else(|e| panic!("{handover:?}: {e}"));
+        eprintln!("{handover:?}: {failover}");
+        let promoted = nodes.iter().find(|(announced, _)| *announced == failover.to).expect("a node of the set").1;
+        let got = chaos::probe::redis_answer(promoted, &["GET", "taken"], Duration::from_secs(2)).await.unwrap();
+        match handover {
+            Handover::Bare => {
+                assert!(got.starts_with("$-1"), "the bare failover kept the key ({got:?}): the test cannot tell")
+            }
+            Handover::Coordinated => {
+                assert!(got.contains("\r\nyes\r\n"), "the coordinated failover lost the key: {got:?} ({failover})");
+                let caught_up = failover.caught_up.as_ref().expect("the coordinated failover waits for the replicas");
+                assert!(caught_up.behind.is_empty() && caught_up.replicas == 2, "{caught_up}");
+                // The old primary is a replica, its writes no longer held: refused at once.
+                let refused =
+                    chaos::probe::redis_command(primary, &["SET", "late", "no"], Duration::from_secs(2)).await;
+                assert!(refused.as_deref().is_ok_and(|r| r.starts_with("-READONLY")), "{refused:?}");
+            }
+        }
+        injector.heal_all("test").await;
+        testbed.lock().await.stop_all().await.unwrap();
+    }
+}
+
 /// `flashsale stock get 101`, through the sentinels.
 async fn stock(testbed: &Testbed) -> i64 {
     let out = admin(testbed, &["stock", "get", "101"]).await;

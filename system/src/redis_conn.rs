@@ -292,6 +292,33 @@ impl Redis {
         result
     }
 
+    /// [`Redis::call`], run once more when the server refused it as a replica (`READONLY`: it
+    /// did not run — a primary demoted by a failover) and the connection follows the new
+    /// primary within the timeout. For a write whose caller cannot tell a refusal from a
+    /// failure (the gateway's claim): the on-call's failover refuses the writes it held.
+    pub async fn call_following<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let before = self.addr();
+        match self.call(&f).await {
+            Err(RedisError::Redis(e)) if self.inner.sentinel.is_some() && e.code() == Some("READONLY") => {
+                // `call` woke the watcher; wait for it to move the connection.
+                let deadline = tokio::time::Instant::now() + self.inner.timeout;
+                while self.addr() == before && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if self.addr() == before {
+                    return Err(RedisError::Redis(e));
+                }
+                tracing::warn!(event = "redis_retry_on_new_primary", from = %before, to = %self.addr(), "refused by a demoted primary; running it on the new one");
+                self.call(f).await
+            }
+            other => other,
+        }
+    }
+
     /// Connects and pings, retrying until `startup` passes: Redis may still be starting.
     pub async fn connect_when_up(
         endpoint: &RedisEndpoint,

@@ -104,3 +104,84 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     drop(sentinels);
 }
+
+/// The on-call's failover (`chaos::testbed::failover`) holds the primary's writes, then makes
+/// the old primary a replica: the writes it held are refused `READONLY` — they never ran. A
+/// plain call reports the refusal; `call_following` (the gateway's claim) runs the write again
+/// on the new primary, so the buyer never sees it.
+#[tokio::test]
+async fn a_write_held_through_the_on_calls_failover_runs_on_the_new_primary() {
+    use chaos::testbed::failover::{manual_failover, Handover};
+    let dir = tempfile::tempdir().unwrap();
+    let node_dir = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let a: SocketAddr = loopback(free_port().unwrap());
+    let b: SocketAddr = loopback(free_port().unwrap());
+    let _primary = start(components::redis_node(0, a, a, None, &node_dir("r0"))).await;
+    let _replica = start(components::redis_node(1, b, b, Some(a), &node_dir("r1"))).await;
+    // No automatic failover in the test: only the on-call's.
+    let settings = SentinelSettings {
+        master: "flashsale".into(),
+        quorum: 2,
+        down_after: Duration::from_secs(30),
+        failover_timeout: Duration::from_secs(10),
+    };
+    let mut sentinels = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let addr = loopback(free_port().unwrap());
+        let spec = components::sentinel(i, addr, a, &settings, &node_dir(&format!("s{i}"))).unwrap();
+        sentinels.push(start(spec).await);
+        addrs.push(addr);
+    }
+    let endpoint = RedisEndpoint::Sentinel {
+        sentinels: addrs.iter().map(ToString::to_string).collect(),
+        master: "flashsale".into(),
+    };
+    let connect = || Redis::connect_when_up(&endpoint, Duration::from_secs(5), Duration::from_secs(10));
+    let (plain, following) = (connect().await.unwrap(), connect().await.unwrap());
+    let info = |addr: SocketAddr, section: &'static str| async move {
+        chaos::probe::redis_answer(addr, &["INFO", section], Duration::from_secs(1)).await.unwrap_or_default()
+    };
+    // The replica in sync first: a failover before it is not what is tested here.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !info(b, "replication").await.contains("master_link_status:up") {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Hold the primary's writes the way the failover does, with a write from each connection.
+    let paused = chaos::probe::redis_command(a, &["CLIENT", "PAUSE", "20000", "WRITE"], Duration::from_secs(1)).await;
+    assert_eq!(paused.as_deref(), Ok("+OK"));
+    let set = |key: &'static str| {
+        move |mut c: redis::aio::ConnectionManager| async move {
+            redis::cmd("SET").arg(key).arg("held").query_async::<String>(&mut c).await
+        }
+    };
+    let plain_write = tokio::spawn(async move { plain.call(set("plain")).await });
+    let following_write = tokio::spawn({
+        let following = following.clone();
+        async move { following.call_following(set("following")).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !info(a, "clients").await.contains("blocked_clients:2") {
+        assert!(Instant::now() < deadline, "the two writes were not held: {}", info(a, "clients").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let failover = manual_failover(&addrs, &[], Duration::from_secs(20), Handover::Coordinated).await.unwrap();
+    assert_eq!(failover.to, b, "{failover}");
+    match plain_write.await.unwrap() {
+        Err(RedisError::Redis(e)) if e.code() == Some("READONLY") => {}
+        other => panic!("the held write on the plain call: expected READONLY, got {other:?} ({failover})"),
+    }
+    let written = following_write.await.unwrap();
+    assert_eq!(written.as_deref().ok(), Some("OK"), "{written:?} ({failover})");
+    assert_eq!(following.addr(), b.to_string());
+    let on_b = chaos::probe::redis_answer(b, &["GET", "following"], Duration::from_secs(1)).await.unwrap();
+    assert!(on_b.contains("\r\nheld\r\n"), "{on_b:?}");
+    drop(sentinels);
+}

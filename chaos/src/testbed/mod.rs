@@ -21,7 +21,8 @@
 //! With `redis_replicas`, Redis is a replicated set watched by Sentinel ([`replication`]): the
 //! services find the primary through the sentinels (`REDIS_SENTINELS`), the target `redis`
 //! means whichever node is the primary when a fault starts, and the lab's own tools ask the
-//! sentinels too.
+//! sentinels too. The on-call's manual failover pauses the primary's writes until its replicas
+//! have them all ([`failover`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use crate::probe::Probe;
 use crate::process::{ProcessError, ProcessSpec, Supervised};
 use crate::proxy::FaultProxy;
 
+pub mod failover;
 mod placement;
 pub mod release;
 pub mod replication;
@@ -472,6 +474,20 @@ impl Testbed {
     /// Where Redis (the primary, as last named by the sentinels) itself listens.
     pub fn redis_direct_addr(&self) -> SocketAddr {
         probe_addr(self.process_ref(self.resolve(Target::Redis)).unwrap_or(&self.redis))
+    }
+
+    /// With replicated Redis, each node as (the address it announces — its proxy's — and where
+    /// it listens itself): the lab talks to a node directly, so that a fault on its network
+    /// never slows the lab's own commands. Empty without replicas.
+    pub fn redis_nodes(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let Some(replication) = &self.replication else { return Vec::new() };
+        (0..=replication.replicas.len())
+            .filter_map(|i| {
+                let process = self.process_ref(Target::RedisNode(i))?;
+                let direct = probe_addr(process);
+                Some((self.proxy(Target::RedisNode(i)).map_or(direct, FaultProxy::addr), direct))
+            })
+            .collect()
     }
 
     /// Whether Redis is a replicated set with Sentinel.

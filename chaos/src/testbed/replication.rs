@@ -131,48 +131,6 @@ pub async fn ask_primary(sentinels: &[SocketAddr]) -> Option<SocketAddr> {
     None
 }
 
-/// What an operator's failover did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failover {
-    pub from: SocketAddr,
-    pub to: SocketAddr,
-    /// The sentinel that took the order.
-    pub by: SocketAddr,
-    pub took: Duration,
-}
-
-/// The operator's manual failover (the article's "promote a replica to master immediately"):
-/// `SENTINEL FAILOVER` to the first sentinel that takes it, then waits — at most `limit` — until
-/// that sentinel names another primary. An error says which sentinel refused what, or which
-/// primary stayed.
-pub async fn manual_failover(sentinels: &[SocketAddr], limit: Duration) -> Result<Failover, String> {
-    let started = tokio::time::Instant::now();
-    let from = ask_primary(sentinels).await.ok_or("no sentinel names a primary")?;
-    let mut refusals = Vec::new();
-    let mut by = None;
-    for sentinel in sentinels {
-        match redis_answer(*sentinel, &["SENTINEL", "FAILOVER", MASTER_NAME], Duration::from_secs(1)).await {
-            Ok(reply) if reply.starts_with("+OK") => {
-                by = Some(*sentinel);
-                break;
-            }
-            Ok(reply) => refusals.push(format!("{sentinel}: {}", reply.trim())),
-            Err(e) => refusals.push(format!("{sentinel}: {e}")),
-        }
-    }
-    let by = by.ok_or_else(|| format!("no sentinel took SENTINEL FAILOVER ({})", refusals.join("; ")))?;
-    let deadline = started + limit;
-    loop {
-        if let Some(to) = ask_primary(&[by]).await.filter(|now| *now != from) {
-            return Ok(Failover { from, to, by, took: started.elapsed() });
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(format!("sentinel {by} took the failover, but still named {from} after {limit:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// `HOST:PORT` from a RESP array of two bulk strings (`*2\r\n$9\r\n127.0.0.1\r\n$5\r\n40123\r\n`);
 /// `None` for anything else (a null array: no such master; an error).
 fn address_reply(text: &str) -> Option<SocketAddr> {

@@ -20,6 +20,8 @@ pub struct Sources {
     pub redis: std::net::SocketAddr,
     /// With replicated Redis: the sentinels, which name the primary now.
     pub sentinels: Vec<std::net::SocketAddr>,
+    /// With replicated Redis: each node's announced and own address (`Testbed::redis_nodes`).
+    pub redis_nodes: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
     pub kafka: std::net::SocketAddr,
     pub payment_url: String,
     pub flashsale: std::path::PathBuf,

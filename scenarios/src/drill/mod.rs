@@ -280,6 +280,7 @@ pub async fn drill(
         sentinels: testbed.admin_env().iter().find(|(k, _)| k == "REDIS_SENTINELS").map_or(Vec::new(), |(_, v)| {
             v.split(',').filter_map(|a| a.parse().ok()).collect()
         }),
+        redis_nodes: testbed.redis_nodes(),
         kafka: testbed.kafka_direct_addr(),
         payment_url: testbed.payment_url().unwrap_or_default(),
         flashsale: testbed.flashsale_bin().to_path_buf(),

@@ -60,13 +60,11 @@ pub(super) async fn run_step(
             }
         }
         Step::RedisFailover => {
-            let result = chaos::testbed::replication::manual_failover(&sources.sentinels, FAILOVER_LIMIT).await;
+            use chaos::testbed::failover::{manual_failover, Handover};
+            let result =
+                manual_failover(&sources.sentinels, &sources.redis_nodes, FAILOVER_LIMIT, Handover::Coordinated).await;
             let (ok, output, took_ms) = match &result {
-                Ok(f) => (
-                    true,
-                    format!("primary {} → {} in {} ms (sentinel {})", f.from, f.to, f.took.as_millis(), f.by),
-                    Some(f.took.as_millis() as u64),
-                ),
+                Ok(f) => (true, f.to_string(), Some(f.took.as_millis() as u64)),
                 Err(e) => (false, e.clone(), None),
             };
             events

@@ -83,17 +83,26 @@ impl Claims {
     /// Rate-limits the user and claims the order's `request_id`, atomically.
     /// `unique` tells this request apart in the user's window (the correlation id).
     pub async fn claim(&self, order: &OrderRequest, unique: &str) -> Result<Claim, RedisError> {
-        let mut invocation = self.claim.prepare_invoke();
-        invocation
-            .key(keys::rate_limit(&order.user_id))
-            .key(keys::order_status(&order.request_id))
-            .arg(self.window.as_millis() as u64)
-            .arg(self.max_requests)
-            .arg(unique)
-            .arg(self.status_ttl.as_millis() as u64)
-            .arg(keys::STATUS_PENDING);
-        let (kind, detail): (String, String) =
-            self.redis.call(|mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        let invocation = || {
+            let mut invocation = self.claim.prepare_invoke();
+            invocation
+                .key(keys::rate_limit(&order.user_id))
+                .key(keys::order_status(&order.request_id))
+                .arg(self.window.as_millis() as u64)
+                .arg(self.max_requests)
+                .arg(unique)
+                .arg(self.status_ttl.as_millis() as u64)
+                .arg(keys::STATUS_PENDING);
+            invocation
+        };
+        // Refused by a demoted primary: again on the new one.
+        let (kind, detail): (String, String) = self
+            .redis
+            .call_following(|mut c| {
+                let invocation = invocation();
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
         match kind.as_str() {
             "claimed" => Ok(Claim::Claimed),
             "limited" => {
