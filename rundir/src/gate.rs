@@ -27,7 +27,8 @@ pub enum Change {
     Regressed,
     /// Better, the same way.
     Improved,
-    /// The interval of the difference lies within the smallest change that matters.
+    /// Not worse: the interval of the difference reaches no further the worse way than the
+    /// smallest change that matters.
     Unchanged,
     /// Too few or too noisy runs to say: not a pass.
     Inconclusive,
