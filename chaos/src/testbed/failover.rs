@@ -4,9 +4,10 @@
 //! `SENTINEL FAILOVER` alone promotes a replica while the old primary still takes writes: the
 //! replica Sentinel picks (from replication offsets it read up to 10 s earlier) may lack what
 //! the primary acknowledged, and a write acknowledged by the other replica (`WAIT`) after the
-//! promotion is dropped when that replica resyncs from the new primary. Buyers then see an
-//! order go back from `RESERVED` to `PENDING` (CI run ci24, `redis-primary-slow`). So the
-//! on-call's failover ([`Handover::Coordinated`]) is:
+//! promotion is dropped when that replica resyncs from the new primary; a buyer who read a
+//! status on the old primary reads an older one on the new (the likely cause of a
+//! `redis-primary-slow` failure in CI: orders seen `RESERVED`, then `PENDING`). So the on-call's
+//! failover ([`Handover::Coordinated`]) is:
 //!
 //! 1. `CLIENT PAUSE <limit> WRITE` on the primary: writes wait, reads go on (the pause ends by
 //!    itself after `limit`, even if the lab dies);
