@@ -201,6 +201,14 @@ impl From<String> for LimitError {
     }
 }
 
+/// The quota and period (µs) of `cores` (0.1: 10 ms every 100 ms), or why it is not one.
+pub fn cpu_quota(cores: f64) -> Result<(u64, u64), String> {
+    if !(cores > 0.0 && cores.is_finite()) {
+        return Err(format!("{cores} cores: a positive share of a core, e.g. 0.1"));
+    }
+    Ok((((cores * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US), PERIOD_US))
+}
+
 /// A resource fault in force: a limit on a cgroup holding one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
@@ -213,16 +221,16 @@ pub struct Limit {
     pub home: Option<PathBuf>,
     pub pid: u32,
     before: Counters,
+    /// Set and lifted by the container engine ([`Limit::engine_cpu`]): [`Limit::release`]
+    /// leaves it alone.
+    by_engine: bool,
 }
 
 impl Limit {
     /// A CPU quota of `cores` (e.g. 0.1: 10 ms of CPU every 100 ms) on `pid`, in a cgroup made
     /// for the fault beside its own.
     pub fn cpu(pid: u32, cores: f64) -> Result<Limit, String> {
-        if !(cores > 0.0 && cores.is_finite()) {
-            return Err(format!("{cores} cores: a positive share of a core, e.g. 0.1"));
-        }
-        let quota = ((cores * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US);
+        let (quota, _) = cpu_quota(cores)?;
         let home_rel = cgroup_of(pid, Controller::Cpu)?;
         let home = mount(Controller::Cpu).join(home_rel.trim_start_matches('/'));
         let dir = new_dir(Controller::Cpu, &home, "")?;
@@ -233,7 +241,22 @@ impl Limit {
             let _ = std::fs::remove_dir(&dir);
             return Err(e);
         }
-        Ok(Limit { controller: Controller::Cpu, dir, home: Some(home), pid, before: Counters::default() })
+        Ok(Limit { controller: Controller::Cpu, dir, home: Some(home), pid, before: Counters::default(), by_engine: false })
+    }
+
+    /// The limit the container engine sets on `pid`'s container (its own cgroup of
+    /// `controller`, read, not written: the engine sets and lifts it), observed like the lab's
+    /// own. Its counters count from now.
+    pub fn engine(controller: Controller, pid: u32) -> Result<Limit, String> {
+        let dir = mount(controller).join(cgroup_of(pid, controller)?.trim_start_matches('/'));
+        let before =
+            Counters::read(controller, &dir).ok_or_else(|| format!("{}: counters unreadable", dir.display()))?;
+        Ok(Limit { controller, dir, home: None, pid, before, by_engine: true })
+    }
+
+    /// Memory: the limit the kernel has now, bytes.
+    pub fn limit_bytes(&self) -> Option<u64> {
+        read(&self.dir.join("memory.limit_in_bytes")).ok()?.trim().parse().ok()
     }
 
     /// A memory limit of `bytes` (swap included where the kernel accounts it) on `cgroup`, a
@@ -261,7 +284,7 @@ impl Limit {
                 return Err(e.into());
             }
         }
-        Ok(Limit { controller: Controller::Memory, dir, home: None, pid, before })
+        Ok(Limit { controller: Controller::Memory, dir, home: None, pid, before, by_engine: false })
     }
 
     /// Whether the limit is in force on the process: it is in the cgroup (or gone — the OOM
@@ -269,14 +292,18 @@ impl Limit {
     pub fn holds(&self) -> bool {
         let held =
             read(&self.dir.join("cgroup.procs")).is_ok_and(|t| t.lines().any(|l| l.trim() == self.pid.to_string()));
-        let limited = match self.controller {
+        held && self.limited()
+    }
+
+    /// Whether the kernel has the limit on the cgroup, whoever is in it now.
+    pub fn limited(&self) -> bool {
+        match self.controller {
             Controller::Cpu => read(&self.dir.join("cpu.cfs_quota_us")).is_ok_and(|t| t.trim() != "-1"),
             Controller::Memory => read(&self.dir.join("memory.limit_in_bytes"))
                 .ok()
                 .and_then(|t| t.trim().parse::<u64>().ok())
                 .is_some_and(|b| b < UNLIMITED_FROM),
-        };
-        held && limited
+        }
     }
 
     /// The limit as the kernel has it: `0.10 cores` or `16.0 MiB`.
@@ -286,6 +313,7 @@ impl Limit {
                 let quota = read(&self.dir.join("cpu.cfs_quota_us")).ok().and_then(|t| t.trim().parse::<f64>().ok());
                 let period = read(&self.dir.join("cpu.cfs_period_us")).ok().and_then(|t| t.trim().parse::<f64>().ok());
                 match (quota, period) {
+                    (Some(q), Some(_)) if q < 0.0 => "no quota".into(),
                     (Some(q), Some(p)) if p > 0.0 => format!("{:.2} cores", q / p),
                     _ => "quota unreadable".into(),
                 }
@@ -353,6 +381,9 @@ impl Limit {
     /// CPU: moves the process home (when it still lives) and removes the fault's cgroup.
     /// Memory: lifts the limit. `Err`: what is left behind.
     pub fn release(&self) -> Result<(), String> {
+        if self.by_engine {
+            return Err(format!("{}: the container engine's quota, lifted by the engine", self.dir.display()));
+        }
         let Some(home) = &self.home else {
             return match lift_memory_limit(&self.dir) {
                 true => Ok(()),

@@ -13,7 +13,8 @@
 //! - [`cgroups`]: resource faults through cgroup v1 — a CPU quota on one process and a memory
 //!   limit on a component's own memory cgroup (every component lives in one from birth), read
 //!   back from the kernel (throttling, the OOM killer), lifted on heal; leftovers of a killed
-//!   lab swept at the next start.
+//!   lab swept at the next start. A container's CPU quota is the engine's (`docker update`),
+//!   read back here the same way.
 //! - [`faults`]: the fault catalogue — what can be broken ([`faults::Target`]), how
 //!   ([`faults::Action`]) and for how long ([`faults::Fault`]).
 //! - [`injector`]: the [`Injector`], which applies a fault to a running testbed, checks that it

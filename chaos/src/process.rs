@@ -167,8 +167,8 @@ impl Supervised {
     /// control as a process is: `spec` says how the host sees it — its name, its published
     /// address in the probe, its data directory (mounted in the container) and log. Signals go
     /// to its process from the host, a pause is its cgroup freezer, a kill or stop and a start
-    /// go through the engine; its memory cgroup is the engine's (memory and CPU faults use
-    /// `docker update`: not built, refused).
+    /// go through the engine; its cgroups are the engine's (resource faults are `docker update`
+    /// of its limits).
     pub async fn in_container(spec: ProcessSpec, container: Container) -> Result<Self, ProcessError> {
         let name = spec.name.clone();
         let hosted = Hosted::new(container)
@@ -177,7 +177,7 @@ impl Supervised {
         Ok(Supervised {
             spec,
             child: None,
-            memory: Err("a component in a container: memory faults on containers are not built".into()),
+            memory: Err("a component in a container: its memory cgroup is the engine's (docker update)".into()),
             also_enter: Vec::new(),
             hosted: Some(hosted),
         })

@@ -24,7 +24,7 @@ pub mod hosted;
 pub mod images;
 mod runtime;
 
-pub use runtime::{Container, ContainerSpec, Runtime, RuntimeError};
+pub use runtime::{Container, ContainerSpec, Runtime, RuntimeError, MEMORY_LIFTED};
 
 use std::time::Duration;
 

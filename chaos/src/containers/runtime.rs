@@ -422,6 +422,33 @@ impl Container {
         self.docker(&["unpause"]).await
     }
 
+    /// A CPU quota of `quota_us` every `period_us` on it (`docker update --cpu-period P
+    /// --cpu-quota Q`), or none (`None`: `--cpu-quota -1`). The engine keeps it across a
+    /// restart of the container. (Not `--cpus`: a quota set that way and lifted with
+    /// `--cpu-quota -1` is not set again at the container's next start by a later `--cpus`.)
+    pub async fn set_cpu_quota(&self, quota: Option<(u64, u64)>) -> Result<(), ImageError> {
+        match quota {
+            Some((quota_us, period_us)) => {
+                let (period, quota) = (period_us.to_string(), quota_us.to_string());
+                self.docker(&["update", "--cpu-period", &period, "--cpu-quota", &quota]).await
+            }
+            None => self.docker(&["update", "--cpu-quota", "-1"]).await,
+        }
+    }
+
+    /// A memory limit of `bytes`, swap included (`docker update --memory B --memory-swap B`),
+    /// or none in effect (`None`: [`MEMORY_LIFTED`] — Docker 20.10 cannot take a limit back:
+    /// `-1` is refused, `0` changes nothing). The engine keeps it across a restart.
+    pub async fn set_memory_limit(&self, bytes: Option<u64>) -> Result<(), ImageError> {
+        let bytes = bytes.unwrap_or(MEMORY_LIFTED).to_string();
+        self.docker(&["update", "--memory", &bytes, "--memory-swap", &bytes]).await
+    }
+
+    /// Whether the kernel's OOM killer ended its last run (the engine's `State.OOMKilled`).
+    pub async fn oom_killed(&self) -> Result<bool, ImageError> {
+        Ok(self.inspect("{{.State.OOMKilled}}").await?.trim() == "true")
+    }
+
     /// Cuts it off the run's network `network`: nothing reaches it and it reaches nothing —
     /// the lab through its published port included (a partition). Its processes run on.
     pub async fn disconnect(&self, network: &str) -> Result<(), ImageError> {
@@ -460,6 +487,10 @@ impl Container {
         }
     }
 }
+
+/// The memory limit that stands for none (1 TiB, above any machine the lab runs on): what a
+/// lifted memory fault leaves on a container.
+pub const MEMORY_LIFTED: u64 = 1 << 40;
 
 /// A `docker` command (bounded by [`images::docker`]'s timeout) off the async threads.
 async fn docker_off_thread(args: Vec<String>) -> Result<String, ImageError> {

@@ -5,6 +5,7 @@ use super::*;
 impl Inner {
     pub(super) async fn apply(&self, testbed: &mut Testbed, fault: &Fault) -> Result<(Undo, Check), FaultError> {
         let target = fault.target;
+        let on_container = testbed.process(target).is_some_and(|p| p.container().is_some());
         match &fault.action {
             Action::Kill | Action::Terminate | Action::RedisLoss { .. } => {
                 let process = running(testbed, target)?;
@@ -128,15 +129,15 @@ impl Inner {
             Action::Cpu { cores } => {
                 let process = running(testbed, target)?;
                 if process.container().is_some() {
-                    return Err(FaultError::OtherRuntime(format!(
-                        "cpu on {target}: a CPU quota of a container (docker update --cpus) is not built; \
-                         cpu faults run on processes"
-                    )));
+                    return self.engine_cpu(testbed, target, *cores).await;
                 }
                 let limit = Limit::cpu(process.pid().unwrap_or(0), *cores).map_err(FaultError::Cgroup)?;
                 // A restart while the fault lasts starts inside the quota too.
                 process.enter_on_start(limit.dir.join("cgroup.procs"), true);
                 Ok(hold(limit))
+            }
+            Action::Memory { bytes, restart } if on_container => {
+                self.engine_memory(testbed, target, *bytes, *restart).await
             }
             Action::Memory { bytes, restart: false } => {
                 let process = running(testbed, target)?;

@@ -35,6 +35,8 @@ impl Inner {
                 let back = wait_for_probe(&probe, Duration::from_secs(10)).await;
                 Ok((Check::new(back.is_ok(), format!("back on {network}; its probe: {}", describe(&back))), true))
             }
+            Undo::Engine(limit) => Ok((self.engine_lift(testbed, target, Some(limit)).await?, true)),
+            Undo::EngineStopped => Ok((self.engine_lift(testbed, target, None).await?, true)),
             Undo::PeerPartition { peer, from } => {
                 let proxy = testbed.proxy(*peer).ok_or(FaultError::NoProxy(*peer))?;
                 for &direction in Directions::Both.each() {

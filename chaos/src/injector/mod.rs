@@ -44,6 +44,7 @@ use crate::proxy::{Toxic, ToxicSetting};
 use crate::testbed::Testbed;
 
 mod apply;
+mod engine;
 mod heal;
 mod observe;
 use observe::*;
@@ -154,6 +155,10 @@ enum Undo {
     /// Move the process out of the fault's cgroup and remove it; start the process again if
     /// the OOM killer took it.
     Cgroup(Limit),
+    /// Lift the engine's limit on the container (`docker update`; [`engine`]).
+    Engine(Limit),
+    /// Lift the engine's memory limit of a container that did not start inside it, and start it.
+    EngineStopped,
     /// Put the container back on the run's network.
     Reconnect,
     /// Lift the stall for `from` (the component's address) from `peer`'s proxy.
