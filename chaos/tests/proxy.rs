@@ -32,6 +32,14 @@ async fn ping(stream: &mut TcpStream, limit: Duration) -> Result<Duration, Strin
     }
 }
 
+/// A connection to `to` from the loopback address `ip` (127.0.0.N): a client the proxy tells
+/// apart by its address.
+async fn connect_from(ip: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((ip, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
 fn toxic(toxic: Toxic) -> ToxicSetting {
     ToxicSetting { toxic, toxicity: 1.0, from: None }
 }
@@ -147,14 +155,7 @@ async fn blackhole_makes_a_redis_call_time_out_and_heal_restores_it() {
 async fn a_stall_for_one_address_holds_its_bytes_until_the_heal_and_spares_the_others() {
     let (_dir, _redis, addr) = redis().await;
     let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
-    let from = |ip: [u8; 4]| {
-        let to = proxy.addr();
-        async move {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind(SocketAddr::from((ip, 0))).unwrap();
-            socket.connect(to).await.unwrap()
-        }
-    };
+    let from = |ip: [u8; 4]| connect_from(ip, proxy.addr());
     let cut_ip = std::net::IpAddr::from([127, 0, 0, 2]);
     let mut cut = from([127, 0, 0, 2]).await;
     let mut spared = from([127, 0, 0, 3]).await;
@@ -197,14 +198,7 @@ async fn a_stall_for_one_address_holds_its_bytes_until_the_heal_and_spares_the_o
 async fn latencies_for_two_addresses_and_for_everyone_stand_side_by_side() {
     let (_dir, _redis, addr) = redis().await;
     let proxy = FaultProxy::start(loopback(0), addr, 1).await.unwrap();
-    let from = |ip: [u8; 4]| {
-        let to = proxy.addr();
-        async move {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind(SocketAddr::from((ip, 0))).unwrap();
-            socket.connect(to).await.unwrap()
-        }
-    };
+    let from = |ip: [u8; 4]| connect_from(ip, proxy.addr());
     let mut two = from([127, 0, 0, 2]).await;
     let mut three = from([127, 0, 0, 3]).await;
     let mut other = from([127, 0, 0, 4]).await;

@@ -15,8 +15,20 @@ async fn start(spec: chaos::process::ProcessSpec) -> Supervised {
     Supervised::start(spec).await.expect("starts")
 }
 
-#[tokio::test]
-async fn calls_follow_the_primary_through_a_sentinel_failover() {
+/// A primary, its replica and three sentinels on loopback, Sentinel's down-after set to
+/// `down_after` (its failover timeout 5 s, or 10 s for a down-after of 30 s and more: no
+/// automatic failover then). Kept alive by the returned handles.
+struct Set {
+    _dir: tempfile::TempDir,
+    primary: Supervised,
+    replica: Supervised,
+    _sentinels: Vec<Supervised>,
+    a: SocketAddr,
+    b: SocketAddr,
+    addrs: Vec<SocketAddr>,
+}
+
+async fn sentinel_set(down_after: Duration) -> Set {
     let dir = tempfile::tempdir().unwrap();
     let node_dir = |name: &str| {
         let d = dir.path().join(name);
@@ -25,13 +37,14 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
     };
     let a: SocketAddr = loopback(free_port().unwrap());
     let b: SocketAddr = loopback(free_port().unwrap());
-    let mut primary = start(components::redis_node(0, a, a, None, &node_dir("r0"))).await;
+    let primary = start(components::redis_node(0, a, a, None, &node_dir("r0"))).await;
     let replica = start(components::redis_node(1, b, b, Some(a), &node_dir("r1"))).await;
+    let failover_timeout = if down_after >= Duration::from_secs(30) { 10 } else { 5 };
     let settings = SentinelSettings {
         master: "flashsale".into(),
         quorum: 2,
-        down_after: Duration::from_millis(1000),
-        failover_timeout: Duration::from_secs(5),
+        down_after,
+        failover_timeout: Duration::from_secs(failover_timeout),
     };
     let mut sentinels = Vec::new();
     let mut addrs = Vec::new();
@@ -39,9 +52,23 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
         let addr = loopback(free_port().unwrap());
         let spec = components::sentinel(i, addr, a, &settings, &node_dir(&format!("s{i}"))).unwrap();
         sentinels.push(start(spec).await);
-        addrs.push(addr.to_string());
+        addrs.push(addr);
     }
-    let endpoint = RedisEndpoint::Sentinel { sentinels: addrs, master: "flashsale".into() };
+    Set { _dir: dir, primary, replica, _sentinels: sentinels, a, b, addrs }
+}
+
+fn endpoint(set: &Set) -> RedisEndpoint {
+    RedisEndpoint::Sentinel {
+        sentinels: set.addrs.iter().map(ToString::to_string).collect(),
+        master: "flashsale".into(),
+    }
+}
+
+#[tokio::test]
+async fn calls_follow_the_primary_through_a_sentinel_failover() {
+    let mut nodes = sentinel_set(Duration::from_millis(1000)).await;
+    let (a, b) = (nodes.a, nodes.b);
+    let endpoint = endpoint(&nodes);
     let redis = Redis::connect_when_up(&endpoint, Duration::from_millis(500), Duration::from_secs(10)).await.unwrap();
     assert_eq!(redis.addr(), a.to_string());
     let set = |v: &'static str| {
@@ -72,12 +99,12 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
         assert!(Instant::now() < deadline, "a write never reached the replica");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    replica.pause().unwrap();
+    nodes.replica.pause().unwrap();
     match write("2").await {
         Err(RedisError::NotReplicated { acked: 0, wanted: 1 }) => {}
         other => panic!("expected NotReplicated, got {other:?}"),
     }
-    replica.resume().unwrap();
+    nodes.replica.resume().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while write("3").await.is_err() {
         assert!(Instant::now() < deadline, "writes not replicated again after the thaw");
@@ -85,7 +112,7 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
     }
 
     // The primary dies; Sentinel needs down_after (1 s), a vote and the promotion.
-    primary.kill().await.unwrap();
+    nodes.primary.kill().await.unwrap();
     let started = Instant::now();
     let mut last = None;
     while started.elapsed() < Duration::from_secs(30) {
@@ -102,7 +129,6 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
         redis.call(|mut c| async move { redis::cmd("GET").arg("k").query_async(&mut c).await }).await.unwrap();
     assert_eq!(got, "2");
     assert!(took < Duration::from_secs(20), "{took:?}");
-    drop(sentinels);
 }
 
 /// The on-call's failover (`chaos::testbed::failover`) holds the primary's writes, then makes
@@ -112,35 +138,10 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
 #[tokio::test]
 async fn a_write_held_through_the_on_calls_failover_runs_on_the_new_primary() {
     use chaos::testbed::failover::{manual_failover, Handover};
-    let dir = tempfile::tempdir().unwrap();
-    let node_dir = |name: &str| {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    };
-    let a: SocketAddr = loopback(free_port().unwrap());
-    let b: SocketAddr = loopback(free_port().unwrap());
-    let _primary = start(components::redis_node(0, a, a, None, &node_dir("r0"))).await;
-    let _replica = start(components::redis_node(1, b, b, Some(a), &node_dir("r1"))).await;
     // No automatic failover in the test: only the on-call's.
-    let settings = SentinelSettings {
-        master: "flashsale".into(),
-        quorum: 2,
-        down_after: Duration::from_secs(30),
-        failover_timeout: Duration::from_secs(10),
-    };
-    let mut sentinels = Vec::new();
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        let addr = loopback(free_port().unwrap());
-        let spec = components::sentinel(i, addr, a, &settings, &node_dir(&format!("s{i}"))).unwrap();
-        sentinels.push(start(spec).await);
-        addrs.push(addr);
-    }
-    let endpoint = RedisEndpoint::Sentinel {
-        sentinels: addrs.iter().map(ToString::to_string).collect(),
-        master: "flashsale".into(),
-    };
+    let nodes = sentinel_set(Duration::from_secs(30)).await;
+    let (a, b, addrs) = (nodes.a, nodes.b, nodes.addrs.clone());
+    let endpoint = endpoint(&nodes);
     let connect = || Redis::connect_when_up(&endpoint, Duration::from_secs(5), Duration::from_secs(10));
     let (plain, following) = (connect().await.unwrap(), connect().await.unwrap());
     let info = |addr: SocketAddr, section: &'static str| async move {
@@ -183,5 +184,4 @@ async fn a_write_held_through_the_on_calls_failover_runs_on_the_new_primary() {
     assert_eq!(following.addr(), b.to_string());
     let on_b = chaos::probe::redis_answer(b, &["GET", "following"], Duration::from_secs(1)).await.unwrap();
     assert!(on_b.contains("\r\nheld\r\n"), "{on_b:?}");
-    drop(sentinels);
 }
