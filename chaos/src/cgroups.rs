@@ -221,7 +221,7 @@ pub struct Limit {
     pub home: Option<PathBuf>,
     pub pid: u32,
     before: Counters,
-    /// Set and lifted by the container engine ([`Limit::engine_cpu`]): [`Limit::release`]
+    /// Set and lifted by the container engine ([`Limit::engine`]): [`Limit::release`]
     /// leaves it alone.
     by_engine: bool,
 }
@@ -241,7 +241,14 @@ impl Limit {
             let _ = std::fs::remove_dir(&dir);
             return Err(e);
         }
-        Ok(Limit { controller: Controller::Cpu, dir, home: Some(home), pid, before: Counters::default(), by_engine: false })
+        Ok(Limit {
+            controller: Controller::Cpu,
+            dir,
+            home: Some(home),
+            pid,
+            before: Counters::default(),
+            by_engine: false,
+        })
     }
 
     /// The limit the container engine sets on `pid`'s container (its own cgroup of
@@ -382,7 +389,7 @@ impl Limit {
     /// Memory: lifts the limit. `Err`: what is left behind.
     pub fn release(&self) -> Result<(), String> {
         if self.by_engine {
-            return Err(format!("{}: the container engine's quota, lifted by the engine", self.dir.display()));
+            return Err(format!("{}: the container engine's limit, lifted by the engine", self.dir.display()));
         }
         let Some(home) = &self.home else {
             return match lift_memory_limit(&self.dir) {

@@ -17,12 +17,14 @@
 //! - cpu / memory: the kernel holds the process in the fault's cgroup with the limit; when it
 //!   heals the fault must have bitten — throttled at least once (`cpu.stat`), the memory limit
 //!   reached (`memory.failcnt`, `oom_kill`) — or the heal check fails: a quota on an idle
-//!   process is no fault.
+//!   process is no fault. In a container the limits are the engine's (`docker update`), read on
+//!   the container's own cgroups, an OOM kill from the engine (`State.OOMKilled`).
 //!
 //! A heal is checked by the same probe through the proxy answering again.
 //!
 //! Here: the injector and its bookkeeping; `apply.rs` (each fault applied and checked), `heal.rs`
-//! (each undone and checked), `observe.rs` (the probes and readings the checks use).
+//! (each undone and checked), `engine.rs` (cpu and memory on containers, both ways),
+//! `observe.rs` (the probes and readings the checks use).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
