@@ -54,12 +54,15 @@ pub fn redis(addr: SocketAddr, dir: &Path) -> ProcessSpec {
 /// A `redis-server` of a replicated set: `redis_node(i)` on `addr`, data in `dir`, announcing
 /// `announce` (the address its clients and the sentinels use: its fault proxy's) and, for a
 /// replica, replicating from `primary` (the primary's announced address: replication goes
-/// through the proxies too).
+/// through the proxies too), its replication connection opened from `source` when given (on
+/// loopback, an address of its own; in a container its address on the run's network is its
+/// own already).
 pub fn redis_node(
     index: usize,
     addr: SocketAddr,
     announce: SocketAddr,
     primary: Option<SocketAddr>,
+    source: Option<std::net::IpAddr>,
     dir: &Path,
 ) -> ProcessSpec {
     let mut spec = redis(addr, dir);
@@ -80,16 +83,9 @@ pub fn redis_node(
             announce.port().to_string(),
         ]
         .into_iter()
-        .chain(primary.into_iter().flat_map(|p| {
-            [
-                "--replicaof".to_string(),
-                p.ip().to_string(),
-                p.port().to_string(),
-                // Its replication connection from an address of its own: a fault can single it out.
-                "--bind-source-addr".into(),
-                crate::testbed::replication::replica_source(index).to_string(),
-            ]
-        })),
+        .chain(primary.into_iter().flat_map(|p| ["--replicaof".to_string(), p.ip().to_string(), p.port().to_string()]))
+        // Its replication connection from an address of its own: a fault can single it out.
+        .chain(source.into_iter().flat_map(|ip| ["--bind-source-addr".to_string(), ip.to_string()])),
     );
     spec
 }
@@ -108,21 +104,26 @@ pub struct SentinelSettings {
 }
 
 /// `redis-server --sentinel` number `index` on `addr`, watching `primary` (an address the
-/// primary announces), its config file (which Sentinel rewrites) in `dir`.
+/// primary announces), its config file (which Sentinel rewrites) in `dir`; the file is written
+/// into `host_dir`, which is `dir` for a process and the directory mounted at `dir` for a
+/// container.
 pub fn sentinel(
     index: usize,
     addr: SocketAddr,
     primary: SocketAddr,
     settings: &SentinelSettings,
+    host_dir: &Path,
     dir: &Path,
 ) -> std::io::Result<ProcessSpec> {
-    let conf = dir.join(format!("sentinel-{index}.conf"));
+    let file = format!("sentinel-{index}.conf");
+    let on_host = host_dir.join(&file);
+    let conf = dir.join(&file);
     let name = &settings.master;
     // Rewritten by Sentinel as it learns replicas and failovers: written once, kept across
     // restarts.
-    if !conf.exists() {
+    if !on_host.exists() {
         std::fs::write(
-            &conf,
+            &on_host,
             format!(
                 "port {port}\nbind {ip}\ndir {dir}\nprotected-mode no\n\
                  sentinel resolve-hostnames no\n\
@@ -198,9 +199,9 @@ fn tansu_program() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SystemAddrs {
     pub redis: SocketAddr,
-    /// With replicated Redis: the sentinels, which name the primary (then `redis` is not
-    /// passed on).
-    pub sentinels: Vec<SocketAddr>,
+    /// With replicated Redis: the sentinels (`HOST:PORT`: in a container, their names on the
+    /// run's network), which name the primary (then `redis` is not passed on).
+    pub sentinels: Vec<String>,
     pub kafka: SocketAddr,
     /// The payment provider, once it runs.
     pub payment: Option<SocketAddr>,
@@ -212,10 +213,7 @@ impl SystemAddrs {
         let mut env = match self.sentinels.is_empty() {
             true => vec![("REDIS_ADDR".to_string(), self.redis.to_string())],
             false => vec![
-                (
-                    "REDIS_SENTINELS".to_string(),
-                    self.sentinels.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(","),
-                ),
+                ("REDIS_SENTINELS".to_string(), self.sentinels.join(",")),
                 ("REDIS_MASTER_NAME".into(), crate::testbed::replication::MASTER_NAME.into()),
             ],
         };

@@ -34,7 +34,8 @@
 //!   and the on-call fails it over without losing a write ([`testbed::failover`]);
 //!   a gateway or processor can be replaced by another build and put back
 //!   ([`testbed::release`]: a canary and its rollback); or the same system with every component
-//!   in a container of the run's network (`runtime = containers`, [`testbed::RuntimeKind`]).
+//!   in a container of the run's network (`runtime = containers`, [`testbed::RuntimeKind`]),
+//!   replicated Redis and its sentinels included.
 //! - [`containers`]: the container runtime — the images (`flashlab images build`), a run's Docker
 //!   network and containers started through `testcontainers`, published on 127.0.0.1 only, and
 //!   removed at the end or, after kill -9 of the lab, by its reaper or the next start; a

@@ -21,8 +21,9 @@
 //!
 //! On the container runtime a `Supervised` holds a component's container instead
 //! ([`Supervised::in_container`], [`crate::containers::hosted`]): the same handle, so the
-//! injector, the supervisor and the drills treat both alike; a deploy and the resource faults
-//! are refused there.
+//! injector, the supervisor and the drills treat both alike. Its resource limits are the
+//! engine's ([`crate::injector`]), and a deploy replaces its container with another
+//! ([`crate::testbed::release`]): [`Supervised::redeploy`] refuses one.
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -102,7 +103,7 @@ pub enum ProcessError {
     ContainerExited { name: String, log_tail: String },
     #[error("{name}: {why}")]
     Container { name: String, why: String },
-    #[error("{name}: {what} is not built for a component in a container")]
+    #[error("{name}: {what} of a component in a container is the testbed's (a container of the build's image)")]
     NotOnContainers { name: String, what: &'static str },
 }
 

@@ -271,6 +271,26 @@ fn order_decided(url: &str, id: &str) -> String {
     }
 }
 
+/// The drills' testbed on containers in `dir` (a gateway, a processor, payment; Redis with
+/// `redis_replicas` replicas), 100 of item 101 in stock: it, its run id and its gateway's URL.
+async fn system_on_containers(dir: &std::path::Path, redis_replicas: usize) -> (chaos::Testbed, String, String) {
+    let config = chaos::TestbedConfig {
+        dir: Some(dir.join("system")),
+        gateways: 1,
+        processors: 1,
+        payment: true,
+        redis_replicas,
+        runtime: chaos::testbed::RuntimeKind::Containers,
+        ..chaos::TestbedConfig::default()
+    };
+    let bed = chaos::Testbed::start(config).await.expect("the testbed on containers");
+    let run = bed.network().expect("a network").strip_prefix("flashlab-").unwrap().to_string();
+    let url = bed.gateway_url(0);
+    let stock = Command::new(bed.flashsale_bin()).args(["stock", "set", "101", "100"]).envs(bed.admin_env()).output();
+    assert!(stock.unwrap().status.success(), "stock set through the published ports");
+    (bed, run, url)
+}
+
 /// The testbed of the drills on containers, faults through the injector: pause is the cgroup
 /// freezer; a partition off the network silences the gateway's published port and a partition
 /// from Redis sets Redis' proxy for the processor's address only; a kill and its heal keep the
@@ -279,24 +299,11 @@ fn order_decided(url: &str, id: &str) -> String {
 /// through the proxies before, during and after; everything goes at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_testbed_on_containers_takes_its_faults_through_the_injector_and_heals_them() {
-    use chaos::testbed::RuntimeKind;
-    use chaos::{Action, EventLog, Fault, Injector, Target, Testbed, TestbedConfig};
+    use chaos::{Action, EventLog, Fault, Injector, Target};
     let dir = tempfile::tempdir().unwrap();
-    let config = TestbedConfig {
-        dir: Some(dir.path().join("system")),
-        gateways: 1,
-        processors: 1,
-        payment: true,
-        runtime: RuntimeKind::Containers,
-        ..TestbedConfig::default()
-    };
-    let bed = Testbed::start(config).await.expect("the testbed on containers");
+    let (bed, run, url) = system_on_containers(dir.path(), 0).await;
     let network = bed.network().expect("a network").to_string();
-    let run = network.strip_prefix("flashlab-").unwrap().to_string();
     assert_eq!(left_of(&run).unwrap().len(), 6, "redis, broker, payment, processor, gateway and their network");
-    let url = bed.gateway_url(0);
-    let stock = Command::new(bed.flashsale_bin()).args(["stock", "set", "101", "100"]).envs(bed.admin_env()).output();
-    assert!(stock.unwrap().status.success(), "stock set through the published ports");
     assert_eq!(order_decided(&url, "before"), "COMPLETED");
     let broker_addr = bed.kafka_direct_addr();
     let bed = std::sync::Arc::new(tokio::sync::Mutex::new(bed));
@@ -393,4 +400,148 @@ async fn the_testbed_on_containers_takes_its_faults_through_the_injector_and_hea
     assert_eq!(left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
     let log = std::fs::read_to_string(dir.path().join("system/processors/processor-0.log")).unwrap_or_default();
     assert!(!log.is_empty(), "the processor's log is kept in its directory");
+}
+
+/// Replicated Redis on containers: every node and sentinel a container of the run; the services
+/// find the primary through the sentinels by their names on the run's network; a latency on
+/// `replication[1]` is keyed on the replica's address on that network and holds back what the
+/// replica gets (a key written on the primary is not on the replica at once) while the lab's
+/// own reads are not slowed, and it is lifted; the on-call's failover promotes the replica and
+/// the services follow it; everything goes at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_redis_on_containers_fails_over_and_its_replication_takes_faults() {
+    use chaos::faults::Directions;
+    use chaos::proxy::Toxic;
+    use chaos::testbed::failover::{manual_failover, Handover};
+    use chaos::{Action, EventLog, Fault, Injector, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bed, run, url) = system_on_containers(dir.path(), 1).await;
+    let network = bed.network().expect("a network").to_string();
+    let left = left_of(&run).unwrap();
+    assert_eq!(left.len(), 10, "two Redis, three sentinels, broker, payment, processor, gateway, network: {left:?}");
+    let gateway_env = bed.process(Target::Gateway(0)).unwrap().spec().env.clone();
+    let sentinels_var = gateway_env.iter().find(|(k, _)| k == "REDIS_SENTINELS").map(|(_, v)| v.clone());
+    assert_eq!(
+        sentinels_var,
+        Some((0..3).map(|i| format!("flashlab-{run}-sentinel-{i}:26379")).collect::<Vec<_>>().join(",")),
+        "the services reach the sentinels by name"
+    );
+    let sentinels: Vec<SocketAddr> = bed
+        .admin_env()
+        .iter()
+        .find(|(k, _)| k == "REDIS_SENTINELS")
+        .map(|(_, v)| v.split(',').map(|a| a.parse().unwrap()).collect())
+        .expect("the lab reaches the sentinels on 127.0.0.1");
+    assert!(sentinels.iter().all(|s| s.ip().is_loopback()), "{sentinels:?}");
+    assert_eq!(order_decided(&url, "before"), "COMPLETED");
+    let nodes = bed.redis_nodes();
+    let (primary, replica) = (nodes[0].1, nodes[1].1);
+    let bed = std::sync::Arc::new(tokio::sync::Mutex::new(bed));
+    let injector = Injector::new(bed.clone(), EventLog::to_file(&dir.path().join("events.jsonl")).unwrap());
+
+    let toxic = Toxic::Latency { latency: Duration::from_secs(2), jitter: Duration::ZERO };
+    let action = Action::Network { toxic, directions: Directions::Both, toxicity: 1.0 };
+    let lag = injector.inject(Fault { target: Target::RedisLink(1), action, duration: None }).await.unwrap();
+    let from: std::net::IpAddr = lag
+        .check
+        .observed
+        .split("connections from ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(lag.check.ok && !from.is_loopback(), "keyed on the replica's address on {network}: {:?}", lag.check);
+    eprintln!("replication[1]: {}", lag.check.observed);
+    let replicating = bed.lock().await.proxy(Target::RedisNode(0)).unwrap().open_from(from);
+    assert!(replicating > 0, "no connection from {from} to the primary's proxy: not the replica's address");
+    let set = redis_command(primary, &["SET", "lagged", "yes"], Duration::from_secs(2)).await;
+    assert_eq!(set.as_deref(), Ok("+OK"), "the lab's own write is not slowed");
+    let at_once = redis_answer(replica, &["GET", "lagged"], Duration::from_secs(1)).await.unwrap();
+    assert!(at_once.starts_with("$-1"), "the replica had the key at once ({at_once:?}): its link was not slowed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !redis_answer(replica, &["GET", "lagged"], Duration::from_secs(1)).await.unwrap().contains("yes") {
+        assert!(Instant::now() < deadline, "the key never reached the replica");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let lifted = injector.heal(lag.id).await.unwrap();
+    assert!(lifted.check.ok && lifted.check.observed.contains(&from.to_string()), "{:?}", lifted.check);
+
+    let failover = manual_failover(&sentinels, &nodes, Duration::from_secs(30), Handover::Coordinated)
+        .await
+        .expect("the on-call's failover");
+    assert_eq!(failover.to, nodes[1].0, "{failover}");
+    eprintln!("on containers: {failover}");
+    assert_eq!(bed.lock().await.refresh_primary().await, Some(1));
+    assert_eq!(order_decided(&url, "after"), "COMPLETED", "the services follow the new primary");
+
+    bed.lock().await.stop_all().await.expect("stops in order");
+    drop(injector);
+    drop(bed);
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
+    let log = std::fs::read_to_string(dir.path().join("system/redis/sentinels/sentinel-0.log")).unwrap_or_default();
+    assert!(log.contains("+switch-master"), "the sentinel's log is kept and names the switch: {log}");
+}
+
+/// A deploy on containers: the candidate (here the same binary with another setting) gets an
+/// image of its own and runs in a container of its own on the same published port, named by its
+/// build info, the release's stopped container gone; an order is decided on it; the rollback
+/// puts the release's image back under its first name; a candidate that never gets ready fails
+/// the deploy and leaves the release running; both containers' logs are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_on_containers_runs_the_candidates_image_and_its_rollback_the_releases() {
+    use chaos::testbed::release::Build;
+    use chaos::Target;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bed, run, url) = system_on_containers(dir.path(), 0).await;
+    let addr = bed.processor_addr(0);
+    let metrics = || {
+        let out = Command::new("curl").args(["-s", "-m", "3", &format!("http://{addr}/metrics")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let containers = || left_of(&run).unwrap().into_iter().filter(|c| c.contains("processor")).collect::<Vec<_>>();
+    assert_eq!(containers(), [format!("container flashlab-{run}-processor-0")], "before");
+
+    let candidate = Build {
+        release: "candidate".into(),
+        program: bed.flashsale_bin().to_path_buf(),
+        env: vec![("PROCESSOR_MAX_IN_FLIGHT".into(), "7".into())],
+    };
+    bed.deploy(Target::Processor(0), Some(&candidate)).await.expect("the candidate starts");
+    assert_eq!(bed.processor_addr(0), addr, "the same published port");
+    assert_eq!(containers(), [format!("container flashlab-{run}-processor-0-candidate")], "the candidate's alone");
+    let image = bed.process(Target::Processor(0)).unwrap().spec().program.display().to_string();
+    assert!(image.starts_with("flashlab/flashsale-candidate:"), "{image}");
+    let page = metrics();
+    assert!(page.contains("processor_orders_in_flight_limit 7") && page.contains(r#"release="candidate""#), "{page}");
+    assert_eq!(order_decided(&url, "on-candidate"), "COMPLETED");
+
+    bed.deploy(Target::Processor(0), None).await.expect("the rollback");
+    assert_eq!(containers(), [format!("container flashlab-{run}-processor-0")], "the release's again");
+    let page = metrics();
+    assert!(
+        page.contains("processor_orders_in_flight_limit 256") && !page.contains(r#"release="candidate""#),
+        "{page}"
+    );
+
+    // A candidate that exits at once (its Redis setting is not HOST:PORT): the deploy fails and
+    // the release runs again in its container.
+    let broken =
+        Build { release: "broken".into(), env: vec![("REDIS_SENTINELS".into(), "nowhere".into())], ..candidate };
+    let failed = bed.deploy(Target::Processor(0), Some(&broken)).await.unwrap_err().to_string();
+    assert!(
+        failed.contains("exited (exited) before it was ready") && failed.contains("the previous build started again"),
+        "{failed}"
+    );
+    assert_eq!(containers(), [format!("container flashlab-{run}-processor-0")], "the release's, running");
+    assert!(bed.deployed().is_empty(), "the testbed says the release runs: {:?}", bed.deployed());
+    assert_eq!(order_decided(&url, "after"), "COMPLETED");
+
+    bed.stop().await.expect("stops in order");
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new(), "nothing left of the run");
+    let processors = dir.path().join("system/processors");
+    for log in ["processor-0.log", "processor-0-candidate.log", "processor-0-broken.log"] {
+        let text = std::fs::read_to_string(processors.join(log)).unwrap_or_default();
+        assert!(!text.is_empty(), "{log} kept");
+    }
 }

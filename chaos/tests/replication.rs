@@ -100,6 +100,15 @@ async fn the_services_follow_the_primary_through_a_failover() {
     assert_eq!(testbed.lock().await.refresh_primary().await, Some(1));
     assert_eq!(testbed.lock().await.resolve(Target::Redis), Target::RedisNode(1));
 
+    // redis[1] is the primary now: it replicates from nowhere, so a fault on its replication
+    // lands on nothing, and says so.
+    let toxic = chaos::proxy::Toxic::Blackhole;
+    let action = Action::Network { toxic, directions: chaos::faults::Directions::Both, toxicity: 1.0 };
+    let idle = injector.inject(Fault { target: Target::RedisLink(1), action, duration: None }).await.unwrap();
+    assert!(!idle.check.ok && idle.check.observed.contains(": 0 open connection(s) from there"), "{:?}", idle.check);
+    let lifted = injector.heal(idle.id).await.unwrap();
+    assert!(lifted.check.ok, "{:?}", lifted.check);
+
     // The admin commands follow too.
     let out = admin(&*testbed.lock().await, &["stock", "get", "101"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -37,8 +37,16 @@ async fn sentinel_set(down_after: Duration) -> Set {
     };
     let a: SocketAddr = loopback(free_port().unwrap());
     let b: SocketAddr = loopback(free_port().unwrap());
-    let primary = start(components::redis_node(0, a, a, None, &node_dir("r0"))).await;
-    let replica = start(components::redis_node(1, b, b, Some(a), &node_dir("r1"))).await;
+    let primary = start(components::redis_node(0, a, a, None, None, &node_dir("r0"))).await;
+    let replica = start(components::redis_node(
+        1,
+        b,
+        b,
+        Some(a),
+        Some(chaos::testbed::replication::replica_source(1)),
+        &node_dir("r1"),
+    ))
+    .await;
     let failover_timeout = if down_after >= Duration::from_secs(30) { 10 } else { 5 };
     let settings = SentinelSettings {
         master: "flashsale".into(),
@@ -50,7 +58,8 @@ async fn sentinel_set(down_after: Duration) -> Set {
     let mut addrs = Vec::new();
     for i in 0..3 {
         let addr = loopback(free_port().unwrap());
-        let spec = components::sentinel(i, addr, a, &settings, &node_dir(&format!("s{i}"))).unwrap();
+        let sentinel_dir = node_dir(&format!("s{i}"));
+        let spec = components::sentinel(i, addr, a, &settings, &sentinel_dir, &sentinel_dir).unwrap();
         sentinels.push(start(spec).await);
         addrs.push(addr);
     }

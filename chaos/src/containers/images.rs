@@ -16,7 +16,8 @@
 //! Each is tagged `VERSION-DIGEST` (the flashlab version and a digest of every file, its path and
 //! mode, and the image settings) and `VERSION`. When the `VERSION-DIGEST` tag exists, nothing is
 //! built: a second run takes the time to read and digest the files. Earlier `VERSION-*` builds
-//! are removed.
+//! are removed. A deploy's candidate build of `flashsale` gets an image of its own
+//! ([`build_candidate`], `flashlab/flashsale-candidate`), which leaves the release's alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -117,13 +118,35 @@ pub struct Built {
 
 /// Builds (or finds) every image. See the module docs.
 pub fn build(sources: &Sources) -> Result<Vec<Built>, ImageError> {
-    // One build at a time on this machine: two would both import what neither found.
+    let _lock = build_lock()?;
+    Component::ALL.into_iter().map(|c| build_one(c, sources, &c.repository(), true)).collect()
+}
+
+/// One build at a time on this machine (held until dropped): two would both import what neither
+/// found.
+fn build_lock() -> Result<nix::fcntl::Flock<std::fs::File>, ImageError> {
     let path = std::env::temp_dir().join("flashlab-images.lock");
     let io = |source| ImageError::Io { path: path.display().to_string(), source };
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io(std::io::Error::from(e)))?;
-    Component::ALL.into_iter().map(|c| build_one(c, sources)).collect()
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(std::io::Error::from(e)))
+}
+
+/// The repository of the images of deployed builds ([`build_candidate`]).
+pub const CANDIDATE_REPOSITORY: &str = "flashlab/flashsale-candidate";
+
+/// Builds (or finds) the image of another build of `flashsale` — a deploy's candidate — as
+/// [`build`] makes `flashlab/flashsale`, in [`CANDIDATE_REPOSITORY`] (tagged `VERSION-DIGEST`
+/// only): the release's image and its `VERSION` tag are left as they are. Earlier candidates'
+/// images go, but for one a container still uses.
+pub fn build_candidate(program: &Path) -> Result<Built, ImageError> {
+    let sources = Sources {
+        flashsale: program.to_path_buf(),
+        redis_server: PathBuf::new(),
+        redis_cli: None,
+        tansu: PathBuf::new(),
+    };
+    let _lock = build_lock()?;
+    build_one(Component::Flashsale, &sources, CANDIDATE_REPOSITORY, false)
 }
 
 /// One file of an image: where it goes, its mode, and where its bytes come from.
@@ -135,7 +158,14 @@ struct Entry {
     dir: bool,
 }
 
-fn build_one(component: Component, sources: &Sources) -> Result<Built, ImageError> {
+/// Builds `component`'s image in `repository`, tagged `VERSION-DIGEST` and, with `version_tag`,
+/// `VERSION` too.
+fn build_one(
+    component: Component,
+    sources: &Sources,
+    repository: &str,
+    version_tag: bool,
+) -> Result<Built, ImageError> {
     let started = Instant::now();
     let (programs, entrypoint): (Vec<(&str, &Path)>, &str) = match component {
         Component::Flashsale => (vec![("/usr/local/bin/flashsale", &sources.flashsale)], "/usr/local/bin/flashsale"),
@@ -185,7 +215,7 @@ fn build_one(component: Component, sources: &Sources) -> Result<Built, ImageErro
         "ENV PATH=/usr/local/bin".to_string(),
     ];
     let digest = digest(&files, &changes);
-    let image = format!("{}:{VERSION}-{}", component.repository(), &digest[..12]);
+    let image = format!("{repository}:{VERSION}-{}", &digest[..12]);
     let fresh = !image_exists(&image)?;
     if fresh {
         let tar = tarball(&files)?;
@@ -198,11 +228,13 @@ fn build_one(component: Component, sources: &Sources) -> Result<Built, ImageErro
         args.push(image.clone());
         docker(&args, Some(&tar))?;
     }
-    docker(&["tag".into(), image.clone(), component.local_image()], None)?;
+    if version_tag {
+        docker(&["tag".into(), image.clone(), format!("{repository}:{VERSION}")], None)?;
+    }
     // Earlier builds of this version go (a container still using one keeps it).
-    let tags = docker(&["images".into(), component.repository(), "--format".into(), "{{.Tag}}".into()], None)?;
+    let tags = docker(&["images".into(), repository.to_string(), "--format".into(), "{{.Tag}}".into()], None)?;
     for tag in tags.lines().filter(|t| t.starts_with(&format!("{VERSION}-")) && !image.ends_with(&format!(":{t}"))) {
-        let _ = docker(&["rmi".into(), format!("{}:{tag}", component.repository())], None);
+        let _ = docker(&["rmi".into(), format!("{repository}:{tag}")], None);
     }
     let bytes =
         docker(&["image".into(), "inspect".into(), "--format".into(), "{{.Size}}".into(), image.clone()], None)?

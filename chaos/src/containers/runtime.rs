@@ -19,6 +19,8 @@ use crate::probe::Probe;
 
 /// How often a readiness probe is repeated while waiting.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a container that is not ready yet is asked whether it exited.
+const EXIT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Each probe attempt's own limit.
 const PROBE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much of a container's log an error quotes.
@@ -34,6 +36,8 @@ pub enum RuntimeError {
     Start { name: String, why: String },
     #[error("{name}: not ready after {waited:?} (last probe: {last}); log tail:\n{log_tail}")]
     NotReady { name: String, waited: Duration, last: String, log_tail: String },
+    #[error("{name}: exited ({status}) before it was ready; log tail:\n{log_tail}")]
+    Exited { name: String, status: String, log_tail: String },
     #[error("no free port: {0}")]
     NoPort(std::io::Error),
     #[error("the reaper: {0}")]
@@ -291,19 +295,33 @@ pub struct ContainerSpec {
     pub mount: Option<PathBuf>,
 }
 
-/// Gives `dir` to the images' user (uid [`images::UID`]), who runs every container: it
-/// writes its data there.
+/// Gives `dir` and the files in it to the images' user (uid [`images::UID`]), who runs every
+/// container: it writes its data there, and rewrites what the lab wrote for it (a sentinel's
+/// config).
 fn own_for_containers(dir: &std::path::Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let files = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| (entry.path(), 0o666));
+    for (path, mode) in std::iter::once((dir.to_path_buf(), 0o777)).chain(files) {
+        give_to_containers(&path, mode)?;
+    }
+    Ok(())
+}
+
+/// Gives `path` to uid [`images::UID`]; not root, opens it to all (`mode`), as a temporary
+/// directory is.
+fn give_to_containers(path: &std::path::Path, mode: u32) -> Result<(), String> {
     let uid = nix::unistd::Uid::from_raw(images::UID as u32);
     let gid = nix::unistd::Gid::from_raw(images::UID as u32);
-    match nix::unistd::chown(dir, Some(uid), Some(gid)) {
+    match nix::unistd::chown(path, Some(uid), Some(gid)) {
         Ok(()) => Ok(()),
-        // Not root: open to all, as a temporary directory is.
         Err(_) => {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
-                .map_err(|e| format!("{}: cannot give it to uid {}: {e}", dir.display(), images::UID))
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: cannot give it to uid {}: {e}", path.display(), images::UID))
         }
     }
 }
@@ -356,10 +374,19 @@ impl Container {
         let started = Instant::now();
         let probe = self.spec.probe.at(self.published);
         let mut last = String::from("not tried");
+        let mut checked = Instant::now();
         while started.elapsed() < self.spec.ready_timeout {
             match probe.check(PROBE_ATTEMPT_TIMEOUT).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
+            }
+            // Once a second: a container whose process ended will not get ready.
+            if checked.elapsed() >= EXIT_CHECK_INTERVAL {
+                checked = Instant::now();
+                let status = self.inspect("{{.State.Status}}").await.unwrap_or_default().trim().to_string();
+                if status == "exited" || status == "dead" {
+                    return Err(RuntimeError::Exited { name: self.name.clone(), status, log_tail: self.log_tail() });
+                }
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }

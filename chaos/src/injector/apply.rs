@@ -55,14 +55,18 @@ impl Inner {
                 Ok((Undo::Nothing, Check::new(ok, format!("pid {before} → {after}, ready"))))
             }
             Action::Network { toxic, directions, toxicity } if matches!(target, Target::RedisLink(_)) => {
-                let (proxies, from) = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
+                let from = testbed.link_source(target).await.map_err(FaultError::Container)?;
+                let proxies = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
+                // It lands on something: the replica replicates from that address now.
+                let open: u64 = proxies.iter().map(|p| p.open_from(from)).sum();
                 for proxy in &proxies {
                     for &direction in directions.each() {
                         proxy.set(direction, ToxicSetting { toxic: *toxic, toxicity: *toxicity, from: Some(from) });
                     }
                 }
                 // The lab cannot speak from the replica's address: the check is the proxies'
-                // settings, and the replica's link as the primary reports it is in the events.
+                // settings and the replica's open link; the link as the primary reports it is in
+                // the events.
                 let set = proxies.iter().all(|p| {
                     directions
                         .each()
@@ -70,14 +74,14 @@ impl Inner {
                         .all(|&d| p.toxics(d).iter().any(|s| s.toxic == *toxic && s.from == Some(from)))
                 });
                 let check = Check::new(
-                    set,
+                    set && open > 0,
                     format!(
-                        "{} on all {} Redis proxies for connections from {from} (the replica's replication)",
+                        "{} on all {} Redis proxies for connections from {from} (the replica's replication): {open} open connection(s) from there",
                         toxic.name(),
                         proxies.len()
                     ),
                 );
-                Ok((Undo::Proxy { directions: *directions, name: toxic.name() }, check))
+                Ok((Undo::LinkProxy { directions: *directions, name: toxic.name(), from }, check))
             }
             Action::Network { toxic, directions, toxicity } => {
                 let proxy = testbed.proxy(target).ok_or(FaultError::NoProxy(target))?;

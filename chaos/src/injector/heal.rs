@@ -49,8 +49,9 @@ impl Inner {
                 // What it held goes on its way now.
                 Ok((Check::new(gone, format!("{peer}'s proxy passes {from} ({target}) again")), true))
             }
-            Undo::Proxy { directions, name } if matches!(target, Target::RedisLink(_)) => {
-                let (proxies, from) = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
+            Undo::LinkProxy { directions, name, from } => {
+                let from = *from;
+                let proxies = testbed.link(target).ok_or(FaultError::NoProxy(target))?;
                 for proxy in &proxies {
                     for &direction in directions.each() {
                         proxy.remove_from(direction, name, Some(from));

@@ -146,6 +146,9 @@ enum Undo {
     Resume,
     /// Remove the toxic named `name` from these directions of the target's proxy.
     Proxy { directions: Directions, name: &'static str },
+    /// Remove the toxic named `name` for connections from `from` (a replica's replication)
+    /// from every Redis node's proxy.
+    LinkProxy { directions: Directions, name: &'static str, from: std::net::IpAddr },
     /// The proxy accepts connections again.
     ProxyUp,
     /// Put back the payment provider's behaviour from before the fault.

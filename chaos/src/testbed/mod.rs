@@ -32,7 +32,7 @@ use crate::faults::Target;
 use crate::monitoring::{Monitoring, MonitoringConfig, MonitoringError, ScrapeTarget};
 use crate::ports::loopback;
 use crate::probe::Probe;
-use crate::process::{ProcessError, ProcessSpec, Supervised};
+use crate::process::{ProcessError, Supervised};
 use crate::proxy::FaultProxy;
 
 pub mod failover;
@@ -76,7 +76,7 @@ pub struct TestbedConfig {
     /// Sentinel's settings with replicas; `None`: [`replication::default_settings`].
     pub sentinel: Option<components::SentinelSettings>,
     /// Processes on loopback (the default) or containers ([`placement`]). Containers need the
-    /// fault proxies, and run one Redis (no replicas yet).
+    /// fault proxies.
     pub runtime: RuntimeKind,
 }
 
@@ -219,11 +219,8 @@ impl Testbed {
 
         let with_payment = config.payment || config.processors > 0;
         let flashsale = config.flashsale_bin.clone().unwrap_or_else(components::flashsale_program);
-        if config.runtime == RuntimeKind::Containers && (!config.proxies || config.redis_replicas > 0) {
-            return Err(TestbedError::Containers(
-                "the container runtime runs with the fault proxies and one Redis (replicas on containers are not built)"
-                    .into(),
-            ));
+        if config.runtime == RuntimeKind::Containers && !config.proxies {
+            return Err(TestbedError::Containers("the container runtime runs with the fault proxies".into()));
         }
         let placement = Placement::new(config.runtime, &flashsale).await?;
         let proxy_ip = placement.proxy_ip();
@@ -256,7 +253,7 @@ impl Testbed {
                     None => addr,
                 };
                 match replicated {
-                    true => components::redis_node(0, addr, announce, None, dir),
+                    true => components::redis_node(0, addr, announce, None, None, dir),
                     false => components::redis(addr, dir),
                 }
             })
@@ -274,7 +271,10 @@ impl Testbed {
                 }
             }
             let settings = config.sentinel.clone().unwrap_or_else(replication::default_settings);
-            Some(Replication::start(config.redis_replicas, primary, node_proxies, &settings, &redis_dir).await?)
+            Some(
+                Replication::start(&placement, config.redis_replicas, primary, node_proxies, &settings, &redis_dir)
+                    .await?,
+            )
         } else {
             None
         };
@@ -356,7 +356,7 @@ impl Testbed {
     fn deps(&self) -> SystemAddrs {
         SystemAddrs {
             redis: self.redis_addr(),
-            sentinels: self.replication.as_ref().map(Replication::sentinel_addrs).unwrap_or_default(),
+            sentinels: self.replication.as_ref().map(Replication::sentinels_for_services).unwrap_or_default(),
             kafka: self.kafka_addr(),
             payment: match self.proxies.as_ref().and_then(|p| p.payment.as_ref()) {
                 Some(proxy) => Some(proxy.addr()),
@@ -371,7 +371,11 @@ impl Testbed {
             redis: self.redis_direct_addr(),
             // The admin commands follow the primary through the sentinels too (and so reach it
             // through its proxy): an address taken now would be wrong after a failover.
-            sentinels: self.replication.as_ref().map(Replication::sentinel_addrs).unwrap_or_default(),
+            sentinels: self
+                .replication
+                .as_ref()
+                .map(|r| r.sentinel_addrs().iter().map(SocketAddr::to_string).collect())
+                .unwrap_or_default(),
             kafka: self.kafka_direct_addr(),
             payment: self.payment.as_ref().map(probe_addr),
         }
@@ -548,18 +552,34 @@ impl Testbed {
         }
     }
 
-    /// `replication[N]`: every Redis node's proxy, and the address replica N replicates from —
-    /// a toxic on those proxies for that address hits its replication whichever node is the
-    /// primary. `None` for any other target, or without proxies.
-    pub fn link(&self, target: Target) -> Option<(Vec<&FaultProxy>, std::net::IpAddr)> {
+    /// `replication[N]`: every Redis node's proxy — a toxic on those proxies for the address
+    /// replica N replicates from ([`Testbed::link_source`]) hits its replication whichever node
+    /// is the primary. `None` for any other target, or without proxies.
+    pub fn link(&self, target: Target) -> Option<Vec<&FaultProxy>> {
         let Target::RedisLink(i) = target else { return None };
         let replication = self.replication.as_ref()?;
         if i == 0 || i > replication.replicas.len() {
             return None;
         }
         let proxies = self.proxies.as_ref()?;
-        let all = std::iter::once(&proxies.redis).chain(replication.proxies.iter()).collect();
-        Some((all, replication::replica_source(i)))
+        Some(std::iter::once(&proxies.redis).chain(replication.proxies.iter()).collect())
+    }
+
+    /// The address replica N (of `replication[N]`) opens its replication connection from: on
+    /// loopback one of its own ([`replication::replica_source`]); in a container its address on
+    /// the run's network, asked of the engine now (a container started again may have another).
+    /// `Err`: why there is none.
+    pub async fn link_source(&self, target: Target) -> Result<std::net::IpAddr, String> {
+        let Target::RedisLink(i) = target else { return Err(format!("{target} is not a replication link")) };
+        let node = self.process_ref(Target::RedisNode(i)).ok_or_else(|| format!("no replica redis[{i}]"))?;
+        match (node.container(), self.network()) {
+            (Some(container), Some(network)) => container
+                .ip_on(network)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("redis[{i}] has no address on {network}: is it running?")),
+            _ => Ok(replication::replica_source(i)),
+        }
     }
 
     /// The process behind `target`, if the testbed has it.
@@ -788,8 +808,4 @@ fn make_dir(path: &Path) -> Result<PathBuf, TestbedError> {
 /// The address a component serves on: the one its readiness probe checks.
 fn probe_addr(process: &Supervised) -> SocketAddr {
     process.addr()
-}
-
-async fn start_on_free_port(spec_for: impl Fn(SocketAddr) -> ProcessSpec) -> Result<Supervised, TestbedError> {
-    Ok(crate::process::start_on_free_port(spec_for).await?)
 }

@@ -68,6 +68,7 @@ pub(super) mod port {
     pub(crate) const PAYMENT: u16 = 8081;
     pub(crate) const PROCESSOR: u16 = 9090;
     pub(crate) const GATEWAY: u16 = 8080;
+    pub(crate) const SENTINEL: u16 = 26379;
 }
 
 /// Starts components where the testbed runs them. See the module docs.
@@ -142,19 +143,46 @@ impl Placement {
                 Some(port) => Supervised::start(spec_for(loopback(port), dir)).await?,
                 None => crate::process::start_on_free_port(|addr| spec_for(addr, dir)).await?,
             }),
-            Placement::Containers { runtime, images } => {
+            Placement::Containers { images, .. } => {
                 let spec = spec_for(SocketAddr::from(([0, 0, 0, 0], inside)), Path::new(images::DATA_DIR));
                 let component = component_of(&spec.program);
                 let image = images
                     .get(component.name())
                     .cloned()
                     .ok_or_else(|| TestbedError::Containers(format!("no image for {}", component.name())))?;
-                let log_name = spec.log_path.file_name().map(PathBuf::from).unwrap_or_else(|| "log".into());
+                self.start_container(inside, fixed, dir, spec, image, None).await
+            }
+        }
+    }
+
+    /// On containers: starts `spec` (described for inside its container) from `image`, as
+    /// [`Placement::start`] does, named after the spec's component with `suffix` (a deployed
+    /// build runs in a container of its own beside its stopped predecessor).
+    pub(super) async fn start_container(
+        &self,
+        inside: u16,
+        fixed: Option<u16>,
+        dir: &Path,
+        spec: ProcessSpec,
+        image: String,
+        suffix: Option<&str>,
+    ) -> Result<Supervised, TestbedError> {
+        match self {
+            Placement::Processes => Err(TestbedError::Containers("not on the container runtime".into())),
+            Placement::Containers { runtime, .. } => {
+                // `processor[0]` → `processor-0`: a container's name has no brackets.
+                let mut name = spec.name.replace('[', "-").replace(']', "");
+                let log_name = match suffix {
+                    Some(suffix) => {
+                        name = format!("{name}-{suffix}");
+                        PathBuf::from(format!("{name}.log"))
+                    }
+                    None => spec.log_path.file_name().map(PathBuf::from).unwrap_or_else(|| "log".into()),
+                };
                 let log_path = dir.join(log_name);
                 let container = runtime
                     .start_container(ContainerSpec {
-                        // `processor[0]` → `processor-0`: a container's name has no brackets.
-                        name: spec.name.replace('[', "-").replace(']', ""),
+                        name,
                         image: image.clone(),
                         cmd: spec.args.clone(),
                         env: spec.env.clone(),

@@ -1,6 +1,8 @@
 //! Deploys on a running testbed: a gateway or processor replaced by another build of
 //! `flashsale` — a candidate binary, other environment — on the same address, and put back.
-//! What a canary and its rollback do to a real deployment, one instance at a time.
+//! What a canary and its rollback do to a real deployment, one instance at a time. On
+//! containers a build is an image (a candidate's built from its binary) and the instance is
+//! replaced by a container of that image on the same published port and data directory.
 //!
 //! Every service a deploy touches runs with `FLASHSALE_RELEASE` set to the build's name, so its
 //! `/metrics` (`flashsale_build_info`) and every outcome it publishes say which build it is, and
@@ -10,7 +12,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::placement::{port, RuntimeKind};
 use super::{Testbed, TestbedError};
+use crate::containers::images;
 use crate::faults::Target;
 use crate::process::ProcessSpec;
 
@@ -83,14 +87,25 @@ impl Testbed {
         if let Some(i) = gateway {
             self.set_gateway_in_rotation(i, false);
         }
-        let result = match gateway {
-            Some(i) => self.gateways[i].redeploy(spec).await,
-            None => self.processors[target_index(target)].redeploy(spec).await,
+        // Whether what ran before runs again after a failure: then the deploy changed nothing.
+        let (result, restored) = match self.placement.kind() {
+            RuntimeKind::Processes => {
+                let result = match gateway {
+                    Some(i) => self.gateways[i].redeploy(spec).await,
+                    None => self.processors[target_index(target)].redeploy(spec).await,
+                };
+                (result.map_err(|e| e.to_string()), false)
+            }
+            RuntimeKind::Containers => match self.redeploy_container(target, spec, build).await {
+                Ok(()) => (Ok(()), false),
+                Err((e, restored)) => (Err(e), restored),
+            },
         };
         if let Some(i) = gateway {
             self.set_gateway_in_rotation(i, true);
         }
         match build {
+            _ if restored => {}
             Some(build) => {
                 self.deployed.insert(name.clone(), Deployed { release: build.release.clone(), original });
             }
@@ -104,11 +119,80 @@ impl Testbed {
         result.map_err(|e| TestbedError::Deploy(format!("{name}: {e}")))?;
         Ok(started.elapsed())
     }
+
+    /// A deploy on containers: the build's image (a candidate's built from its binary,
+    /// [`images::build_candidate`]; the release's as it ran), the service's container stopped
+    /// gracefully, and the build started in a container of its own on the same published port
+    /// and data directory (`gateway-0-candidate`; the release's under its first name again). Once
+    /// that one is ready the stopped container goes (its log kept); if it is not, the stopped one
+    /// is started again and the deploy fails: `Err((why, whether what ran before runs again))`.
+    async fn redeploy_container(
+        &mut self,
+        target: Target,
+        spec: ProcessSpec,
+        build: Option<&Build>,
+    ) -> Result<(), (String, bool)> {
+        let image = match build {
+            Some(build) => {
+                let program = build.program.clone();
+                // Nothing is stopped yet: a failure here leaves what runs.
+                tokio::task::spawn_blocking(move || images::build_candidate(&program))
+                    .await
+                    .map_err(|e| (e.to_string(), true))?
+                    .map_err(|e| (format!("the candidate's image: {e}"), true))?
+                    .image
+            }
+            None => spec.program.display().to_string(),
+        };
+        let (inside, slot) = match target {
+            Target::Gateway(i) => (port::GATEWAY, &mut self.gateways[i]),
+            _ => (port::PROCESSOR, &mut self.processors[target_index(target)]),
+        };
+        let published = slot.addr().port();
+        let dir = slot.spec().cwd.clone();
+        slot.stop().await.map_err(|e| (e.to_string(), false))?;
+        let suffix = build.map(|b| container_suffix(&b.release));
+        match self.placement.start_container(inside, Some(published), &dir, spec, image, suffix.as_deref()).await {
+            Ok(started) => {
+                // The stopped container goes, its log written beside the new one's.
+                drop(std::mem::replace(slot, started));
+                Ok(())
+            }
+            Err(e) => match slot.start_again().await {
+                Ok(()) => Err((format!("{e}; the previous build started again"), true)),
+                Err(again) => Err((format!("{e}; the previous build did not start again either: {again}"), false)),
+            },
+        }
+    }
+}
+
+/// A release's name as part of a container's name (`[a-z0-9-]`, at most 32 characters).
+fn container_suffix(release: &str) -> String {
+    let cleaned: String = release
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(32)
+        .collect();
+    match cleaned.trim_matches('-') {
+        "" => "deployed".into(),
+        name => name.into(),
+    }
 }
 
 fn target_index(target: Target) -> usize {
     match target {
         Target::Gateway(i) | Target::Processor(i) => i,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_release_name_becomes_a_container_name_part() {
+        assert_eq!(super::container_suffix("candidate"), "candidate");
+        assert_eq!(super::container_suffix("v2.1 (canary)"), "v2-1--canary");
+        assert_eq!(super::container_suffix("//"), "deployed");
+        assert_eq!(super::container_suffix(&"x".repeat(80)).len(), 32);
     }
 }

@@ -8,9 +8,18 @@
 //! its own (`bind-source-addr 127.0.0.N+1`): a fault on `replication[N]` is a toxic on every
 //! node's proxy limited to connections from that address — replication to that replica slows or
 //! stops, whichever node is the primary, and the clients are spared. (A proxy per link would
-//! not do: Sentinel points every replica at the primary's announced address.) The sentinels themselves are reached directly; they are
-//! processes the lab can kill or freeze. Which node is the primary is asked of the sentinels
-//! ([`super::Testbed::refresh_primary`]): after a failover it is another one.
+//! not do: Sentinel points every replica at the primary's announced address.) The sentinels
+//! themselves are reached directly; they are processes the lab can kill or freeze. Which node is
+//! the primary is asked of the sentinels ([`super::Testbed::refresh_primary`]): after a failover
+//! it is another one.
+//!
+//! On containers the same set runs in the run's network: every node and sentinel a container of
+//! the `redis` image (a sentinel is `redis-server CONF --sentinel`, its config written by the lab
+//! into the directory mounted as its own); the nodes announce their proxies, which listen on the
+//! host's address on that network; a replica's replication comes from its container's address,
+//! which singles it out as `127.0.0.N` does on loopback; the sentinels find each other by the
+//! addresses they connect from, the services reach them by name (`flashlab-RUN-sentinel-0:26379`)
+//! and the lab by their ports published on 127.0.0.1.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +29,8 @@ use crate::components::{self, SentinelSettings};
 use crate::probe::redis_answer;
 use crate::process::Supervised;
 use crate::proxy::FaultProxy;
+
+use super::placement::{port, Placement, RuntimeKind};
 
 /// How many sentinels watch the set (a majority of them, two, must agree).
 pub const SENTINELS: usize = 3;
@@ -51,44 +62,79 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// Starts `replicas` replicas of the primary announced at `primary` and the sentinels; each
-    /// replica on a free port, behind its proxy from `proxies` when there are proxies.
+    /// Starts `replicas` replicas of the primary announced at `primary` and the sentinels, where
+    /// `placement` runs components; each replica behind its proxy from `proxies` when there are
+    /// proxies.
     pub(super) async fn start(
+        placement: &Placement,
         replicas: usize,
         primary: SocketAddr,
         proxies: Vec<FaultProxy>,
         settings: &SentinelSettings,
         dir: &Path,
     ) -> Result<Replication, super::TestbedError> {
+        let on_loopback = placement.kind() == RuntimeKind::Processes;
         let mut nodes = Vec::new();
         for i in 1..=replicas {
             let node_dir = super::make_dir(&dir.join(format!("redis-{i}")))?;
             let proxy = proxies.get(i - 1);
-            let node = super::start_on_free_port(|addr| {
-                let announce = match proxy {
-                    Some(p) => {
-                        p.set_upstream(addr);
-                        p.addr()
-                    }
-                    None => addr,
-                };
-                components::redis_node(i, addr, announce, Some(primary), &node_dir)
-            })
-            .await?;
+            // In a container its address on the run's network is its own already.
+            let source = on_loopback.then(|| replica_source(i));
+            let node = placement
+                .start(port::REDIS, None, &node_dir, |addr, dir| {
+                    let announce = match proxy {
+                        Some(p) => {
+                            p.set_upstream(addr);
+                            p.addr()
+                        }
+                        None => addr,
+                    };
+                    components::redis_node(i, addr, announce, Some(primary), source, dir)
+                })
+                .await?;
+            if let Some(p) = proxy {
+                // On containers the published port, known once it runs.
+                p.set_upstream(node.addr());
+            }
             nodes.push(node);
         }
         let sentinel_dir = super::make_dir(&dir.join("sentinels"))?;
         let mut sentinels = Vec::new();
         for i in 0..SENTINELS {
-            let sentinel = start_sentinel(i, primary, settings, &sentinel_dir).await?;
+            let sentinel = match on_loopback {
+                true => start_sentinel(i, primary, settings, &sentinel_dir).await?,
+                false => {
+                    // Its config written on the host, in the directory mounted as its own.
+                    let inside = SocketAddr::from(([0, 0, 0, 0], port::SENTINEL));
+                    let data = Path::new(crate::containers::images::DATA_DIR);
+                    let spec =
+                        components::sentinel(i, inside, primary, settings, &sentinel_dir, data).map_err(|source| {
+                            super::TestbedError::Dir { path: sentinel_dir.display().to_string(), source }
+                        })?;
+                    placement.start(port::SENTINEL, None, &sentinel_dir, |_, _| spec.clone()).await?
+                }
+            };
             sentinels.push(sentinel);
         }
         Ok(Replication { replicas: nodes, proxies, sentinels, primary: 0 })
     }
 
-    /// The sentinels' addresses (`REDIS_SENTINELS`).
+    /// The sentinels' addresses (`REDIS_SENTINELS`), where the lab reaches them.
     pub fn sentinel_addrs(&self) -> Vec<SocketAddr> {
         self.sentinels.iter().map(Supervised::addr).collect()
+    }
+
+    /// The sentinels as the services reach them: on loopback where they listen; in containers
+    /// by their names on the run's network (a container started again may get another address,
+    /// never another name).
+    pub(super) fn sentinels_for_services(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| match s.container() {
+                Some(container) => container.name_port(port::SENTINEL),
+                None => s.addr().to_string(),
+            })
+            .collect()
     }
 }
 
@@ -103,7 +149,7 @@ async fn start_sentinel(
         let addr = crate::ports::loopback(crate::ports::free_port().map_err(crate::process::ProcessError::NoPort)?);
         // A config of an earlier attempt names another port: start afresh.
         let _ = std::fs::remove_file(dir.join(format!("sentinel-{index}.conf")));
-        let spec = components::sentinel(index, addr, primary, settings, dir)
+        let spec = components::sentinel(index, addr, primary, settings, dir, dir)
             .map_err(|source| super::TestbedError::Dir { path: dir.display().to_string(), source })?;
         match Supervised::start(spec).await {
             Ok(s) => return Ok(s),
