@@ -272,17 +272,31 @@ fn order_decided(url: &str, id: &str) -> String {
 }
 
 /// The drills' testbed on containers in `dir` (a gateway, a processor, payment; Redis with
-/// `redis_replicas` replicas), 100 of item 101 in stock: it, its run id and its gateway's URL.
-async fn system_on_containers(dir: &std::path::Path, redis_replicas: usize) -> (chaos::Testbed, String, String) {
-    let config = chaos::TestbedConfig {
+/// `redis_replicas` replicas), its components from flashlab's images but for `images`.
+fn containers_config(
+    dir: &std::path::Path,
+    redis_replicas: usize,
+    images: Vec<(Component, String)>,
+) -> chaos::TestbedConfig {
+    chaos::TestbedConfig {
         dir: Some(dir.join("system")),
         gateways: 1,
         processors: 1,
         payment: true,
         redis_replicas,
         runtime: chaos::testbed::RuntimeKind::Containers,
+        images,
         ..chaos::TestbedConfig::default()
-    };
+    }
+}
+
+/// [`containers_config`] started, 100 of item 101 in stock: it, its run id and its gateway's URL.
+async fn system_on_containers(
+    dir: &std::path::Path,
+    redis_replicas: usize,
+    images: Vec<(Component, String)>,
+) -> (chaos::Testbed, String, String) {
+    let config = containers_config(dir, redis_replicas, images);
     let bed = chaos::Testbed::start(config).await.expect("the testbed on containers");
     let run = bed.network().expect("a network").strip_prefix("flashlab-").unwrap().to_string();
     let url = bed.gateway_url(0);
@@ -301,7 +315,7 @@ async fn system_on_containers(dir: &std::path::Path, redis_replicas: usize) -> (
 async fn the_testbed_on_containers_takes_its_faults_through_the_injector_and_heals_them() {
     use chaos::{Action, EventLog, Fault, Injector, Target};
     let dir = tempfile::tempdir().unwrap();
-    let (bed, run, url) = system_on_containers(dir.path(), 0).await;
+    let (bed, run, url) = system_on_containers(dir.path(), 0, Vec::new()).await;
     let network = bed.network().expect("a network").to_string();
     assert_eq!(left_of(&run).unwrap().len(), 6, "redis, broker, payment, processor, gateway and their network");
     assert_eq!(order_decided(&url, "before"), "COMPLETED");
@@ -415,7 +429,7 @@ async fn replicated_redis_on_containers_fails_over_and_its_replication_takes_fau
     use chaos::testbed::failover::{manual_failover, Handover};
     use chaos::{Action, EventLog, Fault, Injector, Target};
     let dir = tempfile::tempdir().unwrap();
-    let (mut bed, run, url) = system_on_containers(dir.path(), 1).await;
+    let (mut bed, run, url) = system_on_containers(dir.path(), 1, Vec::new()).await;
     let network = bed.network().expect("a network").to_string();
     let left = left_of(&run).unwrap();
     assert_eq!(left.len(), 10, "two Redis, three sentinels, broker, payment, processor, gateway, network: {left:?}");
@@ -493,7 +507,7 @@ async fn a_deploy_on_containers_runs_the_candidates_image_and_its_rollback_the_r
     use chaos::testbed::release::Build;
     use chaos::Target;
     let dir = tempfile::tempdir().unwrap();
-    let (mut bed, run, url) = system_on_containers(dir.path(), 0).await;
+    let (mut bed, run, url) = system_on_containers(dir.path(), 0, Vec::new()).await;
     let addr = bed.processor_addr(0);
     let metrics = || {
         let out = Command::new("curl").args(["-s", "-m", "3", &format!("http://{addr}/metrics")]).output().unwrap();
@@ -544,4 +558,36 @@ async fn a_deploy_on_containers_runs_the_candidates_image_and_its_rollback_the_r
         let text = std::fs::read_to_string(processors.join(log)).unwrap_or_default();
         assert!(!text.is_empty(), "{log} kept");
     }
+}
+
+/// Another image for a component (`--image redis=…`): Redis runs from the image the user names
+/// — here flashlab's own Redis image under another name, as no registry is reachable on the
+/// machine the lab is developed on — and the rest from flashlab's; an order is decided. An image
+/// the engine lacks and cannot pull is refused before anything of the run is created, and the
+/// error says the pull failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_runs_from_an_image_the_user_names_and_one_that_cannot_be_had_is_refused() {
+    build_images();
+    let other = format!("flashlab-test/redis-elsewhere:t{}", std::process::id());
+    let docker = |args: &[&str]| images::docker(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), None);
+    docker(&["tag", &Component::Redis.local_image(), &other]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (bed, run, url) = system_on_containers(dir.path(), 0, vec![(Component::Redis, other.clone())]).await;
+    let image_of =
+        |name: &str| docker(&["inspect", "--format", "{{.Config.Image}}", &format!("flashlab-{run}-{name}")]);
+    assert_eq!(image_of("redis").unwrap().trim(), other, "Redis from the image named");
+    assert!(image_of("broker").unwrap().trim().starts_with("flashlab/broker:"), "the broker from flashlab's");
+    assert_eq!(order_decided(&url, "elsewhere"), "COMPLETED");
+    bed.stop().await.expect("stops");
+    assert_eq!(left_of(&run).unwrap(), Vec::<String>::new());
+
+    let mine = format!("label={}={}", chaos::containers::LABEL_LAB, chaos::containers::lab_identity());
+    let networks = || docker(&["network", "ls", "--quiet", "--filter", &mine]).unwrap();
+    let before = networks();
+    let absent = "flashlab-test/absent:never";
+    let config = containers_config(&dir.path().join("second"), 0, vec![(Component::Redis, absent.into())]);
+    let refused = chaos::Testbed::start(config).await.unwrap_err().to_string();
+    assert!(refused.contains(&format!("redis={absent}: not on this machine, and the pull failed")), "{refused}");
+    assert_eq!(networks(), before, "a network was created for a run that could not start");
+    docker(&["rmi", &other]).unwrap();
 }

@@ -60,6 +60,11 @@ enum Command {
         /// network of the run's own (docs/runtimes.md).
         #[arg(long, value_enum, default_value_t = Runtime::Processes)]
         runtime: Runtime,
+        /// On containers: run COMPONENT (flashsale, redis, broker) from IMAGE instead of the
+        /// image flashlab builds, pulled if the engine lacks it (repeat for several;
+        /// docs/runtimes.md says which images each component accepts).
+        #[arg(long = "image", value_name = "COMPONENT=IMAGE", value_parser = chaos::containers::upstream::parse_choice)]
+        images: Vec<(chaos::containers::images::Component, String)>,
     },
     /// Inject, list and heal faults in a running `flashlab up` (from a second shell).
     Fault(FaultArgs),
@@ -87,6 +92,10 @@ enum Command {
         /// own (docs/runtimes.md).
         #[arg(long, value_enum)]
         runtime: Option<Runtime>,
+        /// On containers: run COMPONENT (flashsale, redis, broker) from IMAGE instead of the
+        /// image flashlab builds, pulled if the engine lacks it (repeat for several).
+        #[arg(long = "image", value_name = "COMPONENT=IMAGE", value_parser = chaos::containers::upstream::parse_choice)]
+        images: Vec<(chaos::containers::images::Component, String)>,
     },
     /// Capacity planning: the highest rate each topology sustains within the SLOs, the knee,
     /// the component that saturates first, the USL fit over a sweep and, with --peak, the
@@ -342,6 +351,7 @@ fn main() -> ExitCode {
                 alertmanager_config,
                 supervise,
                 runtime,
+                images,
             } => {
                 let monitoring = (!no_monitoring).then_some(chaos::monitoring::MonitoringConfig {
                     rules,
@@ -365,18 +375,20 @@ fn main() -> ExitCode {
                         Some(f) => anyhow::bail!("--supervise {f}: a factor above 0 and at most 1"),
                     },
                     runtime: runtime.kind(),
+                    images,
                 };
                 up(options, stop_signal()).await?;
                 Ok(ExitCode::SUCCESS)
             }
             // 1: done, but the check did not confirm the fault (or the heal) took effect.
             Command::Fault(args) => Ok(if fault(args).await? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
-            Command::Drill { scenario, out, seed, scale, quiet, runtime } => {
+            Command::Drill { scenario, out, seed, scale, quiet, runtime, images } => {
                 let options = scenarios::drill::DrillOptions {
                     out,
                     seed,
                     quiet,
                     runtime: runtime.map(Runtime::kind),
+                    images,
                     ..scenarios::drill::DrillOptions::new(scenario, scale)
                 };
                 match scenarios::drill::drill(options, stop_signal()).await {

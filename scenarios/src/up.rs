@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub supervisor: Option<chaos::supervisor::SupervisorConfig>,
     /// Processes on loopback or containers.
     pub runtime: chaos::testbed::RuntimeKind,
+    /// On containers: components run from other images (`--image redis=redis:7.2`).
+    pub images: Vec<(chaos::containers::images::Component, String)>,
 }
 
 /// Parses `ITEM=QTY`.
@@ -64,6 +66,7 @@ pub async fn up(options: UpOptions, stop: impl std::future::Future<Output = ()>)
         proxies: options.proxies,
         monitoring: options.monitoring.clone(),
         runtime: options.runtime,
+        images: options.images.clone(),
         ..TestbedConfig::default()
     };
     eprintln!(

@@ -189,6 +189,32 @@ fn a_partition_on_processes_is_refused_before_anything_starts() {
     assert!(!run.join("system").exists(), "nothing started");
 }
 
+/// `--image`: a component name it does not know, an image on processes, and an image the engine
+/// lacks and cannot pull are each refused with what is wrong, exit 2, nothing started.
+#[test]
+fn an_image_the_lab_cannot_use_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out_dir = run.to_str().unwrap();
+    let cases = [
+        (vec!["--image", "kafka=apache/kafka:3.9.0"], "unknown component \"kafka\" (flashsale, redis, broker)"),
+        (vec!["--image", "redis=redis:7.2", "--runtime", "processes"], "images are for the container runtime"),
+        (
+            vec!["--image", "redis=flashlab-test/absent:never", "--runtime", "containers"],
+            "redis=flashlab-test/absent:never: not on this machine, and the pull failed",
+        ),
+    ];
+    for (extra, said) in cases {
+        let mut args = vec!["drill", "kafka-outage", "--scale", "0.3", "--out", out_dir];
+        args.extend(extra.iter().copied());
+        let out = flashlab(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(said), "{extra:?}: {err}");
+        assert!(!run.join("system/redis/redis.log").exists(), "{extra:?}: Redis started");
+    }
+}
+
 #[test]
 fn ctrl_c_mid_drill_heals_and_leaves_nothing_running() {
     let dir = tempfile::tempdir().unwrap();

@@ -80,6 +80,8 @@ pub enum ImageError {
     Ldd { program: String, why: String },
     #[error("docker {args}: {why}")]
     Docker { args: String, why: String },
+    #[error("{choice}: not on this machine, and the pull failed (is a registry reachable?): {why}")]
+    Pull { choice: String, why: String },
 }
 
 /// Where each component's programs come from: this machine's, unless given.
@@ -95,11 +97,21 @@ impl Sources {
     /// `flashsale` next to the lab (see [`crate::components::flashsale_program`]), the rest from
     /// `PATH`.
     pub fn from_machine() -> Result<Sources, ImageError> {
+        Sources::from_machine_for(&Component::ALL)
+    }
+
+    /// [`Sources::from_machine`] for these components only: the programs of the others are
+    /// neither looked for nor needed (they run from other images).
+    pub fn from_machine_for(components: &[Component]) -> Result<Sources, ImageError> {
+        let needed = |c: Component, program: &str| match components.contains(&c) {
+            true => on_path(Path::new(program)),
+            false => Ok(PathBuf::new()),
+        };
         Ok(Sources {
             flashsale: on_path(&crate::components::flashsale_program())?,
-            redis_server: on_path(Path::new("redis-server"))?,
-            redis_cli: on_path(Path::new("redis-cli")).ok(),
-            tansu: on_path(Path::new("tansu"))?,
+            redis_server: needed(Component::Redis, "redis-server")?,
+            redis_cli: needed(Component::Redis, "redis-cli").ok().filter(|p| !p.as_os_str().is_empty()),
+            tansu: needed(Component::Broker, "tansu")?,
         })
     }
 }
@@ -118,8 +130,13 @@ pub struct Built {
 
 /// Builds (or finds) every image. See the module docs.
 pub fn build(sources: &Sources) -> Result<Vec<Built>, ImageError> {
+    build_these(sources, &Component::ALL)
+}
+
+/// [`build`] for these components only.
+pub fn build_these(sources: &Sources, components: &[Component]) -> Result<Vec<Built>, ImageError> {
     let _lock = build_lock()?;
-    Component::ALL.into_iter().map(|c| build_one(c, sources, &c.repository(), true)).collect()
+    components.iter().map(|&c| build_one(c, sources, &c.repository(), true)).collect()
 }
 
 /// One build at a time on this machine (held until dropped): two would both import what neither

@@ -2,6 +2,8 @@
 //! `testcontainers` on a Docker network of the run's own.
 //!
 //! - [`images`]: `flashlab images build`, the images made from this machine's programs.
+//! - [`upstream`]: other images for a component (`--image redis=redis:7.2`), pulled where a
+//!   registry is reachable.
 //! - [`bridge`]: lets `testcontainers` talk to an engine older than its client (Debian 12's).
 //! - [`hosted`]: one component of the [testbed](crate::testbed) in a container, under the lab's
 //!   control as a process is (its pid, signals, the cgroup freezer, kill and start again): the
@@ -23,6 +25,7 @@ pub mod bridge;
 pub mod hosted;
 pub mod images;
 mod runtime;
+pub mod upstream;
 
 pub use runtime::{Container, ContainerSpec, Runtime, RuntimeError, MEMORY_LIFTED};
 

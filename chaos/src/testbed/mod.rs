@@ -78,6 +78,9 @@ pub struct TestbedConfig {
     /// Processes on loopback (the default) or containers ([`placement`]). Containers need the
     /// fault proxies.
     pub runtime: RuntimeKind,
+    /// On containers: components run from other images than the ones flashlab builds
+    /// (`--image redis=redis:7.2`; [`crate::containers::upstream`]).
+    pub images: Vec<(crate::containers::images::Component, String)>,
 }
 
 impl Default for TestbedConfig {
@@ -96,6 +99,7 @@ impl Default for TestbedConfig {
             redis_replicas: 0,
             sentinel: None,
             runtime: RuntimeKind::Processes,
+            images: Vec::new(),
         }
     }
 }
@@ -222,7 +226,12 @@ impl Testbed {
         if config.runtime == RuntimeKind::Containers && !config.proxies {
             return Err(TestbedError::Containers("the container runtime runs with the fault proxies".into()));
         }
-        let placement = Placement::new(config.runtime, &flashsale).await?;
+        if config.runtime == RuntimeKind::Processes && !config.images.is_empty() {
+            return Err(TestbedError::Containers(
+                "images (--image) are for the container runtime: give --runtime containers".into(),
+            ));
+        }
+        let placement = Placement::new(config.runtime, &flashsale, &config.images).await?;
         let proxy_ip = placement.proxy_ip();
         let proxies = if config.proxies {
             let runtime = ProxyRuntime::new()?;

@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::containers::images::{self, Component, Sources};
+use crate::containers::upstream;
 use crate::containers::{ContainerSpec, Runtime};
 use crate::ports::loopback;
 use crate::process::{ProcessSpec, Supervised};
@@ -84,18 +85,39 @@ pub(super) enum Placement {
 
 impl Placement {
     /// Processes; or, on containers, the images built (or found unchanged) from this machine's
-    /// programs and `flashsale`, and the run's network with its reaper.
-    pub(super) async fn new(kind: RuntimeKind, flashsale: &Path) -> Result<Placement, TestbedError> {
+    /// programs and `flashsale` — but for the components `chosen` names other images for,
+    /// which the engine must have or pull ([`upstream`]) — and the run's network with its
+    /// reaper. Nothing of the run is created before every image is there.
+    pub(super) async fn new(
+        kind: RuntimeKind,
+        flashsale: &Path,
+        chosen: &[(Component, String)],
+    ) -> Result<Placement, TestbedError> {
         match kind {
             RuntimeKind::Processes => Ok(Placement::Processes),
             RuntimeKind::Containers => {
-                let mut sources = Sources::from_machine().map_err(|e| TestbedError::Containers(e.to_string()))?;
+                let own: Vec<Component> =
+                    Component::ALL.into_iter().filter(|c| chosen.iter().all(|(o, _)| o != c)).collect();
+                let mut sources =
+                    Sources::from_machine_for(&own).map_err(|e| TestbedError::Containers(e.to_string()))?;
                 sources.flashsale = flashsale.to_path_buf();
-                let built = tokio::task::spawn_blocking(move || images::build(&sources))
-                    .await
-                    .map_err(|e| TestbedError::Containers(e.to_string()))?
-                    .map_err(|e| TestbedError::Containers(format!("building the images: {e}")))?;
-                let images = built.into_iter().map(|b| (b.component.name(), b.image)).collect();
+                let chosen = chosen.to_vec();
+                let built = tokio::task::spawn_blocking(move || {
+                    for (component, image) in &chosen {
+                        upstream::ensure_present(*component, image)?;
+                    }
+                    let built = images::build_these(&sources, &own)?;
+                    Ok::<_, images::ImageError>(
+                        built
+                            .into_iter()
+                            .map(|b| (b.component.name(), b.image))
+                            .chain(chosen.into_iter().map(|(c, image)| (c.name(), image))),
+                    )
+                })
+                .await
+                .map_err(|e| TestbedError::Containers(e.to_string()))?
+                .map_err(|e| TestbedError::Containers(format!("the images: {e}")))?;
+                let images = built.collect();
                 let run = format!("{}-{}", std::process::id(), crate::events::unix_ms() % 100_000_000);
                 let runtime = Runtime::start(&run).await.map_err(|e| TestbedError::Containers(e.to_string()))?;
                 Ok(Placement::Containers { runtime, images })

@@ -76,6 +76,8 @@ pub struct DrillOptions {
     pub env: Vec<(String, String)>,
     /// Overrides the scenario's `[topology] runtime`.
     pub runtime: Option<chaos::testbed::RuntimeKind>,
+    /// On containers: components run from other images (`--image redis=redis:7.2`).
+    pub images: Vec<(chaos::containers::images::Component, String)>,
 }
 
 impl DrillOptions {
@@ -90,6 +92,7 @@ impl DrillOptions {
             flashsale_bin: None,
             env: Vec::new(),
             runtime: None,
+            images: Vec::new(),
         }
     }
 }
@@ -164,6 +167,12 @@ pub async fn drill(
         scenario.topology.runtime = runtime;
     }
     if scenario.topology.runtime != chaos::testbed::RuntimeKind::Containers {
+        if let Some((component, image)) = options.images.first() {
+            return Err(DrillError::Setup(format!(
+                "--image {}={image}: images are for the container runtime; give --runtime containers",
+                component.name()
+            )));
+        }
         if let Some(entry) = scenario.faults.iter().find(|f| f.kind == "partition") {
             return Err(DrillError::Setup(format!(
                 "{}: the partition at {} runs on containers only (on processes every connection comes from \
@@ -212,6 +221,7 @@ pub async fn drill(
             "topology": scenario.topology,
             "flashsale_bin": options.flashsale_bin.as_ref().map(|p| p.display().to_string()),
             "env_overrides": options.env.iter().cloned().collect::<BTreeMap<String, String>>(),
+            "images": options.images.iter().map(|(c, image)| (c.name(), image.clone())).collect::<BTreeMap<_, _>>(),
             "started_unix_ms": started_ms,
             "ended_unix_ms": ended,
         })
@@ -262,6 +272,7 @@ pub async fn drill(
             ..chaos::testbed::replication::default_settings()
         }),
         runtime: scenario.topology.runtime,
+        images: options.images.clone(),
         ..TestbedConfig::default()
     };
     if !options.quiet {
