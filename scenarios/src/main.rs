@@ -291,6 +291,10 @@ struct CapacityArgs {
     /// on a Docker network of the trial's own (docs/runtimes.md).
     #[arg(long, value_enum, default_value_t = Runtime::Processes)]
     runtime: Runtime,
+    /// On containers: run COMPONENT (flashsale, redis, broker) from IMAGE in every trial,
+    /// pulled if the engine lacks it (repeat for several; docs/runtimes.md).
+    #[arg(long = "image", value_name = "COMPONENT=IMAGE", value_parser = chaos::containers::upstream::parse_choice)]
+    images: Vec<(chaos::containers::images::Component, String)>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -452,6 +456,7 @@ fn main() -> ExitCode {
                     metrics: a.metrics,
                     item: a.item,
                     runtime: a.runtime.kind(),
+                    images: a.images,
                 };
                 let found = scenarios::capacity::capacity(options, stop_signal()).await?;
                 println!("{}", found.run.answer.sentence);

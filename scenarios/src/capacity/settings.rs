@@ -58,6 +58,8 @@ pub struct CapacityOptions {
     pub item: Option<String>,
     /// `--runtime`: where the lab's own system runs for each trial (default processes).
     pub runtime: chaos::testbed::RuntimeKind,
+    /// `--image COMPONENT=IMAGE`: on containers, components from other images.
+    pub images: Vec<(chaos::containers::images::Component, String)>,
 }
 
 /// The defaults.
@@ -283,6 +285,7 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
             (o.topology.is_some(), "--topology"),
             (!o.env.is_empty(), "--env"),
             (o.runtime != chaos::testbed::RuntimeKind::Processes, "--runtime"),
+            (!o.images.is_empty(), "--image"),
             (file.topology.gateways.or(file.topology.processors).is_some() || file.topology.partitions.is_some(), "[topology]"),
             (!file.env.is_empty(), "[env]"),
         ] {
@@ -292,6 +295,8 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
                 )));
             }
         }
+    } else if !o.images.is_empty() && o.runtime != chaos::testbed::RuntimeKind::Containers {
+        return Err(bad("--image: images are for the container runtime; give --runtime containers".into()));
     } else if !o.metrics.is_empty() || o.allow_remote || o.item.is_some() {
         return Err(bad("--metrics, --allow-remote and --item go with --target (the lab's own system is scraped and stocked by the lab)".into()));
     }
@@ -306,6 +311,7 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
         seed: o.seed,
         item: item.clone(),
         runtime: o.runtime,
+        images: o.images.clone(),
     };
     let (topologies, sweep) = match &o.sweep {
         None if o.target.is_some() => (vec![setup(base, "target".into())], None),
@@ -356,6 +362,7 @@ pub fn resolve(o: &CapacityOptions) -> anyhow::Result<Settings> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chaos::containers::images::Component;
 
     fn with_file(text: &str) -> anyhow::Result<Settings> {
         let dir = tempfile::tempdir().unwrap();
@@ -393,6 +400,16 @@ mod tests {
     }
 
     #[test]
+    fn images_go_with_the_container_runtime_and_reach_every_trial() {
+        let images = vec![(Component::Redis, "redis:7.2".to_string())];
+        let e = resolve(&CapacityOptions { images: images.clone(), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("--image: images are for the container runtime"), "{e}");
+        let containers = chaos::testbed::RuntimeKind::Containers;
+        let s = resolve(&CapacityOptions { images: images.clone(), runtime: containers, ..Default::default() }).unwrap();
+        assert!(s.topologies.iter().all(|t| t.images == images), "{:?}", s.topologies);
+    }
+
+    #[test]
     fn a_deployment_is_searched_as_it_is() {
         let target = Some("http://127.0.0.1:8080".to_string());
         let s = resolve(&CapacityOptions { target: target.clone(), item: Some("sku-7".into()), ..Default::default() }).unwrap();
@@ -401,6 +418,7 @@ mod tests {
             CapacityOptions { sweep: Some("processors=1,2".into()), ..Default::default() },
             CapacityOptions { env: vec![("PAYMENT_LATENCY".into(), "1ms".into())], ..Default::default() },
             CapacityOptions { runtime: chaos::testbed::RuntimeKind::Containers, ..Default::default() },
+            CapacityOptions { images: vec![(Component::Redis, "redis:7.2".into())], ..Default::default() },
         ] {
             let e = resolve(&CapacityOptions { target: target.clone(), ..o }).unwrap_err().to_string();
             assert!(e.contains("runs as it is"), "{e}");

@@ -30,6 +30,8 @@ pub struct Setup {
     pub item: String,
     /// Where the lab's own system runs.
     pub runtime: chaos::testbed::RuntimeKind,
+    /// On containers: components from other images (`--image`).
+    pub images: Vec<(chaos::containers::images::Component, String)>,
 }
 
 /// The item the trials sell on the lab's own system.
@@ -132,8 +134,12 @@ pub async fn run(
     if let Err(e) = std::fs::write(&file, scenario_text(setup, criteria, rate, duration_s)) {
         return Ok(failed(format!("{}: {e}", file.display())));
     }
-    let options =
-        DrillOptions { out: Some(dir.join("run")), quiet: true, ..DrillOptions::new(file.display().to_string(), 1.0) };
+    let options = DrillOptions {
+        out: Some(dir.join("run")),
+        quiet: true,
+        images: setup.images.clone(),
+        ..DrillOptions::new(file.display().to_string(), 1.0)
+    };
     match drill::drill(options, stop).await {
         Ok(run) => {
             let m = measure(&run.dir, &run.verdict);
@@ -295,6 +301,7 @@ mod tests {
             seed: 1,
             item: ITEM.into(),
             runtime: chaos::testbed::RuntimeKind::Containers,
+            images: Vec::new(),
         };
         let text = scenario_text(&setup, &criteria(), 50.0, 5.0);
         let scenario = crate::scenario::parse(&text, "trial.toml").expect("the trial's scenario parses");
