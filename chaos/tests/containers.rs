@@ -558,6 +558,11 @@ async fn a_deploy_on_containers_runs_the_candidates_image_and_its_rollback_the_r
         let text = std::fs::read_to_string(processors.join(log)).unwrap_or_default();
         assert!(!text.is_empty(), "{log} kept");
     }
+    // The release's first container and the one the rollback started share a log file, each its
+    // own section.
+    let release = std::fs::read_to_string(processors.join("processor-0.log")).unwrap();
+    let second = format!("--- flashlab-{run}-processor-0 ---");
+    assert!(release.find(&second).is_some_and(|at| at > 0), "the first container's log was overwritten: {release}");
 }
 
 /// Another image for a component (`--image redis=…`): Redis runs from the image the user names

@@ -202,7 +202,10 @@ impl Runtime {
         }
         let inner =
             request.start().await.map_err(|e| RuntimeError::Start { name: name.clone(), why: e.to_string() })?;
-        let mut container = Container { spec, name, published, inner: Some(inner) };
+        // Another container's log may be there already (a deploy's predecessor): this one's
+        // goes after it.
+        let log_from = std::fs::metadata(&spec.log_path).map_or(0, |m| m.len());
+        let mut container = Container { spec, name, published, log_from, inner: Some(inner) };
         container.wait_ready().await?;
         Ok(container)
     }
@@ -331,6 +334,8 @@ pub struct Container {
     spec: ContainerSpec,
     name: String,
     published: SocketAddr,
+    /// Where its section of the log file begins.
+    log_from: u64,
     inner: Option<ContainerAsync<GenericImage>>,
 }
 
@@ -506,11 +511,12 @@ impl Container {
         docker_off_thread(args).await.map(drop)
     }
 
-    /// Writes its whole log (stdout and stderr) to the spec's `log_path` (also done on drop).
+    /// Writes its whole log (stdout and stderr) to the spec's `log_path` (also done on drop):
+    /// its own section, after what an earlier container wrote there.
     pub fn save_log(&self) {
         let args = ["logs".to_string(), self.name.clone()];
         if let Ok(out) = images::docker_both(&args) {
-            let _ = std::fs::write(&self.spec.log_path, out);
+            let _ = write_log_section(&self.spec.log_path, self.log_from, &self.name, &out);
         }
     }
 }
@@ -531,5 +537,34 @@ impl Drop for Container {
         self.save_log();
         // `testcontainers` removes it (in its own drop).
         drop(self.inner.take());
+    }
+}
+
+/// Writes `text` as `name`'s section of the log at `path`, from byte `from` on (what was there
+/// before stays; a section written before is replaced), headed by its name after another's.
+fn write_log_section(path: &std::path::Path, from: u64, name: &str, text: &str) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    file.set_len(from)?;
+    file.seek(std::io::SeekFrom::Start(from))?;
+    if from > 0 {
+        writeln!(file, "--- {name} ---")?;
+    }
+    file.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_containers_log_follows_its_predecessors_and_is_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("processor-0.log");
+        super::write_log_section(&path, 0, "first", "one\n").unwrap();
+        super::write_log_section(&path, 0, "first", "one\nmore\n").unwrap();
+        let from = std::fs::metadata(&path).unwrap().len();
+        super::write_log_section(&path, from, "second", "two\n").unwrap();
+        super::write_log_section(&path, from, "second", "two\nthree\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "one\nmore\n--- second ---\ntwo\nthree\n");
     }
 }
