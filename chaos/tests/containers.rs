@@ -307,10 +307,11 @@ async fn system_on_containers(
 
 /// The testbed of the drills on containers, faults through the injector: pause is the cgroup
 /// freezer; a partition off the network silences the gateway's published port and a partition
-/// from Redis sets Redis' proxy for the processor's address only; a kill and its heal keep the
-/// published port; a CPU quota is set by the engine, kept across a restart, bites and is
-/// lifted; a memory limit gets Redis OOM-killed and is lifted, Redis started again; orders flow
-/// through the proxies before, during and after; everything goes at the end.
+/// from Redis sets Redis' proxy for the processor's address only (on payment, which never talks
+/// to Redis, it lands on nothing and its check fails); a kill and its heal keep the published
+/// port; a CPU quota is set by the engine, kept across a restart, bites and is lifted; a memory
+/// limit gets Redis OOM-killed and is lifted, Redis started again; orders flow through the
+/// proxies before, during and after; everything goes at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_testbed_on_containers_takes_its_faults_through_the_injector_and_heals_them() {
     use chaos::{Action, EventLog, Fault, Injector, Target};
@@ -346,6 +347,17 @@ async fn the_testbed_on_containers_takes_its_faults_through_the_injector_and_hea
         from_redis.check
     );
     let lifted = injector.heal(from_redis.id).await.unwrap();
+    assert!(lifted.check.ok, "{:?}", lifted.check);
+    // A partition from a peer the component never talks to lands on nothing: payment has no
+    // connection to Redis, so its check fails though the proxy took the setting.
+    let nothing =
+        injector.inject(fault(Target::Payment, Action::Partition { from: Some(Target::Redis) })).await.unwrap();
+    assert!(
+        !nothing.check.ok && nothing.check.observed.ends_with(": 0 open connection(s) from there"),
+        "{:?}",
+        nothing.check
+    );
+    let lifted = injector.heal(nothing.id).await.unwrap();
     assert!(lifted.check.ok, "{:?}", lifted.check);
 
     let killed = injector.inject(fault(Target::Broker, Action::Kill)).await.unwrap();
