@@ -113,16 +113,34 @@ async fn the_services_follow_the_primary_through_a_failover() {
     let out = admin(&*testbed.lock().await, &["stock", "get", "101"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // The old primary back: Sentinel makes it a replica of the new one.
+    // The old primary back: Sentinel makes it a replica of the new one. Within 60 s: Sentinel
+    // asks a replica for INFO every 10 s, sees it claim to be a primary, waits 8 s past that
+    // claim (its publish period × 4) and sends REPLICAOF at the next INFO — 10.9 s here, 20 s at
+    // worst — unless the sentinels are in TILT mode, where they act on nothing for 30 s: entered
+    // when a sentinel's timer runs 2 s late, as a stall of a shared machine does to all three at
+    // once. (A clean-clone CI run waited 30 s in vain once, its cause not recorded; a failure
+    // now prints the sentinels' logs, where TILT shows as `+tilt`.)
     injector.heal_all("test").await;
     let old = testbed.lock().await.process(Target::RedisNode(0)).unwrap().addr();
-    let synced = wait_until(Duration::from_secs(30), || async move {
+    let back = Instant::now();
+    let synced = wait_until(Duration::from_secs(60), || async move {
         chaos::probe::redis_answer(old, &["INFO", "replication"], Duration::from_secs(1))
             .await
             .is_ok_and(|info| info.contains("role:slave") && info.contains("master_link_status:up"))
     })
     .await;
-    assert!(synced, "redis[0] did not come back as an in-sync replica within 30 s");
+    if !synced {
+        let info = chaos::probe::redis_answer(old, &["INFO", "replication"], Duration::from_secs(1)).await;
+        let mut testbed = testbed.lock().await;
+        let logs: Vec<String> = (0..3)
+            .map(|i| format!("sentinel[{i}]'s log: {}", testbed.process(Target::Sentinel(i)).unwrap().log_tail()))
+            .collect();
+        panic!(
+            "redis[0] did not come back as an in-sync replica within 60 s; its INFO replication: {info:?}\n{}",
+            logs.join("\n")
+        );
+    }
+    eprintln!("redis[0] an in-sync replica {:?} after it started again", back.elapsed());
 
     // Restore the first primary's backup onto the second: done only once the replica has it.
     let sold_since = stock(&*testbed.lock().await).await;
