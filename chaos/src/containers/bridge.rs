@@ -12,6 +12,9 @@
 //!
 //! Every connection to the engine is made within [`CONNECT_TIMEOUT`], and its answer's head is
 //! awaited for at most [`ANSWER_TIMEOUT`] (longer than bollard's own two minutes).
+//!
+//! The socket's directory outlives its process (which never drops its bridge): the next bridge
+//! sweeps the directories of bridges that are gone ([`sweep_dead_bridges`]).
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A bridge's socket is `docker.sock` in a directory of the temporary directory named so.
+const DIR_PREFIX: &str = "flashlab-docker-";
+/// A bridge's directory without a socket this old is not one about to bind it.
+const UNBOUND_GRACE: Duration = Duration::from_secs(60);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +89,12 @@ impl Bridge {
     /// Asks the engine at `upstream` (a unix socket) for its version and starts forwarding to it.
     pub async fn start(upstream: &Path) -> Result<Bridge, BridgeError> {
         let engine = engine_version(upstream).await?;
+        // A process never drops its bridge (it serves until the process ends), so each leaves
+        // its socket's directory behind: the next bridge removes those of bridges that are gone.
+        let temp = std::env::temp_dir();
+        let _ = tokio::task::spawn_blocking(move || sweep_dead_bridges(&temp)).await;
         let dir = tempfile::Builder::new()
-            .prefix("flashlab-docker-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(|source| BridgeError::Listen { path: std::env::temp_dir().display().to_string(), source })?;
         let socket = dir.path().join("docker.sock");
@@ -196,9 +207,65 @@ pub async fn engine_version(upstream: &Path) -> Result<ApiVersion, BridgeError> 
     }
 }
 
+/// Removes the socket directories in `temp` of bridges that are gone: a socket nobody listens
+/// on any more (a connection to it is refused), or no socket a minute after the directory was
+/// made. A live bridge's socket takes the connection, which ends at once. Returns what it
+/// removed.
+pub fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(temp) else { return Vec::new() };
+    let mut removed = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let socket = dir.join("docker.sock");
+        let dead = match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|made| made.elapsed().is_ok_and(|age| age > UNBOUND_GRACE)),
+            Err(_) => false,
+        };
+        if dead && std::fs::remove_dir_all(&dir).is_ok() {
+            removed.push(dir);
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket nobody listens on goes, with its directory; a live one and a fresh directory
+    /// not yet bound stay; other names are not touched.
+    #[test]
+    fn only_the_directories_of_bridges_that_are_gone_are_swept() {
+        let temp = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let dir = temp.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        };
+        let dead = make("flashlab-docker-dead");
+        drop(std::os::unix::net::UnixListener::bind(dead.join("docker.sock")).unwrap());
+        let live = make("flashlab-docker-live");
+        let _listener = std::os::unix::net::UnixListener::bind(live.join("docker.sock")).unwrap();
+        let fresh = make("flashlab-docker-fresh");
+        let unbound = make("flashlab-docker-unbound");
+        let made = std::time::SystemTime::now() - 2 * UNBOUND_GRACE;
+        std::fs::File::open(&unbound).unwrap().set_modified(made).unwrap();
+        let other = make("other-dead");
+        drop(std::os::unix::net::UnixListener::bind(other.join("docker.sock")).unwrap());
+        let mut swept = sweep_dead_bridges(temp.path());
+        swept.sort();
+        assert_eq!(swept, vec![dead.clone(), unbound.clone()]);
+        assert!(!dead.exists() && !unbound.exists(), "the dead bridges' directories stay");
+        assert!(live.exists() && fresh.exists() && other.exists(), "a live or fresh bridge's, or another's, went");
+    }
 
     #[test]
     fn a_newer_version_is_lowered_and_nothing_else_changes() {
