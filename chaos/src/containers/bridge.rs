@@ -29,11 +29,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
 /// A bridge's socket is `docker.sock` in a directory of the temporary directory named so.
 const DIR_PREFIX: &str = "flashlab-docker-";
 /// A bridge's directory without a socket this old is not one about to bind it.
 const UNBOUND_GRACE: Duration = Duration::from_secs(60);
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
+/// The sweep's connection to another bridge's socket: refused at once if nobody listens, taken
+/// at once by a live listener; longer only behind a live listener's full backlog.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -91,8 +94,7 @@ impl Bridge {
         let engine = engine_version(upstream).await?;
         // A process never drops its bridge (it serves until the process ends), so each leaves
         // its socket's directory behind: the next bridge removes those of bridges that are gone.
-        let temp = std::env::temp_dir();
-        let _ = tokio::task::spawn_blocking(move || sweep_dead_bridges(&temp)).await;
+        sweep_dead_bridges(&std::env::temp_dir()).await;
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir()
@@ -209,9 +211,9 @@ pub async fn engine_version(upstream: &Path) -> Result<ApiVersion, BridgeError> 
 
 /// Removes the socket directories in `temp` of bridges that are gone: a socket nobody listens
 /// on any more (a connection to it is refused), or no socket a minute after the directory was
-/// made. A live bridge's socket takes the connection, which ends at once. Returns what it
-/// removed.
-pub fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
+/// made. A live bridge's socket takes the connection, which ends at once; one that takes none
+/// within [`PROBE_TIMEOUT`] is left alone. Returns what it removed.
+pub async fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(temp) else { return Vec::new() };
     let mut removed = Vec::new();
     for entry in entries.filter_map(Result::ok) {
@@ -220,14 +222,13 @@ pub fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
         }
         let dir = entry.path();
         let socket = dir.join("docker.sock");
-        let dead = match std::os::unix::net::UnixStream::connect(&socket) {
-            Ok(_) => false,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => entry
+        let dead = match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(&socket)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|made| made.elapsed().is_ok_and(|age| age > UNBOUND_GRACE)),
-            Err(_) => false,
+            _ => false,
         };
         if dead && std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(dir);
@@ -242,8 +243,8 @@ mod tests {
 
     /// A socket nobody listens on goes, with its directory; a live one and a fresh directory
     /// not yet bound stay; other names are not touched.
-    #[test]
-    fn only_the_directories_of_bridges_that_are_gone_are_swept() {
+    #[tokio::test]
+    async fn only_the_directories_of_bridges_that_are_gone_are_swept() {
         let temp = tempfile::tempdir().unwrap();
         let make = |name: &str| {
             let dir = temp.path().join(name);
@@ -260,7 +261,7 @@ mod tests {
         std::fs::File::open(&unbound).unwrap().set_modified(made).unwrap();
         let other = make("other-dead");
         drop(std::os::unix::net::UnixListener::bind(other.join("docker.sock")).unwrap());
-        let mut swept = sweep_dead_bridges(temp.path());
+        let mut swept = sweep_dead_bridges(temp.path()).await;
         swept.sort();
         assert_eq!(swept, vec![dead.clone(), unbound.clone()]);
         assert!(!dead.exists() && !unbound.exists(), "the dead bridges' directories stay");
