@@ -13,8 +13,9 @@
 //! Every connection to the engine is made within [`CONNECT_TIMEOUT`], and its answer's head is
 //! awaited for at most [`ANSWER_TIMEOUT`] (longer than bollard's own two minutes).
 //!
-//! The socket's directory outlives its process (which never drops its bridge): the next bridge
-//! sweeps the directories of bridges that are gone ([`sweep_dead_bridges`]).
+//! The socket's directory outlives its process (which never drops its bridge): its name holds
+//! the lab's identity, and the next bridge sweeps those of labs that are gone
+//! ([`sweep_dead_bridges`]), as the containers' sweep does.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -30,13 +31,9 @@ use tokio::net::{UnixListener, UnixStream};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
-/// A bridge's socket is `docker.sock` in a directory of the temporary directory named so.
+/// A bridge's socket is `docker.sock` in a directory of the temporary directory named
+/// `flashlab-docker-PID-START-XXXXXX`: its lab's identity ([`super::lab_identity`]), `:` as `-`.
 const DIR_PREFIX: &str = "flashlab-docker-";
-/// A bridge's directory without a socket this old is not one about to bind it.
-const UNBOUND_GRACE: Duration = Duration::from_secs(60);
-/// The sweep's connection to another bridge's socket: refused at once if nobody listens, taken
-/// at once by a live listener; longer only behind a live listener's full backlog.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -94,9 +91,10 @@ impl Bridge {
         let engine = engine_version(upstream).await?;
         // A process never drops its bridge (it serves until the process ends), so each leaves
         // its socket's directory behind: the next bridge removes those of bridges that are gone.
-        sweep_dead_bridges(&std::env::temp_dir()).await;
+        sweep_dead_bridges(&std::env::temp_dir());
+        let prefix = format!("{DIR_PREFIX}{}-", super::lab_identity().replace(':', "-"));
         let dir = tempfile::Builder::new()
-            .prefix(DIR_PREFIX)
+            .prefix(&prefix)
             .tempdir()
             .map_err(|source| BridgeError::Listen { path: std::env::temp_dir().display().to_string(), source })?;
         let socket = dir.path().join("docker.sock");
@@ -209,28 +207,21 @@ pub async fn engine_version(upstream: &Path) -> Result<ApiVersion, BridgeError> 
     }
 }
 
-/// Removes the socket directories in `temp` of bridges that are gone: a socket nobody listens
-/// on any more (a connection to it is refused), or no socket a minute after the directory was
-/// made. A live bridge's socket takes the connection, which ends at once; one that takes none
-/// within [`PROBE_TIMEOUT`] is left alone. Returns what it removed.
-pub async fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
+/// Removes the socket directories in `temp` of bridges whose lab is gone, judged as the
+/// sweep of containers judges ([`super::lab_alive`]: the process id with its start time). A
+/// directory whose name holds no lab identity is left alone. Returns what it removed.
+pub fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(temp) else { return Vec::new() };
     let mut removed = Vec::new();
     for entry in entries.filter_map(Result::ok) {
-        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(mut parts) = name.strip_prefix(DIR_PREFIX).map(|rest| rest.splitn(3, '-')) else { continue };
+        let (Some(pid), Some(start), Some(_)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        if pid.parse::<u32>().is_err() || start.parse::<u64>().is_err() {
             continue;
         }
         let dir = entry.path();
-        let socket = dir.join("docker.sock");
-        let dead = match tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(&socket)).await {
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => true,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|made| made.elapsed().is_ok_and(|age| age > UNBOUND_GRACE)),
-            _ => false,
-        };
-        if dead && std::fs::remove_dir_all(&dir).is_ok() {
+        if !super::lab_alive(&format!("{pid}:{start}")) && std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(dir);
         }
     }
@@ -241,31 +232,35 @@ pub async fn sweep_dead_bridges(temp: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
-    /// A socket nobody listens on goes, with its directory; a live one and a fresh directory
-    /// not yet bound stay; other names are not touched.
-    #[tokio::test]
-    async fn only_the_directories_of_bridges_that_are_gone_are_swept() {
+    /// A gone lab's directory goes, with or without its socket; a live lab's stays, with or
+    /// without its socket (one about to bind it); other names are not touched.
+    #[test]
+    fn only_the_directories_of_bridges_that_are_gone_are_swept() {
         let temp = tempfile::tempdir().unwrap();
         let make = |name: &str| {
             let dir = temp.path().join(name);
             std::fs::create_dir(&dir).unwrap();
             dir
         };
-        let dead = make("flashlab-docker-dead");
+        let me = crate::containers::lab_identity().replace(':', "-");
+        let (pid, start) = me.split_once('-').unwrap();
+        // This process id with another start time: a lab that is gone, its id reused.
+        let gone = format!("{pid}-{}", start.parse::<u64>().unwrap() + 1);
+        let dead = make(&format!("flashlab-docker-{gone}-a1b2c3"));
         drop(std::os::unix::net::UnixListener::bind(dead.join("docker.sock")).unwrap());
-        let live = make("flashlab-docker-live");
+        let live = make(&format!("flashlab-docker-{me}-d4e5f6"));
         let _listener = std::os::unix::net::UnixListener::bind(live.join("docker.sock")).unwrap();
-        let fresh = make("flashlab-docker-fresh");
-        let unbound = make("flashlab-docker-unbound");
-        let made = std::time::SystemTime::now() - 2 * UNBOUND_GRACE;
-        std::fs::File::open(&unbound).unwrap().set_modified(made).unwrap();
-        let other = make("other-dead");
+        let fresh = make(&format!("flashlab-docker-{me}-g7h8i9"));
+        let unbound = make("flashlab-docker-4194999-1-j0k1l2");
+        let other = make("other-4194999-1-dead");
         drop(std::os::unix::net::UnixListener::bind(other.join("docker.sock")).unwrap());
-        let mut swept = sweep_dead_bridges(temp.path()).await;
+        let nameless = make("flashlab-docker-XyZ123");
+        let mut swept = sweep_dead_bridges(temp.path());
         swept.sort();
         assert_eq!(swept, vec![dead.clone(), unbound.clone()]);
         assert!(!dead.exists() && !unbound.exists(), "the dead bridges' directories stay");
         assert!(live.exists() && fresh.exists() && other.exists(), "a live or fresh bridge's, or another's, went");
+        assert!(nameless.exists(), "a directory without a lab's identity went");
     }
 
     #[test]
