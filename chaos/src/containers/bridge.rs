@@ -257,7 +257,9 @@ mod tests {
         let nameless = make("flashlab-docker-XyZ123");
         let mut swept = sweep_dead_bridges(temp.path());
         swept.sort();
-        assert_eq!(swept, vec![dead.clone(), unbound.clone()]);
+        let mut gone = vec![dead.clone(), unbound.clone()];
+        gone.sort();
+        assert_eq!(swept, gone);
         assert!(!dead.exists() && !unbound.exists(), "the dead bridges' directories stay");
         assert!(live.exists() && fresh.exists() && other.exists(), "a live or fresh bridge's, or another's, went");
         assert!(nameless.exists(), "a directory without a lab's identity went");
