@@ -103,6 +103,17 @@ pub struct SentinelSettings {
     pub failover_timeout: Duration,
 }
 
+/// The shortest `down-after-milliseconds` a sentinel gets here. After a failover each sentinel
+/// resets its view of the new primary: its ping clock starts again and its connections are
+/// closed, to be opened again at most once per second (Sentinel's ping period), counted from its
+/// last attempt to reach the dead primary; its timer runs 10 to 19 times a second. So the first
+/// answer from a healthy new primary can come ~1.1 s after the switch. With a down-after of
+/// 1 s, a sentinel then judges the new primary down, counts the other sentinels' "down"
+/// answers about the old one (kept up to 5 s across the switch) as agreement, and fails over
+/// again at once (a reset allows that): seen in a clean-clone CI run, where the second failover
+/// promoted the old primary that had just been started again. 2 s leaves ~0.9 s above that.
+pub const SENTINEL_MIN_DOWN_AFTER: Duration = Duration::from_secs(2);
+
 /// `redis-server --sentinel` number `index` on `addr`, watching `primary` (an address the
 /// primary announces), its config file (which Sentinel rewrites) in `dir`; the file is written
 /// into `host_dir`, which is `dir` for a process and the directory mounted at `dir` for a
@@ -115,6 +126,16 @@ pub fn sentinel(
     host_dir: &Path,
     dir: &Path,
 ) -> std::io::Result<ProcessSpec> {
+    if settings.down_after < SENTINEL_MIN_DOWN_AFTER {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "Sentinel's down-after of {:?} is below {:?}: a sentinel could judge the new primary down \
+                 right after a failover and fail over again",
+                settings.down_after, SENTINEL_MIN_DOWN_AFTER
+            ),
+        ));
+    }
     let file = format!("sentinel-{index}.conf");
     let on_host = host_dir.join(&file);
     let conf = dir.join(&file);
@@ -354,4 +375,30 @@ pub fn flashsale_program() -> PathBuf {
         }
     }
     "flashsale".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sentinel_with_a_down_after_below_the_floor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let settings = |down_after| SentinelSettings {
+            master: "m".into(),
+            quorum: 2,
+            down_after,
+            failover_timeout: Duration::from_secs(5),
+        };
+        for short in [Duration::from_secs(1), SENTINEL_MIN_DOWN_AFTER - Duration::from_millis(1)] {
+            let err = sentinel(0, addr, addr, &settings(short), dir.path(), dir.path()).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains("fail over again"), "{err}");
+            assert!(!dir.path().join("sentinel-0.conf").exists(), "nothing written for a refused setting");
+        }
+        sentinel(0, addr, addr, &settings(SENTINEL_MIN_DOWN_AFTER), dir.path(), dir.path()).unwrap();
+        let conf = std::fs::read_to_string(dir.path().join("sentinel-0.conf")).unwrap();
+        assert!(conf.contains("sentinel down-after-milliseconds m 2000"), "{conf}");
+    }
 }

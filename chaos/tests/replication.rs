@@ -38,7 +38,7 @@ async fn the_services_follow_the_primary_through_a_failover() {
         sentinel: Some(SentinelSettings {
             master: "flashsale".into(),
             quorum: 2,
-            down_after: Duration::from_secs(1),
+            down_after: chaos::components::SENTINEL_MIN_DOWN_AFTER,
             failover_timeout: Duration::from_secs(5),
         }),
         flashsale_bin: Some(chaos::components::flashsale_program()),
@@ -117,9 +117,9 @@ async fn the_services_follow_the_primary_through_a_failover() {
     // asks a replica for INFO every 10 s, sees it claim to be a primary, waits 8 s past that
     // claim (its publish period × 4) and sends REPLICAOF at the next INFO — 10.9 s here, 20 s at
     // worst — unless the sentinels are in TILT mode, where they act on nothing for 30 s: entered
-    // when a sentinel's timer runs 2 s late, as a stall of a shared machine does to all three at
-    // once. (A clean-clone CI run waited 30 s in vain once, its cause not recorded; a failure
-    // now prints the sentinels' logs, where TILT shows as `+tilt`.)
+    // when a sentinel's timer runs 2 s late. A failure prints the sentinels' logs. (Two
+    // clean-clone CI runs failed here with a down-after of 1 s: the second's logs showed a second
+    // failover, 1 s after the first, that promoted this node back; see SENTINEL_MIN_DOWN_AFTER.)
     injector.heal_all("test").await;
     let old = testbed.lock().await.process(Target::RedisNode(0)).unwrap().addr();
     let back = Instant::now();

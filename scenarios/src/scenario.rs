@@ -97,7 +97,8 @@ pub struct Topology {
     pub redis_replicas: usize,
     /// With replicas: how long the primary may not answer before a sentinel thinks it down
     /// (Sentinel's `down-after-milliseconds`; scaled with `--scale`, like the supervisor's
-    /// periods — the deployment's settings, not the system's own timeouts).
+    /// periods — the deployment's settings, not the system's own timeouts; at least
+    /// [`chaos::components::SENTINEL_MIN_DOWN_AFTER`], 2 s, as written and as scaled).
     #[serde(default = "sentinel_down_after", with = "duration_text")]
     pub sentinel_down_after: Duration,
     /// Where the components run: `processes` (loopback, the default) or `containers` (a Docker
@@ -609,6 +610,17 @@ pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
     if scenario.topology.redis_replicas > 4 {
         return Err(invalid("redis_replicas", "topology.redis_replicas", "0 to 4".into()));
     }
+    let floor = chaos::components::SENTINEL_MIN_DOWN_AFTER;
+    if scenario.topology.redis_replicas > 0 && scenario.topology.sentinel_down_after < floor {
+        return Err(invalid(
+            "sentinel_down_after",
+            "topology.sentinel_down_after",
+            format!(
+                "at least {floor:?}: shorter, a sentinel can judge the new primary down right after a failover \
+                 and fail over again (scenarios/README.md)"
+            ),
+        ));
+    }
     if scenario.topology.processors > 8 {
         return Err(invalid("processors", "topology.processors", "0 to 8".into()));
     }
@@ -985,7 +997,8 @@ impl Scenario {
         self.alerts.settle = scale_d(self.alerts.settle);
         self.supervisor = self.supervisor.map(|s| s.scaled(factor));
         self.release = self.release.map(|r| r.scaled(factor));
-        self.topology.sentinel_down_after = scale_d(self.topology.sentinel_down_after).max(Duration::from_millis(500));
+        self.topology.sentinel_down_after =
+            scale_d(self.topology.sentinel_down_after).max(chaos::components::SENTINEL_MIN_DOWN_AFTER);
         Ok(self)
     }
 
@@ -1244,5 +1257,22 @@ target = "broker"
         let first = *selling_out.stock.values().next().unwrap();
         let scaled = selling_out.scaled(0.5).unwrap();
         assert_eq!(*scaled.stock.values().next().unwrap(), ((first as f64) * 0.25).round().max(1.0) as u64);
+    }
+
+    #[test]
+    fn sentinel_down_after_is_at_least_two_seconds_as_written_and_as_scaled() {
+        let replicated = |down_after: &str| {
+            format!("{GOOD}[topology]\nredis_replicas = 1\nsentinel_down_after = \"{down_after}\"\n")
+        };
+        let text = replicated("1s");
+        let line = text.lines().position(|l| l.starts_with("sentinel_down_after")).unwrap() + 1;
+        let err = parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.starts_with(&format!("x.toml:{line}: topology.sentinel_down_after: at least 2s")), "{err}");
+        assert!(err.contains("fail over again"), "{err}");
+        // Without replicas there is no Sentinel to judge anything.
+        assert!(parse(&text.replace("redis_replicas = 1", "redis_replicas = 0"), "x.toml").is_ok());
+        let s = parse(&replicated("5s"), "x.toml").unwrap();
+        assert_eq!(s.clone().scaled(0.5).unwrap().topology.sentinel_down_after, Duration::from_millis(2500));
+        assert_eq!(s.scaled(0.3).unwrap().topology.sentinel_down_after, Duration::from_secs(2), "the floor");
     }
 }

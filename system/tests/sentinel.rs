@@ -75,7 +75,7 @@ fn endpoint(set: &Set) -> RedisEndpoint {
 
 #[tokio::test]
 async fn calls_follow_the_primary_through_a_sentinel_failover() {
-    let mut nodes = sentinel_set(Duration::from_millis(1000)).await;
+    let mut nodes = sentinel_set(components::SENTINEL_MIN_DOWN_AFTER).await;
     let (a, b) = (nodes.a, nodes.b);
     let endpoint = endpoint(&nodes);
     let redis = Redis::connect_when_up(&endpoint, Duration::from_millis(500), Duration::from_secs(10)).await.unwrap();
@@ -120,7 +120,7 @@ async fn calls_follow_the_primary_through_a_sentinel_failover() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // The primary dies; Sentinel needs down_after (1 s), a vote and the promotion.
+    // The primary dies; Sentinel needs down_after (2 s), a vote and the promotion.
     nodes.primary.kill().await.unwrap();
     let started = Instant::now();
     let mut last = None;
